@@ -1,0 +1,76 @@
+"""Public data types: prompts in, results out.
+
+Coordinates are always in pixels of the *original* image:
+
+* a box is ``(x1, y1, x2, y2)`` (XYXY), ``x`` along the width, ``y`` along the height, ``x1 < x2`` and ``y1 < y2``;
+* a point is ``(x, y, label)`` with ``label`` 1 for foreground and 0 for background.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BBox", "Point", "Prompt", "SegmentationResult"]
+
+#: ``(x1, y1, x2, y2)`` in pixels of the original image.
+BBox = tuple[float, float, float, float]
+#: ``(x, y, label)``; label 1 = foreground, 0 = background.
+Point = tuple[float, float, int]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One object to segment: at most one box plus any number of points (the SAM contract).
+
+    Attributes:
+        box: ``(x1, y1, x2, y2)`` in original-image pixels, or ``None``.
+        points: ``((x, y, label), ...)``; label 1 = foreground, 0 = background.
+        mask_input: optional low-resolution logits of a previous prediction for this object, float32 ``[256, 256]``
+            (``SegmentationResult.low_res_logits``), used to refine a mask with further clicks.
+    """
+
+    box: BBox | None = None
+    points: tuple[Point, ...] = ()
+    mask_input: np.ndarray | None = field(default=None, compare=False)
+
+
+@dataclass
+class SegmentationResult:
+    """One mask and everything derived from it.
+
+    Only the formats asked for are filled in; the others stay ``None``.
+
+    Attributes:
+        mask: bool ``[H, W]`` (format ``numpy``).
+        rle: COCO RLE ``{"size": [H, W], "counts": str | list[int]}`` (format ``rle``).
+        polygons: list of polygons, each a list of rings (exterior first, then holes), each ring ``[[x, y], ...]``
+            in pixel coordinates (format ``polygons``).
+        png_bytes: single-channel PNG of the mask (format ``png``).
+        score: the model's predicted IoU for this mask.
+        area: number of foreground pixels.
+        bbox: ``(x1, y1, x2, y2)`` of the foreground, ``x2``/``y2`` exclusive (so ``x2 - x1`` is the width in
+            pixels); ``(0, 0, 0, 0)`` for an empty mask.
+        latency_ms: wall time of the whole call that produced this result.
+        model_info: model name, variant, backend, device, precision, checkpoint fingerprint.
+        request_id: identifier shared by every result of one call.
+        prompt_index: index of the prompt this mask answers (``-1`` for a merged mask).
+        low_res_logits: float32 ``[256, 256]`` logits, to pass back as ``mask_input`` for refinement.
+        overlay_png: PNG of the image with the mask drawn on it, when ``return_overlay=True``.
+    """
+
+    score: float
+    area: int
+    bbox: tuple[int, int, int, int]
+    latency_ms: float = 0.0
+    model_info: dict[str, Any] = field(default_factory=dict)
+    request_id: str = ""
+    prompt_index: int = 0
+    mask: np.ndarray | None = None
+    rle: dict[str, Any] | None = None
+    polygons: list[list[list[list[float]]]] | None = None
+    png_bytes: bytes | None = None
+    low_res_logits: np.ndarray | None = field(default=None, repr=False)
+    overlay_png: bytes | None = field(default=None, repr=False)

@@ -1,0 +1,1 @@
+"""Backend-independent helpers: image decoding, mask encoding, caching."""
