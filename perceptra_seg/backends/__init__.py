@@ -1,0 +1,19 @@
+"""Inference runtimes behind the encode/decode protocol of :mod:`perceptra_seg.backends.base`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import Backend, DecoderOutput, ImageEmbedding, PromptBatch
+
+if TYPE_CHECKING:
+    from ..config import SegmentorConfig
+
+__all__ = ["Backend", "DecoderOutput", "ImageEmbedding", "PromptBatch", "create_backend"]
+
+
+def create_backend(config: SegmentorConfig) -> Backend:
+    """Build the runtime named by ``config.runtime.backend``, importing its heavy dependencies lazily."""
+    from .torch_backend import TorchBackend
+
+    return TorchBackend(config)

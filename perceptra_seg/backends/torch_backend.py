@@ -1,0 +1,220 @@
+"""PyTorch runtime: transformers' ``SamModel`` / ``Sam2Model`` behind the encode/decode protocol."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import SegmentorConfig
+from ..conversion import convert_state_dict, detect_family, unwrap_checkpoint
+from ..exceptions import BackendError, ConfigError, InvalidInputError, ModelLoadError
+from ..preprocessing import preprocess_image
+from ..registry import ModelSpec, architecture_config, get_model_spec
+from ..weights import CheckpointSource, resolve_checkpoint
+from .base import DecoderOutput, Family, ImageEmbedding, PromptBatch
+
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "the torch backend needs PyTorch and transformers: pip install 'perceptra-seg[torch]'"
+    ) from exc
+
+__all__ = ["TorchBackend", "build_model", "resolve_device"]
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; an explicit CUDA device without CUDA is an error."""
+    if requested == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        logger.info("device auto-selected: %s", device)
+        return device
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {requested!r} requested but CUDA is not available (use device='cpu' or 'auto')")
+    return torch.device(requested)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def build_model(family: Family, vision_config: dict[str, Any]) -> torch.nn.Module:
+    """An untrained transformers SAM model of the given family and vision config (weights are loaded after)."""
+    from transformers import Sam2Config, Sam2Model, SamConfig, SamModel
+
+    if family == "sam1":
+        return SamModel(SamConfig(vision_config=vision_config))
+    return Sam2Model(Sam2Config(vision_config=vision_config))
+
+
+def _load_meta_file(path: Path, spec: ModelSpec, overrides: dict[str, Any] | None) -> torch.nn.Module:
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        state_dict = unwrap_checkpoint(raw)
+        family = detect_family(state_dict)
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise ModelLoadError(f"cannot read checkpoint {path}: {exc} (truncated or not a SAM checkpoint?)") from None
+    if family != spec.family:
+        raise ModelLoadError(
+            f"checkpoint {path.name} holds a {family.upper()} model but model {spec.name!r} is a {spec.family.upper()}"
+            " model; set model.name to match the file"
+        )
+    vision_config = _deep_merge(architecture_config(family, spec.variant), overrides or {})
+    model = build_model(family, vision_config)
+    converted = convert_state_dict(state_dict, family)
+    try:
+        model.load_state_dict(converted, strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(
+            f"checkpoint {path.name} does not fit {spec.name}/{spec.variant}: {exc}".replace("\n", " ")
+        ) from None
+    return model
+
+
+def _load_transformers(location: str, spec: ModelSpec, *, hub: bool) -> torch.nn.Module:
+    from transformers import Sam2Model, SamModel
+
+    directory = Path(location)
+    if hub:
+        from huggingface_hub import snapshot_download
+
+        try:
+            directory = Path(snapshot_download(location, allow_patterns=["*.json", "*.safetensors"]))
+        except Exception as exc:  # huggingface_hub raises many types (offline, 404, auth, network)
+            raise ModelLoadError(f"cannot fetch {location} from the Hugging Face hub: {exc}") from None
+    try:
+        model_type = json.loads((directory / "config.json").read_text())["model_type"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise ModelLoadError(f"{directory} has no readable config.json with a model_type: {exc}") from None
+    classes = {"sam": ("sam1", SamModel), "sam2": ("sam2", Sam2Model)}
+    if model_type not in classes:
+        raise ModelLoadError(f"{location} is a {model_type!r} model, not SAM (sam) or SAM 2 (sam2)")
+    family, cls = classes[model_type]
+    if family != spec.family:
+        raise ModelLoadError(f"{location} holds a {family.upper()} model but model {spec.name!r} is {spec.family.upper()}")
+    try:
+        model: torch.nn.Module = cls.from_pretrained(directory)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"cannot load {location}: {exc}") from None
+    return model
+
+
+class TorchBackend:
+    """Encode/decode with a transformers SAM model on CPU or CUDA, fp32 or autocast fp16/bf16."""
+
+    def __init__(self, config: SegmentorConfig) -> None:
+        self._config = config
+        self.spec = get_model_spec(config.model.name, config.model.variant)
+        self.family: Family = self.spec.family
+        runtime = config.runtime
+        self.device = resolve_device(runtime.device)
+        self.precision = runtime.precision
+        if runtime.num_threads is not None:
+            torch.set_num_threads(runtime.num_threads)
+        self.source: CheckpointSource = resolve_checkpoint(
+            self.spec,
+            config.model.checkpoint_path,
+            cache_dir=config.model.cache_dir,
+            offline=config.model.offline,
+            download_base_url=config.model.download_base_url,
+            timeout_s=config.model.download_timeout_s,
+        )
+        if self.source.kind == "meta":
+            model = _load_meta_file(Path(self.source.location), self.spec, config.model.architecture)
+        else:
+            model = _load_transformers(self.source.location, self.spec, hub=self.source.kind == "hub")
+        self.model = model.to(self.device).eval()
+        self._encoder = self.model.get_image_embeddings
+        if runtime.compile:
+            self._encoder = torch.compile(self.model.get_image_embeddings)
+        self.fingerprint = "|".join(
+            (self.spec.name, self.spec.variant, "torch", str(self.device), self.precision, self.source.fingerprint)
+        )
+        logger.info(
+            "loaded %s/%s from %s (%s) on %s, precision %s",
+            self.spec.name, self.spec.variant, self.source.location, self.source.kind, self.device, self.precision,
+        )
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "model": self.spec.name,
+            "variant": self.spec.variant,
+            "backend": "torch",
+            "device": str(self.device),
+            "precision": self.precision,
+            "checkpoint": self.source.fingerprint,
+        }
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        with torch.inference_mode():
+            if self.precision == "fp32":
+                yield
+            else:
+                with torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.precision]):
+                    yield
+
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        pixels, input_size = preprocess_image(image, self.family)
+        try:
+            with self._inference():
+                output = self._encoder(torch.from_numpy(pixels).to(self.device))
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            from ..exceptions import ResourceExhaustedError
+
+            raise ResourceExhaustedError(f"out of GPU memory while encoding: {exc}") from None
+        features = tuple(output) if isinstance(output, (list, tuple)) else (output,)
+        features = tuple(f.float() for f in features)
+        nbytes = sum(f.numel() * f.element_size() for f in features)
+        return ImageEmbedding(original_size=image.shape[:2], input_size=input_size, features=features, nbytes=nbytes)
+
+    def decode(self, embedding: ImageEmbedding, batch: PromptBatch, *, multimask: bool) -> DecoderOutput:
+        if len(batch) == 0:
+            raise InvalidInputError("empty prompt batch")
+        features = embedding.features
+        kwargs: dict[str, Any] = {
+            "image_embeddings": features[0] if self.family == "sam1" else list(features),
+            "multimask_output": multimask,
+        }
+        if batch.points is not None and batch.labels is not None:
+            kwargs["input_points"] = self._tensor(batch.points)[None]
+            kwargs["input_labels"] = torch.from_numpy(batch.labels).to(self.device, torch.long)[None]
+        if batch.boxes is not None:
+            kwargs["input_boxes"] = self._tensor(batch.boxes)[None]
+        if batch.mask_inputs is not None:
+            kwargs["input_masks"] = self._tensor(batch.mask_inputs)
+        try:
+            with self._inference():
+                output = self.model(**kwargs)
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            from ..exceptions import ResourceExhaustedError
+
+            raise ResourceExhaustedError(f"out of GPU memory while decoding: {exc}") from None
+        except RuntimeError as exc:
+            raise BackendError(f"mask decoder failed: {exc}") from exc
+        logits = output.pred_masks[0].float().cpu().numpy()
+        scores = output.iou_scores[0].float().cpu().numpy()
+        return DecoderOutput(low_res_logits=logits, iou_scores=scores)
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.device)
+
+    def close(self) -> None:
+        self.model.to("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

@@ -1,0 +1,201 @@
+"""``SegmentorConfig``: every setting of the SDK, service and CLI in one validated object.
+
+Precedence, lowest to highest: field defaults < YAML file < environment variables < explicit arguments.
+
+* YAML: ``SegmentorConfig.load("config.yaml")`` (or ``Segmentor(config="config.yaml")``); sections as below.
+* Environment: ``SEGMENTOR_<SECTION>_<FIELD>``, e.g. ``SEGMENTOR_RUNTIME_DEVICE=cpu``,
+  ``SEGMENTOR_MODEL_CHECKPOINT_PATH=/models/sam_vit_b_01ec64.pth``; lists and dicts as JSON
+  (``SEGMENTOR_OUTPUTS_FORMATS='["rle","polygons"]'``).
+* Arguments: ``SegmentorConfig.load(path, runtime={"device": "cpu"})`` or the keyword shortcuts of ``Segmentor``.
+
+Unknown keys are errors at every level (a typo never silently does nothing).
+"""
+
+from __future__ import annotations
+
+import contextvars
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .exceptions import ConfigError
+from .registry import MODEL_NAMES
+
+__all__ = [
+    "CacheConfig",
+    "InputConfig",
+    "ModelConfig",
+    "OutputsConfig",
+    "PostprocessConfig",
+    "RuntimeConfig",
+    "SegmentorConfig",
+]
+
+_YAML_PATH: contextvars.ContextVar[Path | None] = contextvars.ContextVar("segmentor_yaml_path", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """Which model to run and where its weights come from."""
+
+    name: str = Field("sam_v2", description="sam_v1 | sam_v2 (SAM 2.1 weights) | sam_v2.0 (original SAM 2 weights)")
+    variant: str | None = Field(None, description="architecture size; None = the model's default (vit_b / hiera_small)")
+    checkpoint_path: str | None = Field(
+        None,
+        description="Meta checkpoint file, transformers directory, or hub id; None = download Meta's file into cache_dir",
+    )
+    cache_dir: str | None = Field(None, description="where downloaded checkpoints live; None = the platform cache dir")
+    download_base_url: str | None = Field(
+        None, description="mirror serving Meta's checkpoint files by name; None = Meta's own URLs"
+    )
+    download_timeout_s: float = Field(60.0, gt=0, description="connect/read timeout of a checkpoint download")
+    offline: bool = Field(False, description="never download; also implied by HF_HUB_OFFLINE=1")
+    architecture: dict[str, Any] | None = Field(
+        None,
+        description="overrides of the transformers vision config, for fine-tuned or reduced architectures",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in MODEL_NAMES:
+            raise ValueError(f"unknown model {value!r}; choose one of {', '.join(MODEL_NAMES)}")
+        return value
+
+
+class RuntimeConfig(_Section):
+    """How inference runs."""
+
+    backend: Literal["torch"] = "torch"
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N; auto picks CUDA when available")
+    precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="autocast dtype of the networks")
+    compile: bool = Field(False, description="torch.compile the image encoder and mask decoder")
+    num_threads: int | None = Field(None, ge=1, description="torch intra-op threads; None = torch's default")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
+            raise ValueError(f"unknown device {value!r}; use auto, cpu, cuda or cuda:N")
+        return value
+
+
+class InputConfig(_Section):
+    """Limits applied to every image before it reaches a model."""
+
+    max_pixels: int = Field(100_000_000, gt=0, description="width × height limit, checked before decoding pixels")
+    max_bytes: int = Field(50 * 1024 * 1024, gt=0, description="encoded image size limit")
+    allow_urls: bool = Field(False, description="accept http(s) URLs as image sources")
+    url_timeout_s: float = Field(10.0, gt=0, description="connect/read timeout when fetching an image URL")
+    max_prompts: int = Field(256, ge=1, description="prompts per call")
+    max_points_per_prompt: int = Field(64, ge=1, description="points in one prompt")
+
+
+class OutputsConfig(_Section):
+    """Default output formats and their options (per-call ``output_formats`` overrides ``formats``)."""
+
+    formats: list[str] = Field(default_factory=lambda: ["numpy"], description="numpy | rle | png | polygons")
+    rle_compressed: bool = Field(True, description="COCO compressed RLE string counts; False = list of run lengths")
+    png_bit_depth: Literal[1, 8] = 1
+    polygon_tolerance: float = Field(0.0, ge=0, description="shapely simplification tolerance in pixels")
+    polygon_min_area: float = Field(0.0, ge=0, description="drop polygons and holes smaller than this (pixels²)")
+
+
+class PostprocessConfig(_Section):
+    """What happens to the logits after the decoder."""
+
+    mask_threshold: float = Field(0.0, description="logit threshold; SAM's own is 0.0")
+    min_hole_area: int = Field(0, ge=0, description="fill holes smaller than this many pixels; 0 = off")
+    min_island_area: int = Field(0, ge=0, description="remove foreground islands smaller than this; 0 = off")
+
+
+class CacheConfig(_Section):
+    """The LRU of image embeddings."""
+
+    enabled: bool = True
+    max_bytes: int = Field(1024 * 1024 * 1024, ge=0, description="total size of cached embeddings")
+
+
+class SegmentorConfig(BaseSettings):
+    """The whole configuration; see the module docstring for precedence and environment variable names."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SEGMENTOR_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    input: InputConfig = Field(default_factory=InputConfig)
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _YamlSource(settings_cls)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> SegmentorConfig:
+        """Build the effective configuration from an optional YAML file, the environment and ``overrides``.
+
+        Raises:
+            ConfigError: unreadable YAML, unknown keys, invalid values (the message names each offending key).
+        """
+        yaml_path = Path(path) if path is not None else None
+        if yaml_path is not None and not yaml_path.is_file():
+            raise ConfigError(f"config file not found: {yaml_path}")
+        token = _YAML_PATH.set(yaml_path)
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+        finally:
+            _YAML_PATH.reset(token)
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by :meth:`SegmentorConfig.load` (lowest priority after the defaults)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _YAML_PATH.get()
+        if path is None:
+            return {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+        return data
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(p) for p in error["loc"]) or "config"
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        parts.append(f"{location}: {message}")
+    return "invalid configuration: " + "; ".join(parts)

@@ -1,0 +1,156 @@
+"""Convert Meta's original SAM checkpoints into the key layout of the transformers models.
+
+SAM 1 files (``sam_vit_*.pth``) hold the flat state dict of Meta's ``Sam`` module; SAM 2 / 2.1 files
+(``sam2*_hiera_*.pt``) hold ``{"model": state_dict}``. :func:`convert_state_dict` maps either onto the parameter
+names of ``transformers.SamModel`` / ``Sam2Model``; the caller loads the result with ``strict=True``.
+
+The rename rules are data (ordered ``(pattern, replacement)`` regex pairs per family) plus two structural steps that
+are shared by both families: multi-layer MLP renumbering and the shared positional-encoding matrix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+
+__all__ = ["convert_state_dict", "detect_family", "unwrap_checkpoint"]
+
+Family = Literal["sam1", "sam2"]
+
+_SAM1_RULES: tuple[tuple[str, str], ...] = (
+    (r"^image_encoder\.", "vision_encoder."),
+    (r"\.neck\.0\.", ".neck.conv1."),
+    (r"\.neck\.1\.", ".neck.layer_norm1."),
+    (r"\.neck\.2\.", ".neck.conv2."),
+    (r"\.neck\.3\.", ".neck.layer_norm2."),
+    (r"\.patch_embed\.proj\.", ".patch_embed.projection."),
+    (r"\.norm(\d*|_final_attn)\.", r".layer_norm\1."),
+    (r"\.blocks\.", ".layers."),
+    (r"\.output_upscaling\.0\.", ".upscale_conv1."),
+    (r"\.output_upscaling\.1\.", ".upscale_layer_norm."),
+    (r"\.output_upscaling\.3\.", ".upscale_conv2."),
+    (r"\.mask_downscaling\.0\.", ".mask_embed.conv1."),
+    (r"\.mask_downscaling\.1\.", ".mask_embed.layer_norm1."),
+    (r"\.mask_downscaling\.3\.", ".mask_embed.conv2."),
+    (r"\.mask_downscaling\.4\.", ".mask_embed.layer_norm2."),
+    (r"\.mask_downscaling\.6\.", ".mask_embed.conv3."),
+    (r"\.point_embeddings\.", ".point_embed."),
+)
+
+_SAM2_RULES: tuple[tuple[str, str], ...] = (
+    (r"^image_encoder\.trunk\.", "vision_encoder.backbone."),
+    (r"^image_encoder\.neck\.convs\.(\d+)\.conv\.", r"vision_encoder.neck.convs.\1."),
+    (r"\.patch_embed\.proj\.", ".patch_embed.projection."),
+    (r"^(vision_encoder\.backbone\.blocks\.\d+)\.norm(\d)\.", r"\1.layer_norm\2."),
+    (r"^sam_mask_decoder\.", "mask_decoder."),
+    (r"^sam_prompt_encoder\.", "prompt_encoder."),
+    (r"\.output_upscaling\.0\.", ".upscale_conv1."),
+    (r"\.output_upscaling\.1\.", ".upscale_layer_norm."),
+    (r"\.output_upscaling\.3\.", ".upscale_conv2."),
+    (r"\.mask_downscaling\.0\.", ".mask_embed.conv1."),
+    (r"\.mask_downscaling\.1\.", ".mask_embed.layer_norm1."),
+    (r"\.mask_downscaling\.3\.", ".mask_embed.conv2."),
+    (r"\.mask_downscaling\.4\.", ".mask_embed.layer_norm2."),
+    (r"\.mask_downscaling\.6\.", ".mask_embed.conv3."),
+    (r"^(mask_decoder\.transformer(?:\..*)?)\.out_proj\.", r"\1.o_proj."),
+    (r"^(mask_decoder\.transformer(?:\..*)?)\.norm(\d+|_final_attn)\.", r"\1.layer_norm\2."),
+    (r"^no_mem_embed$", "no_memory_embedding"),
+)
+
+# Prefixes of the SAM 2 image path; everything else in a SAM 2 file belongs to video tracking (memory modules).
+_SAM2_IMAGE_PREFIXES = ("image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder.", "no_mem_embed")
+_GAUSSIAN_SUFFIX = "pe_layer.positional_encoding_gaussian_matrix"
+_MLP_LAYER = re.compile(r"^(?P<mlp>.*)\.layers\.(?P<index>\d+)\.(?P<param>weight|bias)$")
+
+
+def unwrap_checkpoint(obj: object) -> dict[str, torch.Tensor]:
+    """Return the state dict inside a loaded checkpoint object (``{"model": sd}`` for SAM 2, ``sd`` for SAM 1).
+
+    Raises:
+        ValueError: the object is not a mapping of parameter names to tensors.
+    """
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not obj:
+        raise ValueError("checkpoint does not contain a state dict")
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"checkpoint entry {bad[0]!r} is not a named tensor")
+    return dict(obj)
+
+
+def detect_family(state_dict: Mapping[str, torch.Tensor]) -> Family:
+    """Tell a SAM 1 state dict from a SAM 2 one by its top-level module names.
+
+    Raises:
+        ValueError: neither layout (e.g. a transformers-format or unrelated state dict).
+    """
+    if any(k.startswith("sam_mask_decoder.") for k in state_dict):
+        return "sam2"
+    if any(k.startswith("mask_decoder.") for k in state_dict) and any(k.startswith("image_encoder.") for k in state_dict):
+        return "sam1"
+    raise ValueError("not a Meta SAM checkpoint: expected 'image_encoder.*' with 'mask_decoder.*' or 'sam_mask_decoder.*'")
+
+
+def _rename(key: str, rules: tuple[tuple[str, str], ...]) -> str:
+    for pattern, replacement in rules:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def _renumber_mlps(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename Meta's ``<mlp>.layers.{0..n-1}`` to transformers' ``proj_in`` / ``layers.{0..n-3}`` / ``proj_out``.
+
+    Only the *last* ``.layers.K.`` of a key is an MLP index; earlier ones (``transformer.layers.N``) are kept.
+    """
+    depth: dict[str, int] = {}
+    for key in state_dict:
+        match = _MLP_LAYER.match(key)
+        if match:
+            depth[match["mlp"]] = max(depth.get(match["mlp"], 0), int(match["index"]) + 1)
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        match = _MLP_LAYER.match(key)
+        if match and depth[match["mlp"]] >= 2:
+            index, last = int(match["index"]), depth[match["mlp"]] - 1
+            part = "proj_in" if index == 0 else "proj_out" if index == last else f"layers.{index - 1}"
+            key = f"{match['mlp']}.{part}.{match['param']}"
+        renamed[key] = value
+    return renamed
+
+
+def convert_state_dict(state_dict: Mapping[str, torch.Tensor], family: Family) -> dict[str, torch.Tensor]:
+    """Map a Meta SAM state dict onto transformers' ``SamModel`` (``sam1``) or ``Sam2Model`` (``sam2``) names.
+
+    Args:
+        state_dict: Meta's parameter names to tensors (already unwrapped from ``{"model": ...}``).
+        family: which architecture the file holds.
+
+    Returns:
+        A new dict; tensors are shared, not copied. SAM 1's ``pixel_mean``/``pixel_std`` buffers and SAM 2's
+        video-tracking modules are dropped (preprocessing constants live in our own code).
+    """
+    if family == "sam1":
+        rules = _SAM1_RULES
+        source = {k: v for k, v in state_dict.items() if k not in ("pixel_mean", "pixel_std")}
+    else:
+        rules = _SAM2_RULES
+        source = {k: v for k, v in state_dict.items() if k.startswith(_SAM2_IMAGE_PREFIXES)}
+    converted: dict[str, torch.Tensor] = {}
+    point_rows: dict[int, torch.Tensor] = {}
+    for key, value in source.items():
+        if key.endswith(_GAUSSIAN_SUFFIX):
+            converted["shared_image_embedding.positional_embedding"] = value
+            converted["prompt_encoder.shared_embedding.positional_embedding"] = value
+            continue
+        sam2_point = re.fullmatch(r"sam_prompt_encoder\.point_embeddings\.(\d+)\.weight", key)
+        if family == "sam2" and sam2_point:
+            point_rows[int(sam2_point[1])] = value
+            continue
+        converted[_rename(key, rules)] = value
+    if point_rows:
+        converted["prompt_encoder.point_embed.weight"] = torch.cat([point_rows[i] for i in sorted(point_rows)], dim=0)
+    return _renumber_mlps(converted)

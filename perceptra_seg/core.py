@@ -1,0 +1,337 @@
+"""``Segmentor``: the one object users hold. Orchestration only; each step lives in its own module."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .backends import Backend, ImageEmbedding, create_backend
+from .config import SegmentorConfig
+from .exceptions import InvalidInputError
+from .models import BBox, Point, Prompt, SegmentationResult
+from .preprocessing import logits_to_image_frame
+from .prompts import build_batches, normalize_prompts
+from .utils.cache import CacheStats, EmbeddingCache
+from .utils.image_io import image_digest, load_image
+from .utils.masks import encode_mask, mask_area, mask_bbox, remove_small_regions, validate_formats
+from .utils.overlay import render_overlay
+
+__all__ = ["Segmentor"]
+
+logger = logging.getLogger(__name__)
+
+Strategy = Literal["all", "largest", "merge"]
+_STRATEGIES = ("all", "largest", "merge")
+
+
+class Segmentor:
+    """Segment Anything behind a small API: one image encoding, any number of prompts.
+
+    Example::
+
+        seg = Segmentor(model="sam_v1", device="cpu", checkpoint_path="sam_vit_b_01ec64.pth")
+        r = seg.segment_from_box(image, box=(100, 100, 400, 400), output_formats=["numpy", "rle"])
+
+    Args:
+        config: a :class:`SegmentorConfig`, a path to a YAML file, a dict of sections, or ``None`` (defaults and
+            ``SEGMENTOR_*`` environment variables).
+        backend: backend name (``"torch"``) or a ready :class:`~perceptra_seg.backends.Backend` instance.
+        model, variant, device, precision, checkpoint_path: shortcuts for the config fields of the same name;
+            they override the file and the environment.
+
+    Thread safety: every public method may be called from several threads at once; concurrent requests for the
+    same image encode it once.
+    """
+
+    def __init__(
+        self,
+        config: SegmentorConfig | str | Path | Mapping[str, Any] | None = None,
+        *,
+        backend: str | Backend | None = None,
+        model: str | None = None,
+        variant: str | None = None,
+        device: str | None = None,
+        precision: str | None = None,
+        checkpoint_path: str | Path | None = None,
+    ) -> None:
+        self.config = _effective_config(
+            config,
+            backend=backend if isinstance(backend, str) else None,
+            model=model,
+            variant=variant,
+            device=device,
+            precision=precision,
+            checkpoint_path=checkpoint_path,
+        )
+        self._backend: Backend = backend if isinstance(backend, Backend) else create_backend(self.config)
+        self._cache: EmbeddingCache[ImageEmbedding] = EmbeddingCache(self.config.cache.max_bytes)
+        self._lock = threading.Lock()
+        self.encoder_calls = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Segmentor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drop cached embeddings and release the backend's models."""
+        self._cache.clear()
+        self._backend.close()
+
+    def set_backend(self, name: str) -> None:
+        """Switch runtime (e.g. ``"torch"``); the model is loaded anew and cached embeddings are dropped."""
+        config = self.config.model_copy(deep=True)
+        config.runtime.backend = name  # type: ignore[assignment]  # validated on assignment
+        new_backend = create_backend(config)
+        old, self._backend, self.config = self._backend, new_backend, config
+        self._cache.clear()
+        old.close()
+
+    def warmup(self, image_size: tuple[int, int] = (1024, 1024)) -> float:
+        """Run the encoder and decoder once on a blank ``(H, W)`` image (not cached); returns the seconds taken."""
+        start = time.perf_counter()
+        height, width = image_size
+        image = np.zeros((height, width, 3), dtype=np.uint8)
+        embedding = self._backend.encode(image)
+        prompt = [Prompt(box=(0.0, 0.0, float(width), float(height)))]
+        for _, batch in build_batches(prompt, (height, width), self._backend.family):
+            self._backend.decode(embedding, batch, multimask=False)
+        return time.perf_counter() - start
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    def cache_stats(self) -> CacheStats:
+        """Hit/miss/eviction counters and current size of the embedding cache."""
+        return self._cache.stats()
+
+    # ------------------------------------------------------------------ public segmentation API
+
+    def segment_from_box(
+        self,
+        image: Any,
+        box: BBox | Sequence[float],
+        *,
+        output_formats: Sequence[str] | None = None,
+        multimask: bool = False,
+        mask_input: np.ndarray | None = None,
+        return_overlay: bool = False,
+    ) -> SegmentationResult:
+        """Segment the object inside one ``(x1, y1, x2, y2)`` box; with ``multimask`` the best of 3 masks."""
+        results = self.segment(
+            image,
+            prompts=[{"box": box, "mask_input": mask_input}],
+            output_formats=output_formats,
+            multimask=multimask,
+            return_overlay=return_overlay,
+        )
+        return max(results, key=lambda r: r.score)
+
+    def segment_from_points(
+        self,
+        image: Any,
+        points: Sequence[Point] | Sequence[Sequence[float]],
+        *,
+        output_formats: Sequence[str] | None = None,
+        multimask: bool = False,
+        mask_input: np.ndarray | None = None,
+        return_overlay: bool = False,
+    ) -> SegmentationResult:
+        """Segment one object from ``(x, y, label)`` clicks (1 = foreground, 0 = background)."""
+        results = self.segment(
+            image,
+            prompts=[{"points": list(points), "mask_input": mask_input}],
+            output_formats=output_formats,
+            multimask=multimask,
+            return_overlay=return_overlay,
+        )
+        return max(results, key=lambda r: r.score)
+
+    def segment(
+        self,
+        image: Any,
+        prompts: Iterable[Prompt | Mapping[str, Any]] | None = None,
+        boxes: Any = None,
+        points: Any = None,
+        *,
+        strategy: Strategy = "all",
+        output_formats: Sequence[str] | None = None,
+        multimask: bool = False,
+        return_overlay: bool = False,
+    ) -> list[SegmentationResult]:
+        """Segment every prompt on one image with one encoder pass and one decoder call per prompt shape.
+
+        Args:
+            image: numpy ``[H, W]``/``[H, W, 3]``/``[H, W, 4]`` array, PIL image, path, bytes, base64 or URL
+                (see :func:`perceptra_seg.utils.image_io.load_image`).
+            prompts: ``[{"box": (x1, y1, x2, y2), "points": [(x, y, label), ...], "mask_input": logits}, ...]``.
+            boxes: flat form; each ``(x1, y1, x2, y2)`` box is its own prompt.
+            points: flat form; all ``(x, y, label)`` points together are one prompt.
+            strategy: ``all`` (one result per mask), ``largest`` (the single largest mask) or ``merge`` (the union
+                of every mask, scored with the best score, ``prompt_index`` -1).
+            output_formats: any of ``numpy``, ``rle``, ``png``, ``polygons``; default ``outputs.formats``.
+            multimask: 3 masks per prompt instead of 1.
+            return_overlay: attach a PNG of the image with the masks drawn.
+
+        Returns:
+            Results in prompt order (``multimask``: 3 per prompt, best first is *not* applied; see ``score``).
+        """
+        start = time.perf_counter()
+        if strategy not in _STRATEGIES:
+            raise InvalidInputError(f"strategy must be one of {', '.join(_STRATEGIES)}, got {strategy!r}")
+        formats = validate_formats(output_formats if output_formats is not None else self.config.outputs.formats)
+        pixels = self._load(image)
+        size = (int(pixels.shape[0]), int(pixels.shape[1]))
+        limits = self.config.input
+        normalized = normalize_prompts(
+            size,
+            prompts=prompts,
+            boxes=boxes,
+            points=points,
+            max_prompts=limits.max_prompts,
+            max_points=limits.max_points_per_prompt,
+        )
+        embedding = self._embedding(pixels)
+        masks, scores, logits, indices = self._decode(embedding, normalized, multimask)
+        masks, scores, logits, indices = _apply_strategy(strategy, masks, scores, logits, indices)
+        overlay = render_overlay(pixels, masks, boxes=[p.box for p in normalized if p.box is not None],
+                                 points=[pt for p in normalized for pt in p.points]) if return_overlay else None
+        request_id = uuid.uuid4().hex
+        info = self._backend.info()
+        outputs = self.config.outputs
+        results = []
+        for mask, score, low_res, index in zip(masks, scores, logits, indices, strict=True):
+            encoded = encode_mask(
+                mask,
+                formats,
+                rle_compressed=outputs.rle_compressed,
+                png_bit_depth=outputs.png_bit_depth,
+                polygon_tolerance=outputs.polygon_tolerance,
+                polygon_min_area=outputs.polygon_min_area,
+            )
+            results.append(
+                SegmentationResult(
+                    score=float(score),
+                    area=mask_area(mask),
+                    bbox=mask_bbox(mask),
+                    model_info=info,
+                    request_id=request_id,
+                    prompt_index=index,
+                    low_res_logits=low_res,
+                    overlay_png=overlay,
+                    **encoded,
+                )
+            )
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        for result in results:
+            result.latency_ms = latency_ms
+        return results
+
+    # ------------------------------------------------------------------ steps
+
+    def _load(self, image: Any) -> np.ndarray:
+        limits = self.config.input
+        return load_image(
+            image,
+            max_pixels=limits.max_pixels,
+            max_bytes=limits.max_bytes,
+            allow_urls=limits.allow_urls,
+            url_timeout_s=limits.url_timeout_s,
+        )
+
+    def _encode(self, pixels: np.ndarray) -> ImageEmbedding:
+        with self._lock:
+            self.encoder_calls += 1
+        return self._backend.encode(pixels)
+
+    def _embedding(self, pixels: np.ndarray) -> ImageEmbedding:
+        if not self.config.cache.enabled:
+            return self._encode(pixels)
+        key = f"{self._backend.fingerprint}|{image_digest(pixels)}"
+        embedding, _ = self._cache.get_or_compute(key, lambda: self._encode(pixels))
+        return embedding
+
+    def _decode(
+        self, embedding: ImageEmbedding, prompts: Sequence[Prompt], multimask: bool
+    ) -> tuple[list[np.ndarray], list[float], list[np.ndarray], list[int]]:
+        """Run the decoder per prompt-shape group; return masks, scores, low-res logits and prompt indices."""
+        family = self._backend.family
+        per_prompt: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for indices, batch in build_batches(prompts, embedding.original_size, family):
+            output = self._backend.decode(embedding, batch, multimask=multimask)
+            for row, index in enumerate(indices):
+                per_prompt[index] = (output.low_res_logits[row], output.iou_scores[row])
+        post = self.config.postprocess
+        masks, scores, logits, indices_out = [], [], [], []
+        for index in range(len(prompts)):
+            low_res_k, scores_k = per_prompt[index]
+            for low_res, score in zip(low_res_k, scores_k, strict=True):
+                frame = logits_to_image_frame(low_res, embedding.original_size, embedding.input_size, family)
+                mask = frame > post.mask_threshold
+                mask = remove_small_regions(mask, min_area=post.min_hole_area, mode="holes")
+                mask = remove_small_regions(mask, min_area=post.min_island_area, mode="islands")
+                masks.append(mask)
+                scores.append(float(score))
+                logits.append(np.ascontiguousarray(low_res, dtype=np.float32))
+                indices_out.append(index)
+        return masks, scores, logits, indices_out
+
+
+def _apply_strategy(
+    strategy: Strategy,
+    masks: list[np.ndarray],
+    scores: list[float],
+    logits: list[np.ndarray],
+    indices: list[int],
+) -> tuple[list[np.ndarray], list[float], list[np.ndarray], list[int]]:
+    if strategy == "all":
+        return masks, scores, logits, indices
+    if strategy == "largest":
+        best = max(range(len(masks)), key=lambda i: (int(masks[i].sum()), scores[i]))
+        return [masks[best]], [scores[best]], [logits[best]], [indices[best]]
+    merged = np.logical_or.reduce(masks)
+    best = int(np.argmax(scores))
+    return [merged], [scores[best]], [logits[best]], [-1]
+
+
+def _effective_config(
+    config: SegmentorConfig | str | Path | Mapping[str, Any] | None, **shortcuts: Any
+) -> SegmentorConfig:
+    """Combine a config argument with keyword shortcuts (shortcuts win)."""
+    sections = {
+        "backend": ("runtime", "backend"),
+        "model": ("model", "name"),
+        "variant": ("model", "variant"),
+        "device": ("runtime", "device"),
+        "precision": ("runtime", "precision"),
+        "checkpoint_path": ("model", "checkpoint_path"),
+    }
+    overrides: dict[str, dict[str, Any]] = {}
+    for name, value in shortcuts.items():
+        if value is not None:
+            section, field = sections[name]
+            overrides.setdefault(section, {})[field] = str(value) if isinstance(value, Path) else value
+    if isinstance(config, SegmentorConfig):
+        if not overrides:
+            return config
+        merged = config.model_dump()
+        for section, fields in overrides.items():
+            merged[section].update(fields)
+        return SegmentorConfig.load(None, **merged)
+    if isinstance(config, Mapping):
+        merged = {k: dict(v) if isinstance(v, Mapping) else v for k, v in config.items()}
+        for section, fields in overrides.items():
+            merged.setdefault(section, {}).update(fields)
+        return SegmentorConfig.load(None, **merged)
+    return SegmentorConfig.load(config, **overrides)

@@ -1,0 +1,113 @@
+"""Model-input preparation and logit post-processing, the same for every backend (numpy, PIL and OpenCV only).
+
+Geometry of the two families (matching Meta's reference predictors):
+
+* SAM 1: the image is resized (PIL bilinear) so its longest side is 1024, normalised with ImageNet statistics in
+  0..255 units, and padded bottom/right to 1024×1024. Prompt coordinates scale per axis by ``new_w / W`` and
+  ``new_h / H``. Logits go 256 → 1024 → crop to the resized size → ``H×W``.
+* SAM 2: the image (as float in 0..1) is resized to 1024×1024 with an antialiased bilinear filter and normalised.
+  Coordinates scale by ``1024 / W`` and ``1024 / H``. Logits go 256 → ``H×W`` directly.
+
+All resizes of logits are bilinear with half-pixel centres (PyTorch's ``align_corners=False``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import cv2
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "INPUT_SIZE",
+    "logits_to_image_frame",
+    "preprocess_image",
+    "resized_input_size",
+    "transform_coords",
+]
+
+INPUT_SIZE = 1024
+Family = Literal["sam1", "sam2"]
+
+_SAM1_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+_SAM1_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+_SAM2_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+_SAM2_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def resized_input_size(original_size: tuple[int, int], family: Family) -> tuple[int, int]:
+    """``(h, w)`` of the image inside the 1024 input: longest side 1024 (rounded half up) for SAM 1, else 1024²."""
+    if family == "sam2":
+        return INPUT_SIZE, INPUT_SIZE
+    height, width = original_size
+    scale = INPUT_SIZE / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def preprocess_image(image: np.ndarray, family: Family) -> tuple[np.ndarray, tuple[int, int]]:
+    """Turn an RGB uint8 ``[H, W, 3]`` image into the encoder input.
+
+    Returns:
+        ``(pixel_values, input_size)``: float32 ``[1, 3, 1024, 1024]`` (NCHW) and the resized ``(h, w)``.
+    """
+    input_h, input_w = resized_input_size(image.shape[:2], family)
+    if family == "sam1":
+        resized = np.asarray(Image.fromarray(image).resize((input_w, input_h), Image.BILINEAR), dtype=np.float32)
+        normalised = (resized - _SAM1_MEAN) / _SAM1_STD
+        pixels = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), dtype=np.float32)
+        pixels[:input_h, :input_w] = normalised
+    else:
+        channels = [
+            np.asarray(
+                Image.fromarray(np.ascontiguousarray(image[:, :, c], dtype=np.float32) / 255.0, mode="F").resize(
+                    (INPUT_SIZE, INPUT_SIZE), Image.BILINEAR
+                )
+            )
+            for c in range(3)
+        ]
+        pixels = (np.stack(channels, axis=-1) - _SAM2_MEAN) / _SAM2_STD
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None], dtype=np.float32), (input_h, input_w)
+
+
+def transform_coords(coords: np.ndarray, original_size: tuple[int, int], family: Family) -> np.ndarray:
+    """Map ``(x, y)`` pairs from original-image pixels to the 1024 input frame.
+
+    Args:
+        coords: float array ``[..., 2]`` of ``(x, y)`` (boxes as ``[..., 2, 2]`` corner pairs work too).
+        original_size: ``(H, W)`` of the original image.
+
+    Returns:
+        float32 array of the same shape.
+    """
+    height, width = original_size
+    input_h, input_w = resized_input_size(original_size, family)
+    scale = np.array([input_w / width, input_h / height], dtype=np.float64)
+    return (np.asarray(coords, dtype=np.float64) * scale).astype(np.float32)
+
+
+def _bilinear(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize float32 ``[h, w]`` to ``[height, width]``, bilinear with half-pixel centres, no antialiasing."""
+    if array.shape == (height, width):
+        return array
+    return cv2.resize(array, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def logits_to_image_frame(
+    low_res_logits: np.ndarray, original_size: tuple[int, int], input_size: tuple[int, int], family: Family
+) -> np.ndarray:
+    """Upsample one mask's logits to the original image.
+
+    Args:
+        low_res_logits: float32 ``[256, 256]``.
+        original_size: ``(H, W)`` of the original image.
+        input_size: ``(h, w)`` of the resized image inside the 1024 input (:attr:`ImageEmbedding.input_size`).
+
+    Returns:
+        float32 ``[H, W]`` logits; the mask is ``logits > threshold``.
+    """
+    logits = np.ascontiguousarray(low_res_logits, dtype=np.float32)
+    if family == "sam1":
+        logits = _bilinear(logits, INPUT_SIZE, INPUT_SIZE)[: input_size[0], : input_size[1]]
+        logits = np.ascontiguousarray(logits)
+    return _bilinear(logits, *original_size)

@@ -1,0 +1,148 @@
+"""Model catalogue: names, variants, download URLs and architecture facts.
+
+Everything here is data. ``weights.py`` resolves and converts checkpoints, ``backends`` build the networks from the
+architecture configs returned by :func:`architecture_config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .exceptions import ConfigError
+
+__all__ = ["MODEL_NAMES", "ModelSpec", "architecture_config", "get_model_spec", "list_models"]
+
+Family = Literal["sam1", "sam2"]
+
+_SAM1_URL = "https://dl.fbaipublicfiles.com/segment_anything/{file}"
+_SAM2_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/{file}"
+_SAM21_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/{file}"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One downloadable model: a (name, variant) pair.
+
+    Attributes:
+        name: catalogue name (``sam_v1``, ``sam_v2``, ``sam_v2.0``).
+        variant: architecture size (``vit_b``, ``hiera_small``, ...).
+        family: ``sam1`` (SamModel, longest-side-1024 + pad) or ``sam2`` (Sam2Model, 1024×1024 resize).
+        filename: Meta's checkpoint file name; for SAM 1 its suffix is the sha256 prefix of the file.
+        url: where Meta publishes the file.
+        hub_id: the equivalent transformers-format repository on the Hugging Face hub.
+    """
+
+    name: str
+    variant: str
+    family: Family
+    filename: str
+    url: str
+    hub_id: str
+
+    @property
+    def sha256_prefix(self) -> str | None:
+        """Hash prefix encoded in the file name (SAM 1 files only), e.g. ``01ec64``; ``None`` when absent."""
+        stem = self.filename.rsplit(".", 1)[0]
+        tail = stem.rsplit("_", 1)[-1]
+        if len(tail) == 6 and all(c in "0123456789abcdef" for c in tail):
+            return tail
+        return None
+
+
+def _sam1(variant: str, file: str, hub: str) -> ModelSpec:
+    return ModelSpec("sam_v1", variant, "sam1", file, _SAM1_URL.format(file=file), hub)
+
+
+def _sam2(name: str, variant: str, file: str, base: str, hub: str) -> ModelSpec:
+    return ModelSpec(name, variant, "sam2", file, base.format(file=file), hub)
+
+
+_CATALOGUE: dict[tuple[str, str], ModelSpec] = {
+    (spec.name, spec.variant): spec
+    for spec in [
+        _sam1("vit_b", "sam_vit_b_01ec64.pth", "facebook/sam-vit-base"),
+        _sam1("vit_l", "sam_vit_l_0b3195.pth", "facebook/sam-vit-large"),
+        _sam1("vit_h", "sam_vit_h_4b8939.pth", "facebook/sam-vit-huge"),
+        _sam2("sam_v2", "hiera_tiny", "sam2.1_hiera_tiny.pt", _SAM21_URL, "facebook/sam2.1-hiera-tiny"),
+        _sam2("sam_v2", "hiera_small", "sam2.1_hiera_small.pt", _SAM21_URL, "facebook/sam2.1-hiera-small"),
+        _sam2("sam_v2", "hiera_base_plus", "sam2.1_hiera_base_plus.pt", _SAM21_URL, "facebook/sam2.1-hiera-base-plus"),
+        _sam2("sam_v2", "hiera_large", "sam2.1_hiera_large.pt", _SAM21_URL, "facebook/sam2.1-hiera-large"),
+        _sam2("sam_v2.0", "hiera_tiny", "sam2_hiera_tiny.pt", _SAM2_URL, "facebook/sam2-hiera-tiny"),
+        _sam2("sam_v2.0", "hiera_small", "sam2_hiera_small.pt", _SAM2_URL, "facebook/sam2-hiera-small"),
+        _sam2("sam_v2.0", "hiera_base_plus", "sam2_hiera_base_plus.pt", _SAM2_URL, "facebook/sam2-hiera-base-plus"),
+        _sam2("sam_v2.0", "hiera_large", "sam2_hiera_large.pt", _SAM2_URL, "facebook/sam2-hiera-large"),
+    ]
+}
+
+MODEL_NAMES: tuple[str, ...] = ("sam_v1", "sam_v2", "sam_v2.0")
+DEFAULT_VARIANTS: dict[str, str] = {"sam_v1": "vit_b", "sam_v2": "hiera_small", "sam_v2.0": "hiera_small"}
+
+
+def list_models() -> list[ModelSpec]:
+    """Every (model, variant) pair in the catalogue."""
+    return list(_CATALOGUE.values())
+
+
+def get_model_spec(name: str, variant: str | None = None) -> ModelSpec:
+    """Look up a catalogue entry; ``variant=None`` picks the model's default variant.
+
+    Raises:
+        ConfigError: unknown model or variant (the message lists the valid ones).
+    """
+    if name not in MODEL_NAMES:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    variant = variant or DEFAULT_VARIANTS[name]
+    spec = _CATALOGUE.get((name, variant))
+    if spec is None:
+        valid = sorted(v for (n, v) in _CATALOGUE if n == name)
+        raise ConfigError(f"unknown variant {variant!r} for model {name!r}; choose one of {', '.join(valid)}")
+    return spec
+
+
+# SAM 1 image encoders (ViT): hidden size, depth, heads, blocks with global attention.
+_SAM1_VISION: dict[str, dict[str, Any]] = {
+    "vit_b": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "global_attn_indexes": [2, 5, 8, 11]},
+    "vit_l": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "global_attn_indexes": [5, 11, 17, 23]},
+    "vit_h": {"hidden_size": 1280, "num_hidden_layers": 32, "num_attention_heads": 16, "global_attn_indexes": [7, 15, 23, 31]},
+}
+
+# SAM 2 / 2.1 Hiera trunks, from Meta's model configs: initial width and heads (doubled each stage), blocks per
+# stage, global-attention blocks, window size per stage, background positional-embedding size.
+_SAM2_TRUNK: dict[str, dict[str, Any]] = {
+    "hiera_tiny": {"dim": 96, "heads": 1, "stages": [1, 2, 7, 2], "global": [5, 7, 9], "windows": [8, 4, 14, 7], "bkg": [7, 7]},
+    "hiera_small": {"dim": 96, "heads": 1, "stages": [1, 2, 11, 2], "global": [7, 10, 13], "windows": [8, 4, 14, 7], "bkg": [7, 7]},
+    "hiera_base_plus": {"dim": 112, "heads": 2, "stages": [2, 3, 16, 3], "global": [12, 16, 20], "windows": [8, 4, 14, 7], "bkg": [14, 14]},
+    "hiera_large": {"dim": 144, "heads": 2, "stages": [2, 6, 36, 4], "global": [23, 33, 43], "windows": [8, 4, 16, 8], "bkg": [7, 7]},
+}
+
+
+def architecture_config(family: Family, variant: str) -> dict[str, Any]:
+    """Keyword arguments for the transformers config of one architecture.
+
+    For ``sam1`` the dict is the ``vision_config`` of ``SamConfig``; for ``sam2`` it is the ``vision_config`` of
+    ``Sam2Config`` (a ``Sam2VisionConfig`` with its Hiera ``backbone_config``). Prompt encoder and mask decoder use
+    the transformers defaults, which equal Meta's for every variant.
+    """
+    if family == "sam1":
+        if variant not in _SAM1_VISION:
+            raise ConfigError(f"unknown SAM 1 variant {variant!r}")
+        return dict(_SAM1_VISION[variant])
+    if variant not in _SAM2_TRUNK:
+        raise ConfigError(f"unknown SAM 2 variant {variant!r}")
+    t = _SAM2_TRUNK[variant]
+    dims = [t["dim"] * 2**i for i in range(4)]
+    return {
+        "backbone_config": {
+            "model_type": "sam2_hiera_det_model",
+            "hidden_size": t["dim"],
+            "num_attention_heads": t["heads"],
+            "blocks_per_stage": t["stages"],
+            "embed_dim_per_stage": dims,
+            "num_attention_heads_per_stage": [t["heads"] * 2**i for i in range(4)],
+            "window_size_per_stage": t["windows"],
+            "global_attention_blocks": t["global"],
+            "window_positional_embedding_background_size": t["bkg"],
+        },
+        "backbone_channel_list": dims[::-1],
+    }

@@ -1,0 +1,139 @@
+"""Shared fixtures: reference models with random weights saved in Meta's format, photos, and a fake backend.
+
+The reference packages are imported first (with the torchvision stand-in), before anything imports transformers.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reference_support import import_reference_packages  # noqa: E402
+
+segment_anything, sam2_build, sam2_predictor = import_reference_packages()
+
+# A reduced SAM 1 image encoder (same ViT code path as vit_b, fewer and narrower blocks) for fast tests.
+SMALL_SAM1 = {"encoder_embed_dim": 64, "encoder_depth": 2, "encoder_num_heads": 2, "encoder_global_attn_indexes": [1]}
+SMALL_SAM1_ARCHITECTURE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "global_attn_indexes": [1]}
+
+
+def _perturb(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Add noise to every parameter so zero-initialised ones (positional embeddings, rel-pos) are exercised too."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.02)
+    return model.eval()
+
+
+def build_reference_sam1(variant: str | dict[str, Any], seed: int = 0) -> torch.nn.Module:
+    """Meta's ``Sam`` with random weights: a registry variant name or ``_build_sam`` keyword arguments."""
+    torch.manual_seed(seed)
+    if isinstance(variant, str):
+        model = segment_anything.sam_model_registry[variant]()
+    else:
+        from segment_anything.build_sam import _build_sam
+
+        model = _build_sam(checkpoint=None, **variant)
+    return _perturb(model, seed)
+
+
+def build_reference_sam2(config_name: str, seed: int = 0) -> torch.nn.Module:
+    """Meta's ``SAM2Base`` from one of its packaged configs, with random weights."""
+    torch.manual_seed(seed)
+    model = sam2_build.build_sam2(config_name, None, device="cpu")
+    return _perturb(model, seed)
+
+
+def save_meta_checkpoint(model: torch.nn.Module, path: Path, *, sam2: bool) -> Path:
+    """Save in Meta's layout: SAM 1 a flat state dict, SAM 2 ``{"model": state_dict}``."""
+    state = model.state_dict()
+    torch.save({"model": state} if sam2 else state, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, np.ndarray]:
+    """Real photographs shipped with scikit-image (RGB uint8), non-square on purpose."""
+    from skimage import data
+
+    return {"coffee": data.coffee(), "chelsea": data.chelsea()}
+
+
+@pytest.fixture(scope="session")
+def small_sam1(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
+    """A reduced SAM 1 reference model and its Meta-format checkpoint file."""
+    model = build_reference_sam1(SMALL_SAM1, seed=1)
+    path = save_meta_checkpoint(model, tmp_path_factory.mktemp("small_sam1") / "sam_small.pth", sam2=False)
+    return model, path
+
+
+@pytest.fixture(scope="session")
+def small_sam1_config(small_sam1: tuple[torch.nn.Module, Path]) -> dict[str, Any]:
+    """Config sections that load the reduced SAM 1 checkpoint on CPU."""
+    return {
+        "model": {"name": "sam_v1", "variant": "vit_b", "checkpoint_path": str(small_sam1[1]),
+                  "architecture": SMALL_SAM1_ARCHITECTURE},
+        "runtime": {"device": "cpu"},
+    }
+
+
+@pytest.fixture(scope="session")
+def small_segmentor(small_sam1_config: dict[str, Any]) -> Any:
+    from perceptra_seg import Segmentor
+
+    return Segmentor(small_sam1_config)
+
+
+class CountingBackend:
+    """Wraps a real backend and counts encoder calls (optionally slowed down, to widen race windows)."""
+
+    def __init__(self, inner: Any, delay_s: float = 0.0) -> None:
+        self.inner = inner
+        self.family = inner.family
+        self.fingerprint = inner.fingerprint
+        self.encode_calls = 0
+        self.delay_s = delay_s
+
+    def encode(self, image: np.ndarray) -> Any:
+        import time
+
+        self.encode_calls += 1
+        time.sleep(self.delay_s)
+        return self.inner.encode(image)
+
+    def decode(self, embedding: Any, batch: Any, *, multimask: bool) -> Any:
+        return self.inner.decode(embedding, batch, multimask=multimask)
+
+    def info(self) -> dict[str, Any]:
+        return self.inner.info()
+
+    def close(self) -> None:
+        """The wrapped backend is shared between tests; closing the wrapper leaves it alone."""
+
+
+@pytest.fixture
+def counting_segmentor(small_segmentor: Any) -> Callable[..., Any]:
+    """Factory: a fresh Segmentor (own cache) over the shared small model, with an encoder-call counter."""
+    from perceptra_seg import Segmentor
+
+    def make(delay_s: float = 0.0, **sections: Any) -> Any:
+        backend = CountingBackend(small_segmentor.backend, delay_s)
+        config = small_segmentor.config.model_dump()
+        for section, values in sections.items():
+            config[section].update(values)
+        return Segmentor(config, backend=backend)
+
+    return make
+
+
+def reference_modules() -> tuple[ModuleType, ModuleType]:
+    return segment_anything, sam2_predictor
