@@ -18,10 +18,11 @@ from .exceptions import (
     ImageTooLargeError,
     InvalidInputError,
     ModelLoadError,
+    NotFoundError,
     ResourceExhaustedError,
     SegmentorError,
 )
-from .models import Prompt, SegmentationResult
+from .models import EmbeddedImage, Prompt, SegmentationResult
 
 __version__ = "0.1.0"
 
@@ -29,9 +30,11 @@ __all__ = [
     "AuthError",
     "BackendError",
     "ConfigError",
+    "EmbeddedImage",
     "ImageTooLargeError",
     "InvalidInputError",
     "ModelLoadError",
+    "NotFoundError",
     "Prompt",
     "ResourceExhaustedError",
     "SegmentationResult",

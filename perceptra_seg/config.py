@@ -59,7 +59,7 @@ class ModelConfig(_Section):
     offline: bool = Field(False, description="never download; also implied by HF_HUB_OFFLINE=1")
     architecture: dict[str, Any] | None = Field(
         None,
-        description="overrides of the transformers vision config, for fine-tuned or reduced architectures",
+        description="SamConfig/Sam2Config keyword overrides, deep-merged, e.g. {vision_config: {num_hidden_layers: 2}}",
     )
 
     @field_validator("name")

@@ -14,8 +14,8 @@ import numpy as np
 
 from .backends import Backend, ImageEmbedding, create_backend
 from .config import SegmentorConfig
-from .exceptions import InvalidInputError
-from .models import BBox, Point, Prompt, SegmentationResult
+from .exceptions import ConfigError, InvalidInputError, NotFoundError
+from .models import BBox, EmbeddedImage, Point, Prompt, SegmentationResult
 from .preprocessing import logits_to_image_frame
 from .prompts import build_batches, normalize_prompts
 from .utils.cache import CacheStats, EmbeddingCache
@@ -112,6 +112,20 @@ class Segmentor:
     def backend(self) -> Backend:
         return self._backend
 
+    def embed(self, image: Any) -> EmbeddedImage:
+        """Decode and encode ``image`` now and keep its embedding cached; prompts sent later with the returned
+        handle cost only the decoder.
+
+        Raises:
+            ConfigError: the embedding cache is disabled (``cache.enabled = false``).
+        """
+        if not self.config.cache.enabled:
+            raise ConfigError("embed() needs the embedding cache (cache.enabled = true)")
+        pixels = self._load(image)
+        key = self._cache_key(pixels)
+        self._cache.get_or_compute(key, lambda: self._encode(pixels))
+        return EmbeddedImage(image_id=key, width=int(pixels.shape[1]), height=int(pixels.shape[0]))
+
     def cache_stats(self) -> CacheStats:
         """Hit/miss/eviction counters and current size of the embedding cache."""
         return self._cache.stats()
@@ -191,8 +205,14 @@ class Segmentor:
         if strategy not in _STRATEGIES:
             raise InvalidInputError(f"strategy must be one of {', '.join(_STRATEGIES)}, got {strategy!r}")
         formats = validate_formats(output_formats if output_formats is not None else self.config.outputs.formats)
-        pixels = self._load(image)
-        size = (int(pixels.shape[0]), int(pixels.shape[1]))
+        pixels: np.ndarray | None = None
+        if isinstance(image, EmbeddedImage):
+            if return_overlay:
+                raise InvalidInputError("return_overlay needs the image itself, not an embedded image id")
+            size = (image.height, image.width)
+        else:
+            pixels = self._load(image)
+            size = (int(pixels.shape[0]), int(pixels.shape[1]))
         limits = self.config.input
         normalized = normalize_prompts(
             size,
@@ -202,11 +222,17 @@ class Segmentor:
             max_prompts=limits.max_prompts,
             max_points=limits.max_points_per_prompt,
         )
-        embedding = self._embedding(pixels)
+        embedding = self._embedding(pixels) if pixels is not None else self._embedded(image)
         masks, scores, logits, indices = self._decode(embedding, normalized, multimask)
         masks, scores, logits, indices = _apply_strategy(strategy, masks, scores, logits, indices)
-        overlay = render_overlay(pixels, masks, boxes=[p.box for p in normalized if p.box is not None],
-                                 points=[pt for p in normalized for pt in p.points]) if return_overlay else None
+        overlay = None
+        if pixels is not None and return_overlay:
+            overlay = render_overlay(
+                pixels,
+                masks,
+                boxes=[p.box for p in normalized if p.box is not None],
+                points=[pt for p in normalized for pt in p.points],
+            )
         request_id = uuid.uuid4().hex
         info = self._backend.info()
         outputs = self.config.outputs
@@ -255,11 +281,19 @@ class Segmentor:
             self.encoder_calls += 1
         return self._backend.encode(pixels)
 
+    def _cache_key(self, pixels: np.ndarray) -> str:
+        return f"{self._backend.fingerprint}|{image_digest(pixels)}"
+
     def _embedding(self, pixels: np.ndarray) -> ImageEmbedding:
         if not self.config.cache.enabled:
             return self._encode(pixels)
-        key = f"{self._backend.fingerprint}|{image_digest(pixels)}"
-        embedding, _ = self._cache.get_or_compute(key, lambda: self._encode(pixels))
+        embedding, _ = self._cache.get_or_compute(self._cache_key(pixels), lambda: self._encode(pixels))
+        return embedding
+
+    def _embedded(self, handle: EmbeddedImage) -> ImageEmbedding:
+        embedding = self._cache.get(handle.image_id)
+        if embedding is None:
+            raise NotFoundError("embedded image not found or evicted from the cache; embed the image again")
         return embedding
 
     def _decode(

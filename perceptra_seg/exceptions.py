@@ -5,7 +5,8 @@ Each class carries the HTTP status the REST service answers with, so the mapping
 
     SegmentorError
     ├── InvalidInputError        400  bad image bytes, bad prompt, out-of-range coordinates, bad argument
-    ├── ImageTooLargeError       413  image over the pixel or byte limit (checked before decoding pixels)
+    │   └── ImageTooLargeError   413  image over the pixel or byte limit (checked before decoding pixels)
+    ├── NotFoundError            404  an embedded image id that is unknown or was evicted from the cache
     ├── ConfigError              400  unknown or invalid configuration key/value
     ├── ModelLoadError           503  checkpoint missing, truncated, wrong hash, wrong architecture
     ├── BackendError             500  the inference backend failed for a reason that is not the caller's input
@@ -22,6 +23,7 @@ __all__ = [
     "ImageTooLargeError",
     "InvalidInputError",
     "ModelLoadError",
+    "NotFoundError",
     "ResourceExhaustedError",
     "SegmentorError",
 ]
@@ -46,6 +48,13 @@ class ImageTooLargeError(InvalidInputError):
 
     http_status = 413
     code = "image_too_large"
+
+
+class NotFoundError(SegmentorError, LookupError):
+    """A referenced object (e.g. an embedded image id) does not exist or has expired."""
+
+    http_status = 404
+    code = "not_found"
 
 
 class ConfigError(SegmentorError, ValueError):

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BBox", "Point", "Prompt", "SegmentationResult"]
+__all__ = ["BBox", "EmbeddedImage", "Point", "Prompt", "SegmentationResult"]
 
 #: ``(x1, y1, x2, y2)`` in pixels of the original image.
 BBox = tuple[float, float, float, float]
@@ -35,6 +35,24 @@ class Prompt:
     box: BBox | None = None
     points: tuple[Point, ...] = ()
     mask_input: np.ndarray | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class EmbeddedImage:
+    """Handle to an image whose embedding is cached (from :meth:`Segmentor.embed`).
+
+    Pass it to ``segment*`` in place of the image to skip decoding and encoding. The embedding lives in the
+    byte-bounded cache; once evicted, using the handle raises :class:`~perceptra_seg.exceptions.NotFoundError`.
+
+    Attributes:
+        image_id: cache key (model fingerprint + pixel digest), stable for the same pixels and model.
+        width: image width in pixels.
+        height: image height in pixels.
+    """
+
+    image_id: str
+    width: int
+    height: int
 
 
 @dataclass

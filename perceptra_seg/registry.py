@@ -118,21 +118,21 @@ _SAM2_TRUNK: dict[str, dict[str, Any]] = {
 
 
 def architecture_config(family: Family, variant: str) -> dict[str, Any]:
-    """Keyword arguments for the transformers config of one architecture.
+    """Keyword arguments for the transformers config (``SamConfig`` / ``Sam2Config``) of one architecture.
 
-    For ``sam1`` the dict is the ``vision_config`` of ``SamConfig``; for ``sam2`` it is the ``vision_config`` of
-    ``Sam2Config`` (a ``Sam2VisionConfig`` with its Hiera ``backbone_config``). Prompt encoder and mask decoder use
-    the transformers defaults, which equal Meta's for every variant.
+    Only ``vision_config`` differs between Meta's released variants; prompt encoder and mask decoder use the
+    transformers defaults, which equal Meta's. ``model.architecture`` in the config is deep-merged over this dict
+    (e.g. ``{"vision_config": {"num_hidden_layers": 2}}``) for fine-tuned or reduced architectures.
     """
     if family == "sam1":
         if variant not in _SAM1_VISION:
             raise ConfigError(f"unknown SAM 1 variant {variant!r}")
-        return dict(_SAM1_VISION[variant])
+        return {"vision_config": dict(_SAM1_VISION[variant])}
     if variant not in _SAM2_TRUNK:
         raise ConfigError(f"unknown SAM 2 variant {variant!r}")
     t = _SAM2_TRUNK[variant]
     dims = [t["dim"] * 2**i for i in range(4)]
-    return {
+    vision = {
         "backbone_config": {
             "model_type": "sam2_hiera_det_model",
             "hidden_size": t["dim"],
@@ -146,3 +146,4 @@ def architecture_config(family: Family, variant: str) -> dict[str, Any]:
         },
         "backbone_channel_list": dims[::-1],
     }
+    return {"vision_config": vision}

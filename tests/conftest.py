@@ -22,7 +22,9 @@ segment_anything, sam2_build, sam2_predictor = import_reference_packages()
 
 # A reduced SAM 1 image encoder (same ViT code path as vit_b, fewer and narrower blocks) for fast tests.
 SMALL_SAM1 = {"encoder_embed_dim": 64, "encoder_depth": 2, "encoder_num_heads": 2, "encoder_global_attn_indexes": [1]}
-SMALL_SAM1_ARCHITECTURE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "global_attn_indexes": [1]}
+SMALL_SAM1_ARCHITECTURE = {
+    "vision_config": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "global_attn_indexes": [1]}
+}
 
 
 def _perturb(model: torch.nn.Module, seed: int) -> torch.nn.Module:

@@ -51,13 +51,13 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def build_model(family: Family, vision_config: dict[str, Any]) -> torch.nn.Module:
-    """An untrained transformers SAM model of the given family and vision config (weights are loaded after)."""
+def build_model(family: Family, architecture: dict[str, Any]) -> torch.nn.Module:
+    """An untrained transformers SAM model; ``architecture`` holds ``SamConfig``/``Sam2Config`` keyword arguments."""
     from transformers import Sam2Config, Sam2Model, SamConfig, SamModel
 
     if family == "sam1":
-        return SamModel(SamConfig(vision_config=vision_config))
-    return Sam2Model(Sam2Config(vision_config=vision_config))
+        return SamModel(SamConfig(**architecture))
+    return Sam2Model(Sam2Config(**architecture))
 
 
 def _load_meta_file(path: Path, spec: ModelSpec, overrides: dict[str, Any] | None) -> torch.nn.Module:
@@ -72,8 +72,8 @@ def _load_meta_file(path: Path, spec: ModelSpec, overrides: dict[str, Any] | Non
             f"checkpoint {path.name} holds a {family.upper()} model but model {spec.name!r} is a {spec.family.upper()}"
             " model; set model.name to match the file"
         )
-    vision_config = _deep_merge(architecture_config(family, spec.variant), overrides or {})
-    model = build_model(family, vision_config)
+    architecture = _deep_merge(architecture_config(family, spec.variant), overrides or {})
+    model = build_model(family, architecture)
     converted = convert_state_dict(state_dict, family)
     try:
         model.load_state_dict(converted, strict=True)

@@ -100,6 +100,17 @@ class EmbeddingCache(Generic[V]):
                 self._bytes -= evicted.nbytes
                 self._evictions += 1
 
+    def get(self, key: str) -> V | None:
+        """The cached value, or ``None`` when absent or evicted (counted as a hit or a miss)."""
+        with self._lock:
+            value = self._entries.get(key)
+            if value is None:
+                self._misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self._hits += 1
+            return value
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
