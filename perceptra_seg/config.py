@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -28,11 +28,14 @@ from .registry import MODEL_NAMES
 __all__ = [
     "CacheConfig",
     "InputConfig",
+    "LoggingConfig",
     "ModelConfig",
+    "OnnxConfig",
     "OutputsConfig",
     "PostprocessConfig",
     "RuntimeConfig",
     "SegmentorConfig",
+    "ServerConfig",
 ]
 
 _YAML_PATH: contextvars.ContextVar[Path | None] = contextvars.ContextVar("segmentor_yaml_path", default=None)
@@ -49,7 +52,7 @@ class ModelConfig(_Section):
     variant: str | None = Field(None, description="architecture size; None = the model's default (vit_b / hiera_small)")
     checkpoint_path: str | None = Field(
         None,
-        description="Meta checkpoint file, transformers directory, or hub id; None = download Meta's file into cache_dir",
+        description="Meta checkpoint file, transformers directory or hub id; None = download Meta's file",
     )
     cache_dir: str | None = Field(None, description="where downloaded checkpoints live; None = the platform cache dir")
     download_base_url: str | None = Field(
@@ -73,11 +76,15 @@ class ModelConfig(_Section):
 class RuntimeConfig(_Section):
     """How inference runs."""
 
-    backend: Literal["torch"] = "torch"
+    backend: Literal["torch", "onnx"] = Field(
+        "torch", description="torch | onnx (exported graphs, see the onnx section)"
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N; auto picks CUDA when available")
     precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="autocast dtype of the networks")
     compile: bool = Field(False, description="torch.compile the image encoder and mask decoder")
-    num_threads: int | None = Field(None, ge=1, description="torch intra-op threads; None = torch's default")
+    num_threads: int | None = Field(
+        None, ge=1, description="intra-op threads of torch or ONNX Runtime; None = the runtime's default"
+    )
 
     @field_validator("device")
     @classmethod
@@ -123,6 +130,68 @@ class CacheConfig(_Section):
     max_bytes: int = Field(1024 * 1024 * 1024, ge=0, description="total size of cached embeddings")
 
 
+class OnnxConfig(_Section):
+    """The ONNX Runtime backend (``runtime.backend = "onnx"``); precision fp32/fp16 comes from ``runtime.precision``."""
+
+    model_dir: str | None = Field(
+        None,
+        description="directory with manifest.json and the exported graphs; None = a per-model folder under "
+        "<model.cache_dir or the platform cache dir>/onnx",
+    )
+    quantize: Literal["int8"] | None = Field(None, description="use INT8 dynamically quantised graphs")
+    auto_export: bool = Field(True, description="export missing graphs on first use (needs the torch extra)")
+
+
+class ServerConfig(_Section):
+    """The REST service (``perceptra_seg.service``): network, security and admission limits."""
+
+    host: str = Field("127.0.0.1", description="interface uvicorn binds to")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port uvicorn binds to")
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="accepted API keys (Authorization: Bearer or X-API-Key); empty = no authentication",
+    )
+    public_health: bool = Field(True, description="/v1/healthz and /v1/readyz answer without an API key")
+    public_metrics: bool = Field(False, description="/metrics answers without an API key")
+    rate_limit: str | None = Field(None, description="per-key request limit such as '60/minute'; None = unlimited")
+    max_concurrency: int = Field(1, ge=1, description="inference calls running at the same time")
+    max_queue: int = Field(32, ge=0, description="requests waiting for a slot; beyond that 503 + Retry-After")
+    request_timeout_s: float = Field(60.0, gt=0, description="queue wait + inference deadline; then 504")
+    max_body_bytes: int = Field(72 * 1024 * 1024, gt=0, description="request body limit (413), checked while reading")
+    cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins; empty = no CORS")
+    cors_allow_credentials: bool = Field(False, description="CORS credentials; refused with the '*' origin")
+    docs_enabled: bool = Field(True, description="serve /docs, /redoc and /openapi.json")
+    url_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDR ranges image URLs may resolve to although not public (e.g. an internal image store)",
+    )
+
+    @field_validator("url_allowed_networks")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"invalid network {item!r}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> ServerConfig:
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            raise ValueError("cors_allow_credentials cannot be combined with the '*' origin; list the origins")
+        return self
+
+
+class LoggingConfig(_Section):
+    """Log output of the REST service."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = Field("json", description="one JSON object per line, or readable text")
+
+
 class SegmentorConfig(BaseSettings):
     """The whole configuration; see the module docstring for precedence and environment variable names."""
 
@@ -140,6 +209,9 @@ class SegmentorConfig(BaseSettings):
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    onnx: OnnxConfig = Field(default_factory=OnnxConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @classmethod
     def settings_customise_sources(

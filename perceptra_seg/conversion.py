@@ -90,9 +90,13 @@ def detect_family(state_dict: Mapping[str, torch.Tensor]) -> Family:
     """
     if any(k.startswith("sam_mask_decoder.") for k in state_dict):
         return "sam2"
-    if any(k.startswith("mask_decoder.") for k in state_dict) and any(k.startswith("image_encoder.") for k in state_dict):
+    if any(k.startswith("mask_decoder.") for k in state_dict) and any(
+        k.startswith("image_encoder.") for k in state_dict
+    ):
         return "sam1"
-    raise ValueError("not a Meta SAM checkpoint: expected 'image_encoder.*' with 'mask_decoder.*' or 'sam_mask_decoder.*'")
+    raise ValueError(
+        "not a Meta SAM checkpoint: expected 'image_encoder.*' with 'mask_decoder.*' or 'sam_mask_decoder.*'"
+    )
 
 
 def _rename(key: str, rules: tuple[tuple[str, str], ...]) -> str:

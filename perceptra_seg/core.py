@@ -90,8 +90,9 @@ class Segmentor:
 
     def set_backend(self, name: str) -> None:
         """Switch runtime (e.g. ``"torch"``); the model is loaded anew and cached embeddings are dropped."""
-        config = self.config.model_copy(deep=True)
-        config.runtime.backend = name  # type: ignore[assignment]  # validated on assignment
+        settings = self.config.model_dump()
+        settings["runtime"]["backend"] = name
+        config = SegmentorConfig.load(None, **settings)
         new_backend = create_backend(config)
         old, self._backend, self.config = self._backend, new_backend, config
         self._cache.clear()

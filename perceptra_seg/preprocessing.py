@@ -53,7 +53,9 @@ def preprocess_image(image: np.ndarray, family: Family) -> tuple[np.ndarray, tup
     """
     input_h, input_w = resized_input_size(image.shape[:2], family)
     if family == "sam1":
-        resized = np.asarray(Image.fromarray(image).resize((input_w, input_h), Image.BILINEAR), dtype=np.float32)
+        resized = np.asarray(
+            Image.fromarray(image).resize((input_w, input_h), Image.Resampling.BILINEAR), dtype=np.float32
+        )
         normalised = (resized - _SAM1_MEAN) / _SAM1_STD
         pixels = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), dtype=np.float32)
         pixels[:input_h, :input_w] = normalised
@@ -61,7 +63,7 @@ def preprocess_image(image: np.ndarray, family: Family) -> tuple[np.ndarray, tup
         channels = [
             np.asarray(
                 Image.fromarray(np.ascontiguousarray(image[:, :, c], dtype=np.float32) / 255.0, mode="F").resize(
-                    (INPUT_SIZE, INPUT_SIZE), Image.BILINEAR
+                    (INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR
                 )
             )
             for c in range(3)

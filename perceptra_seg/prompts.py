@@ -66,7 +66,9 @@ def _mask_input(value: Any) -> np.ndarray:
     array = np.asarray(value, dtype=np.float32)
     array = array.reshape(array.shape[-2:]) if array.ndim > 2 and array.size == LOW_RES * LOW_RES else array
     if array.shape != (LOW_RES, LOW_RES) or not np.isfinite(array).all():
-        raise InvalidInputError(f"mask_input must be finite low-resolution logits of shape [256, 256], got {array.shape}")
+        raise InvalidInputError(
+            f"mask_input must be finite low-resolution logits of shape [256, 256], got {array.shape}"
+        )
     return array
 
 
@@ -151,6 +153,6 @@ def build_batches(
             points = transform_coords(xy, original_size, family)
             labels = np.array([[pt[2] for pt in p.points] for p in members], dtype=np.int64)
         if has_mask:
-            masks = np.stack([p.mask_input for p in members])[:, None].astype(np.float32)
+            masks = np.stack([p.mask_input for p in members if p.mask_input is not None])[:, None].astype(np.float32)
         batches.append((indices, PromptBatch(points=points, labels=labels, boxes=boxes, mask_inputs=masks)))
     return batches

@@ -102,18 +102,61 @@ def get_model_spec(name: str, variant: str | None = None) -> ModelSpec:
 
 # SAM 1 image encoders (ViT): hidden size, depth, heads, blocks with global attention.
 _SAM1_VISION: dict[str, dict[str, Any]] = {
-    "vit_b": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "global_attn_indexes": [2, 5, 8, 11]},
-    "vit_l": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "global_attn_indexes": [5, 11, 17, 23]},
-    "vit_h": {"hidden_size": 1280, "num_hidden_layers": 32, "num_attention_heads": 16, "global_attn_indexes": [7, 15, 23, 31]},
+    "vit_b": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "global_attn_indexes": [2, 5, 8, 11],
+    },
+    "vit_l": {
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "global_attn_indexes": [5, 11, 17, 23],
+    },
+    "vit_h": {
+        "hidden_size": 1280,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 16,
+        "global_attn_indexes": [7, 15, 23, 31],
+    },
 }
 
 # SAM 2 / 2.1 Hiera trunks, from Meta's model configs: initial width and heads (doubled each stage), blocks per
 # stage, global-attention blocks, window size per stage, background positional-embedding size.
 _SAM2_TRUNK: dict[str, dict[str, Any]] = {
-    "hiera_tiny": {"dim": 96, "heads": 1, "stages": [1, 2, 7, 2], "global": [5, 7, 9], "windows": [8, 4, 14, 7], "bkg": [7, 7]},
-    "hiera_small": {"dim": 96, "heads": 1, "stages": [1, 2, 11, 2], "global": [7, 10, 13], "windows": [8, 4, 14, 7], "bkg": [7, 7]},
-    "hiera_base_plus": {"dim": 112, "heads": 2, "stages": [2, 3, 16, 3], "global": [12, 16, 20], "windows": [8, 4, 14, 7], "bkg": [14, 14]},
-    "hiera_large": {"dim": 144, "heads": 2, "stages": [2, 6, 36, 4], "global": [23, 33, 43], "windows": [8, 4, 16, 8], "bkg": [7, 7]},
+    "hiera_tiny": {
+        "dim": 96,
+        "heads": 1,
+        "stages": [1, 2, 7, 2],
+        "global": [5, 7, 9],
+        "windows": [8, 4, 14, 7],
+        "bkg": [7, 7],
+    },
+    "hiera_small": {
+        "dim": 96,
+        "heads": 1,
+        "stages": [1, 2, 11, 2],
+        "global": [7, 10, 13],
+        "windows": [8, 4, 14, 7],
+        "bkg": [7, 7],
+    },
+    "hiera_base_plus": {
+        "dim": 112,
+        "heads": 2,
+        "stages": [2, 3, 16, 3],
+        "global": [12, 16, 20],
+        "windows": [8, 4, 14, 7],
+        "bkg": [14, 14],
+    },
+    "hiera_large": {
+        "dim": 144,
+        "heads": 2,
+        "stages": [2, 6, 36, 4],
+        "global": [23, 33, 43],
+        "windows": [8, 4, 16, 8],
+        "bkg": [7, 7],
+    },
 }
 
 

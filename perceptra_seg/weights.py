@@ -2,8 +2,8 @@
 
 ``checkpoint_path`` may be, in the order they are tried:
 
-1. a Meta original file (``sam_vit_b_01ec64.pth``, ``sam2.1_hiera_small.pt``): read with ``torch.load(weights_only=True)``
-   and converted by :mod:`perceptra_seg.conversion`;
+1. a Meta original file (``sam_vit_b_01ec64.pth``, ``sam2.1_hiera_small.pt``): read with
+   ``torch.load(weights_only=True)`` and converted by :mod:`perceptra_seg.conversion`;
 2. a local directory in transformers format (``config.json`` + ``model.safetensors``);
 3. a Hugging Face hub id such as ``facebook/sam2.1-hiera-small`` (``huggingface_hub`` honours ``HF_HOME`` and
    ``HF_HUB_OFFLINE``);
@@ -143,9 +143,10 @@ def download_checkpoint(url: str, target: Path, *, sha256_prefix: str | None, ti
     received = 0
     logger.info("downloading %s to %s", url, target)
     try:
-        with os.fdopen(fd, "wb") as out, httpx.stream(
-            "GET", url, timeout=httpx.Timeout(timeout_s), follow_redirects=True
-        ) as response:
+        with (
+            os.fdopen(fd, "wb") as out,
+            httpx.stream("GET", url, timeout=httpx.Timeout(timeout_s), follow_redirects=True) as response,
+        ):
             if response.status_code != 200:
                 raise ModelLoadError(f"download of {url} failed: HTTP {response.status_code}")
             expected = int(response.headers.get("content-length", "0")) or None

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reference_support import import_reference_packages  # noqa: E402
+from reference_support import import_reference_packages
 
 segment_anything, sam2_build, sam2_predictor = import_reference_packages()
 
@@ -82,8 +82,12 @@ def small_sam1(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Modul
 def small_sam1_config(small_sam1: tuple[torch.nn.Module, Path]) -> dict[str, Any]:
     """Config sections that load the reduced SAM 1 checkpoint on CPU."""
     return {
-        "model": {"name": "sam_v1", "variant": "vit_b", "checkpoint_path": str(small_sam1[1]),
-                  "architecture": SMALL_SAM1_ARCHITECTURE},
+        "model": {
+            "name": "sam_v1",
+            "variant": "vit_b",
+            "checkpoint_path": str(small_sam1[1]),
+            "architecture": SMALL_SAM1_ARCHITECTURE,
+        },
         "runtime": {"device": "cpu"},
     }
 

@@ -14,6 +14,10 @@ __all__ = ["Backend", "DecoderOutput", "ImageEmbedding", "PromptBatch", "create_
 
 def create_backend(config: SegmentorConfig) -> Backend:
     """Build the runtime named by ``config.runtime.backend``, importing its heavy dependencies lazily."""
+    if config.runtime.backend == "onnx":
+        from .onnx_backend import OnnxBackend
+
+        return OnnxBackend(config)
     from .torch_backend import TorchBackend
 
     return TorchBackend(config)

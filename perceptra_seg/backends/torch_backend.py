@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -22,9 +22,7 @@ from .base import DecoderOutput, Family, ImageEmbedding, PromptBatch
 try:
     import torch
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "the torch backend needs PyTorch and transformers: pip install 'perceptra-seg[torch]'"
-    ) from exc
+    raise ImportError("the torch backend needs PyTorch and transformers: pip install 'perceptra-seg[torch]'") from exc
 
 __all__ = ["TorchBackend", "build_model", "resolve_device"]
 
@@ -47,7 +45,9 @@ def resolve_device(requested: str) -> torch.device:
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
-        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
@@ -99,12 +99,14 @@ def _load_transformers(location: str, spec: ModelSpec, *, hub: bool) -> torch.nn
         model_type = json.loads((directory / "config.json").read_text())["model_type"]
     except (OSError, KeyError, ValueError) as exc:
         raise ModelLoadError(f"{directory} has no readable config.json with a model_type: {exc}") from None
-    classes = {"sam": ("sam1", SamModel), "sam2": ("sam2", Sam2Model)}
+    classes: dict[str, tuple[Family, Any]] = {"sam": ("sam1", SamModel), "sam2": ("sam2", Sam2Model)}
     if model_type not in classes:
         raise ModelLoadError(f"{location} is a {model_type!r} model, not SAM (sam) or SAM 2 (sam2)")
     family, cls = classes[model_type]
     if family != spec.family:
-        raise ModelLoadError(f"{location} holds a {family.upper()} model but model {spec.name!r} is {spec.family.upper()}")
+        raise ModelLoadError(
+            f"{location} holds a {family.upper()} model but model {spec.name!r} is {spec.family.upper()}"
+        )
     try:
         model: torch.nn.Module = cls.from_pretrained(directory)
     except (OSError, ValueError, RuntimeError) as exc:
@@ -136,8 +138,8 @@ class TorchBackend:
             model = _load_meta_file(Path(self.source.location), self.spec, config.model.architecture)
         else:
             model = _load_transformers(self.source.location, self.spec, hub=self.source.kind == "hub")
-        self.model = model.to(self.device).eval()
-        self._encoder = self.model.get_image_embeddings
+        self.model: Any = cast(Any, model.to(self.device).eval())
+        self._encoder: Callable[[torch.Tensor], Any] = self.model.get_image_embeddings
         if runtime.compile:
             self._encoder = torch.compile(self.model.get_image_embeddings)
         self.fingerprint = "|".join(
@@ -145,7 +147,12 @@ class TorchBackend:
         )
         logger.info(
             "loaded %s/%s from %s (%s) on %s, precision %s",
-            self.spec.name, self.spec.variant, self.source.location, self.source.kind, self.device, self.precision,
+            self.spec.name,
+            self.spec.variant,
+            self.source.location,
+            self.source.kind,
+            self.device,
+            self.precision,
         )
 
     def info(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ POINTS = [(0.45, 0.5, 1), (0.3, 0.3, 0)]
 CASES = {
     "box": {"box": BOX},
     "points": {"points": POINTS},
-    "box+points": {"box": BOX, "points": POINTS[:1] + [(0.65, 0.8, 0)]},
+    "box+points": {"box": BOX, "points": [*POINTS[:1], (0.65, 0.8, 0)]},
 }
 
 
@@ -112,7 +112,9 @@ def test_many_boxes_one_decoder_call_match_reference(pair: Any, photos: dict[str
     boxes = []
     for _ in range(10):
         x1, y1 = rng.integers(0, width // 2), rng.integers(0, height // 2)
-        boxes.append((int(x1), int(y1), int(x1 + rng.integers(20, width // 2)), int(y1 + rng.integers(20, height // 2))))
+        boxes.append(
+            (int(x1), int(y1), int(x1 + rng.integers(20, width // 2)), int(y1 + rng.integers(20, height // 2)))
+        )
     predictor = make_predictor()
     predictor.set_image(image)
     results = ours.segment(image, boxes=boxes, output_formats=["numpy"])

@@ -1,0 +1,89 @@
+"""Config precedence (defaults < YAML < env < arguments) and strictness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from perceptra_seg import ConfigError, SegmentorConfig
+
+
+def _yaml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults() -> None:
+    config = SegmentorConfig.load()
+    assert (config.model.name, config.model.variant, config.runtime.device) == ("sam_v2", None, "auto")
+    assert config.runtime.backend == "torch" and config.outputs.formats == ["numpy"]
+
+
+def test_yaml_then_env_then_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _yaml(
+        tmp_path,
+        "model:\n  name: sam_v1\n  variant: vit_l\n"
+        "runtime:\n  device: cpu\n  precision: bf16\n"
+        "cache:\n  max_bytes: 123\n",
+    )
+    config = SegmentorConfig.load(path)
+    assert (config.model.name, config.model.variant, config.runtime.precision, config.cache.max_bytes) == (
+        "sam_v1",
+        "vit_l",
+        "bf16",
+        123,
+    )
+    monkeypatch.setenv("SEGMENTOR_RUNTIME_PRECISION", "fp16")
+    monkeypatch.setenv("SEGMENTOR_MODEL_CHECKPOINT_PATH", "/models/x.pth")
+    monkeypatch.setenv("SEGMENTOR_OUTPUTS_FORMATS", '["rle", "polygons"]')
+    config = SegmentorConfig.load(path)
+    assert config.runtime.precision == "fp16"  # env beats YAML
+    assert config.runtime.device == "cpu"  # YAML value kept where env is silent
+    assert config.model.checkpoint_path == "/models/x.pth"
+    assert config.outputs.formats == ["rle", "polygons"]
+    config = SegmentorConfig.load(path, runtime={"precision": "fp32"})
+    assert config.runtime.precision == "fp32"  # arguments beat env
+    assert config.runtime.device == "cpu"  # deep merge: the rest of the section survives
+
+
+def test_segmentor_shortcuts_override_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from perceptra_seg.core import _effective_config
+
+    monkeypatch.setenv("SEGMENTOR_RUNTIME_DEVICE", "cuda")
+    path = _yaml(tmp_path, "model:\n  name: sam_v2\n")
+    config = _effective_config(path, model="sam_v1", device="cpu", checkpoint_path=tmp_path / "f.pth")
+    assert (config.model.name, config.runtime.device) == ("sam_v1", "cpu")
+    assert config.model.checkpoint_path == str(tmp_path / "f.pth")
+    base = SegmentorConfig.load(runtime={"device": "cpu"})
+    assert _effective_config(base, precision="bf16").runtime.precision == "bf16"
+    assert _effective_config({"model": {"name": "sam_v1"}}, variant="vit_h").model.variant == "vit_h"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("modle:\n  name: sam_v1\n", "modle: unknown key"),
+        ("model:\n  nmae: sam_v1\n", "model.nmae: unknown key"),
+        ("model:\n  name: sam_v9\n", "unknown model"),
+        ("runtime:\n  device: tpu\n", "unknown device"),
+        ("runtime:\n  precision: int4\n", "runtime.precision"),
+        ("- just\n- a list\n", "must hold a mapping"),
+        ("model: [unclosed\n", "cannot read config file"),
+    ],
+)
+def test_bad_yaml_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        SegmentorConfig.load(_yaml(tmp_path, text))
+
+
+def test_unknown_env_key_in_a_section_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGMENTOR_RUNTIME_DEVCE", "cpu")
+    with pytest.raises(ConfigError, match="runtime.devce: unknown key"):
+        SegmentorConfig.load()
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        SegmentorConfig.load("/nonexistent/config.yaml")
