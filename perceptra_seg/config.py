@@ -36,6 +36,7 @@ __all__ = [
     "RuntimeConfig",
     "SegmentorConfig",
     "ServerConfig",
+    "TilingConfig",
 ]
 
 _YAML_PATH: contextvars.ContextVar[Path | None] = contextvars.ContextVar("segmentor_yaml_path", default=None)
@@ -121,6 +122,16 @@ class PostprocessConfig(_Section):
     mask_threshold: float = Field(0.0, description="logit threshold; SAM's own is 0.0")
     min_hole_area: int = Field(0, ge=0, description="fill holes smaller than this many pixels; 0 = off")
     min_island_area: int = Field(0, ge=0, description="remove foreground islands smaller than this; 0 = off")
+
+
+class TilingConfig(_Section):
+    """Prompt-centred windows for large images (see perceptra_seg/utils/tiling.py)."""
+
+    enabled: bool = Field(False, description="answer prompts on large images from full-resolution windows")
+    min_image_side: int = Field(2048, ge=1, description="tiling applies when the image's long side exceeds this")
+    window_size: int = Field(1024, ge=64, description="minimum window side in original pixels")
+    margin: int = Field(128, ge=0, description="context kept around each prompt's box/points, in pixels")
+    max_windows: int = Field(16, ge=1, description="distinct windows (encoder calls) allowed per request")
 
 
 class CacheConfig(_Section):
@@ -209,6 +220,7 @@ class SegmentorConfig(BaseSettings):
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    tiling: TilingConfig = Field(default_factory=TilingConfig)
     onnx: OnnxConfig = Field(default_factory=OnnxConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

@@ -7,27 +7,28 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from .backends import Backend, ImageEmbedding, create_backend
 from .config import SegmentorConfig
+from .decoding import MaskCandidate, Strategy, apply_strategy, decode_prompts
 from .exceptions import ConfigError, InvalidInputError, NotFoundError
 from .models import BBox, EmbeddedImage, Point, Prompt, SegmentationResult
-from .preprocessing import logits_to_image_frame
 from .prompts import build_batches, normalize_prompts
 from .utils.cache import CacheStats, EmbeddingCache
 from .utils.image_io import image_digest, load_image
-from .utils.masks import encode_mask, mask_area, mask_bbox, remove_small_regions, validate_formats
+from .utils.masks import encode_mask, mask_area, mask_bbox, validate_formats
 from .utils.overlay import render_overlay
+from .utils.tiling import Window, plan_windows, shift_prompt
 
 __all__ = ["Segmentor"]
 
 logger = logging.getLogger(__name__)
 
-Strategy = Literal["all", "largest", "merge"]
 _STRATEGIES = ("all", "largest", "merge")
 
 
@@ -123,7 +124,7 @@ class Segmentor:
         if not self.config.cache.enabled:
             raise ConfigError("embed() needs the embedding cache (cache.enabled = true)")
         pixels = self._load(image)
-        key = self._cache_key(pixels)
+        key = self._cache_key(image_digest(pixels))
         self._cache.get_or_compute(key, lambda: self._encode(pixels))
         return EmbeddedImage(image_id=key, width=int(pixels.shape[1]), height=int(pixels.shape[0]))
 
@@ -223,9 +224,8 @@ class Segmentor:
             max_prompts=limits.max_prompts,
             max_points=limits.max_points_per_prompt,
         )
-        embedding = self._embedding(pixels) if pixels is not None else self._embedded(image)
-        masks, scores, logits, indices = self._decode(embedding, normalized, multimask)
-        masks, scores, logits, indices = _apply_strategy(strategy, masks, scores, logits, indices)
+        candidates = apply_strategy(strategy, self._candidates(pixels, image, normalized, multimask))
+        masks = [c.mask for c in candidates]
         overlay = None
         if pixels is not None and return_overlay:
             overlay = render_overlay(
@@ -238,7 +238,8 @@ class Segmentor:
         info = self._backend.info()
         outputs = self.config.outputs
         results = []
-        for mask, score, low_res, index in zip(masks, scores, logits, indices, strict=True):
+        for candidate in candidates:
+            mask = candidate.mask
             encoded = encode_mask(
                 mask,
                 formats,
@@ -249,13 +250,13 @@ class Segmentor:
             )
             results.append(
                 SegmentationResult(
-                    score=float(score),
+                    score=candidate.score,
                     area=mask_area(mask),
                     bbox=mask_bbox(mask),
                     model_info=info,
                     request_id=request_id,
-                    prompt_index=index,
-                    low_res_logits=low_res,
+                    prompt_index=candidate.prompt_index,
+                    low_res_logits=candidate.low_res_logits,
                     overlay_png=overlay,
                     **encoded,
                 )
@@ -282,13 +283,15 @@ class Segmentor:
             self.encoder_calls += 1
         return self._backend.encode(pixels)
 
-    def _cache_key(self, pixels: np.ndarray) -> str:
-        return f"{self._backend.fingerprint}|{image_digest(pixels)}"
+    def _cache_key(self, digest: str, window: Window | None = None) -> str:
+        """Model fingerprint + pixel digest (+ the window's bounds when tiling)."""
+        key = f"{self._backend.fingerprint}|{digest}"
+        return key if window is None else f"{key}|{window.x0},{window.y0},{window.x1},{window.y1}"
 
-    def _embedding(self, pixels: np.ndarray) -> ImageEmbedding:
+    def _embedding(self, pixels: np.ndarray, key: str) -> ImageEmbedding:
         if not self.config.cache.enabled:
             return self._encode(pixels)
-        embedding, _ = self._cache.get_or_compute(self._cache_key(pixels), lambda: self._encode(pixels))
+        embedding, _ = self._cache.get_or_compute(key, lambda: self._encode(pixels))
         return embedding
 
     def _embedded(self, handle: EmbeddedImage) -> ImageEmbedding:
@@ -297,47 +300,34 @@ class Segmentor:
             raise NotFoundError("embedded image not found or evicted from the cache; embed the image again")
         return embedding
 
-    def _decode(
-        self, embedding: ImageEmbedding, prompts: Sequence[Prompt], multimask: bool
-    ) -> tuple[list[np.ndarray], list[float], list[np.ndarray], list[int]]:
-        """Run the decoder per prompt-shape group; return masks, scores, low-res logits and prompt indices."""
-        family = self._backend.family
-        per_prompt: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for indices, batch in build_batches(prompts, embedding.original_size, family):
-            output = self._backend.decode(embedding, batch, multimask=multimask)
-            for row, index in enumerate(indices):
-                per_prompt[index] = (output.low_res_logits[row], output.iou_scores[row])
-        post = self.config.postprocess
-        masks, scores, logits, indices_out = [], [], [], []
-        for index in range(len(prompts)):
-            low_res_k, scores_k = per_prompt[index]
-            for low_res, score in zip(low_res_k, scores_k, strict=True):
-                frame = logits_to_image_frame(low_res, embedding.original_size, embedding.input_size, family)
-                mask = frame > post.mask_threshold
-                mask = remove_small_regions(mask, min_area=post.min_hole_area, mode="holes")
-                mask = remove_small_regions(mask, min_area=post.min_island_area, mode="islands")
-                masks.append(mask)
-                scores.append(float(score))
-                logits.append(np.ascontiguousarray(low_res, dtype=np.float32))
-                indices_out.append(index)
-        return masks, scores, logits, indices_out
-
-
-def _apply_strategy(
-    strategy: Strategy,
-    masks: list[np.ndarray],
-    scores: list[float],
-    logits: list[np.ndarray],
-    indices: list[int],
-) -> tuple[list[np.ndarray], list[float], list[np.ndarray], list[int]]:
-    if strategy == "all":
-        return masks, scores, logits, indices
-    if strategy == "largest":
-        best = max(range(len(masks)), key=lambda i: (int(masks[i].sum()), scores[i]))
-        return [masks[best]], [scores[best]], [logits[best]], [indices[best]]
-    merged = np.logical_or.reduce(masks)
-    best = int(np.argmax(scores))
-    return [merged], [scores[best]], [logits[best]], [-1]
+    def _candidates(
+        self, pixels: np.ndarray | None, image: Any, prompts: list[Prompt], multimask: bool
+    ) -> list[MaskCandidate]:
+        """Masks for every prompt, from the whole image, an embedded handle, or tiling windows."""
+        decode = partial(decode_prompts, self._backend, multimask=multimask, postprocess=self.config.postprocess)
+        everything = list(range(len(prompts)))
+        if pixels is None:
+            embedding = self._embedded(image)
+            return decode(embedding, prompts, everything, canvas_size=embedding.original_size)
+        size = (int(pixels.shape[0]), int(pixels.shape[1]))
+        tiling = self.config.tiling
+        if not (tiling.enabled and max(size) > tiling.min_image_side):
+            embedding = self._embedding(pixels, self._cache_key(image_digest(pixels)))
+            return decode(embedding, prompts, everything, canvas_size=size)
+        windows = plan_windows(
+            prompts, size, window_size=tiling.window_size, margin=tiling.margin, max_windows=tiling.max_windows
+        )
+        digest = image_digest(pixels)
+        by_index: dict[int, list[MaskCandidate]] = {}
+        shifted = {window: [shift_prompt(prompts[i], window) for i in window.prompt_indices] for window in windows}
+        for window in windows:
+            crop = np.ascontiguousarray(pixels[window.y0 : window.y1, window.x0 : window.x1])
+            embedding = self._embedding(crop, self._cache_key(digest, window))
+            for candidate in decode(
+                embedding, shifted[window], window.prompt_indices, canvas_size=size, offset=(window.x0, window.y0)
+            ):
+                by_index.setdefault(candidate.prompt_index, []).append(candidate)
+        return [candidate for index in everything for candidate in by_index[index]]
 
 
 def _effective_config(

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-import cv2
 import numpy as np
 from PIL import Image
 
 __all__ = [
     "INPUT_SIZE",
-    "logits_to_image_frame",
+    "logits_to_mask",
     "preprocess_image",
     "resized_input_size",
     "transform_coords",
@@ -88,28 +87,64 @@ def transform_coords(coords: np.ndarray, original_size: tuple[int, int], family:
     return (np.asarray(coords, dtype=np.float64) * scale).astype(np.float32)
 
 
-def _bilinear(array: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize float32 ``[h, w]`` to ``[height, width]``, bilinear with half-pixel centres, no antialiasing."""
-    if array.shape == (height, width):
-        return array
-    return cv2.resize(array, (width, height), interpolation=cv2.INTER_LINEAR)
+def _taps(out_len: int, in_len: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices ``i0``, ``i1`` and weight of ``i1`` for bilinear sampling (half-pixel centres, PyTorch's
+    ``align_corners=False``) of output positions ``start..stop-1`` along one axis of length ``in_len → out_len``."""
+    src = np.maximum((np.arange(start, stop, dtype=np.float64) + 0.5) * (in_len / out_len) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_len - 1)
+    i1 = np.minimum(i0 + 1, in_len - 1)
+    return i0, i1, (src - i0).astype(np.float32)
 
 
-def logits_to_image_frame(
-    low_res_logits: np.ndarray, original_size: tuple[int, int], input_size: tuple[int, int], family: Family
+def _resample(src: np.ndarray, out_size: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of float32 ``src [h, w]`` to ``out_size``, evaluated only on ``rows × cols`` (half-open)."""
+    row0, row1, row_weight = _taps(out_size[0], src.shape[0], *rows)
+    col0, col1, col_weight = _taps(out_size[1], src.shape[1], *cols)
+    row_weight = row_weight[:, None]
+    blended_rows = src[row0] * (1.0 - row_weight) + src[row1] * row_weight
+    return np.asarray(blended_rows[:, col0] * (1.0 - col_weight) + blended_rows[:, col1] * col_weight, dtype=np.float32)
+
+
+def _span(out_len: int, in_len: int, first: int, last: int) -> tuple[int, int]:
+    """Output positions whose two bilinear source taps can touch source indices ``first..last``."""
+    i0 = _taps(out_len, in_len, 0, out_len)[0]
+    hit = np.flatnonzero((i0 >= first - 1) & (i0 <= last))
+    return int(hit[0]), int(hit[-1]) + 1
+
+
+def logits_to_mask(
+    low_res_logits: np.ndarray,
+    original_size: tuple[int, int],
+    input_size: tuple[int, int],
+    family: Family,
+    threshold: float = 0.0,
 ) -> np.ndarray:
-    """Upsample one mask's logits to the original image.
+    """Upsample one mask's logits to the original image and threshold them, touching only where the mask can be.
+
+    A bilinear sample is a convex combination of its source taps, so it can exceed ``threshold`` only next to a
+    source value that does. The full-resolution logits are therefore evaluated only inside the bounding region of
+    the source's above-threshold values (plus one tap), which keeps a 100-megapixel image at the cost of its mask.
 
     Args:
-        low_res_logits: float32 ``[256, 256]``.
+        low_res_logits: float32 ``[256, 256]`` in the 1024-input frame.
         original_size: ``(H, W)`` of the original image.
         input_size: ``(h, w)`` of the resized image inside the 1024 input (:attr:`ImageEmbedding.input_size`).
+        threshold: logit threshold (SAM's own is 0).
 
     Returns:
-        float32 ``[H, W]`` logits; the mask is ``logits > threshold``.
+        bool ``[H, W]``, identical to ``resize(logits) > threshold`` computed over the whole image.
     """
-    logits = np.ascontiguousarray(low_res_logits, dtype=np.float32)
-    if family == "sam1":
-        logits = _bilinear(logits, INPUT_SIZE, INPUT_SIZE)[: input_size[0], : input_size[1]]
-        logits = np.ascontiguousarray(logits)
-    return _bilinear(logits, *original_size)
+    source = np.ascontiguousarray(low_res_logits, dtype=np.float32)
+    if family == "sam1":  # 256 → 1024, then crop away the padding
+        full = (INPUT_SIZE, INPUT_SIZE)
+        source = _resample(source, full, (0, input_size[0]), (0, input_size[1]))
+    height, width = original_size
+    mask = np.zeros((height, width), dtype=bool)
+    above = source > threshold
+    if not above.any():
+        return mask
+    rows, cols = np.flatnonzero(above.any(axis=1)), np.flatnonzero(above.any(axis=0))
+    r0, r1 = _span(height, source.shape[0], int(rows[0]), int(rows[-1]))
+    c0, c1 = _span(width, source.shape[1], int(cols[0]), int(cols[-1]))
+    mask[r0:r1, c0:c1] = _resample(source, (height, width), (r0, r1), (c0, c1)) > threshold
+    return mask

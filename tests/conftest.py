@@ -143,3 +143,51 @@ def counting_segmentor(small_segmentor: Any) -> Callable[..., Any]:
 
 def reference_modules() -> tuple[ModuleType, ModuleType]:
     return segment_anything, sam2_predictor
+
+
+class BoxOracleBackend:
+    """A fake backend whose 'decoder' answers exactly the prompt's box (or a disc around each positive point).
+
+    Logits are +10 inside the prompt region and -10 outside, drawn in the 256×256 low-resolution frame, so the mask
+    that comes out of the whole pipeline is the prompt region seen through SAM's geometry: any error in coordinate
+    scaling, window offsets, x/y order or upsampling shows up as a misplaced mask. ``encoded_sizes`` records the
+    ``(H, W)`` of every image the encoder was given.
+    """
+
+    fingerprint = "box-oracle"
+
+    def __init__(self, family: str = "sam2") -> None:
+        self.family = family
+        self.encoded_sizes: list[tuple[int, int]] = []
+
+    def encode(self, image: np.ndarray) -> Any:
+        from perceptra_seg.backends.base import ImageEmbedding
+        from perceptra_seg.preprocessing import resized_input_size
+
+        size = (int(image.shape[0]), int(image.shape[1]))
+        self.encoded_sizes.append(size)
+        return ImageEmbedding(size, resized_input_size(size, self.family), features=None, nbytes=1)  # type: ignore[arg-type]
+
+    def decode(self, embedding: Any, batch: Any, *, multimask: bool) -> Any:
+        from perceptra_seg.backends.base import DecoderOutput
+
+        count, k = len(batch), 3 if multimask else 1
+        logits = np.full((count, k, 256, 256), -10.0, dtype=np.float32)
+        centres = (np.arange(256) + 0.5) * 4.0  # low-res pixel centres in the 1024 frame
+        for row in range(count):
+            if batch.boxes is not None:
+                x1, y1, x2, y2 = batch.boxes[row]
+                inside = np.outer((centres >= y1) & (centres <= y2), (centres >= x1) & (centres <= x2))
+            else:
+                inside = np.zeros((256, 256), dtype=bool)
+                for (x, y), label in zip(batch.points[row], batch.labels[row], strict=True):
+                    if label == 1:
+                        inside |= (centres[:, None] - y) ** 2 + (centres[None, :] - x) ** 2 <= 40.0**2
+            logits[row, :, inside] = 10.0
+        return DecoderOutput(logits, np.full((count, k), 0.9, dtype=np.float32))
+
+    def info(self) -> dict[str, Any]:
+        return {"model": "box-oracle", "backend": "fake"}
+
+    def close(self) -> None:
+        pass

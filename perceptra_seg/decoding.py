@@ -1,0 +1,97 @@
+"""From an embedding and prompts to full-resolution masks: decoder batches, upsampling, clean-up, strategies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .backends.base import Backend, ImageEmbedding
+from .config import PostprocessConfig
+from .models import Prompt
+from .preprocessing import logits_to_mask
+from .prompts import build_batches
+from .utils.masks import remove_small_regions
+
+__all__ = ["MaskCandidate", "Strategy", "apply_strategy", "decode_prompts"]
+
+Strategy = Literal["all", "largest", "merge"]
+
+
+@dataclass
+class MaskCandidate:
+    """One predicted mask before output encoding.
+
+    Attributes:
+        mask: bool ``[H, W]`` in original-image pixels.
+        score: predicted IoU.
+        low_res_logits: float32 ``[256, 256]`` in the frame of the embedding that produced it.
+        prompt_index: index of the prompt in the request (``-1`` for a merged mask).
+    """
+
+    mask: np.ndarray
+    score: float
+    low_res_logits: np.ndarray
+    prompt_index: int
+
+
+def decode_prompts(
+    backend: Backend,
+    embedding: ImageEmbedding,
+    prompts: Sequence[Prompt],
+    prompt_indices: Sequence[int],
+    *,
+    multimask: bool,
+    postprocess: PostprocessConfig,
+    canvas_size: tuple[int, int],
+    offset: tuple[int, int] = (0, 0),
+) -> list[MaskCandidate]:
+    """Answer ``prompts`` (in the embedding's pixel frame) with one decoder call per prompt structure.
+
+    Args:
+        prompts: prompts in the coordinates of the image (or window) that was encoded.
+        prompt_indices: the request-level index of each prompt, carried into the candidates.
+        canvas_size: ``(H, W)`` of the full image; masks of a window are pasted into it at ``offset``.
+        offset: ``(x0, y0)`` of the encoded window in the full image (``(0, 0)`` for the whole image).
+
+    Returns:
+        Candidates in prompt order, K per prompt (3 with ``multimask``, else 1).
+    """
+    family = backend.family
+    answers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for rows, batch in build_batches(prompts, embedding.original_size, family):
+        output = backend.decode(embedding, batch, multimask=multimask)
+        for row, position in enumerate(rows):
+            answers[position] = (output.low_res_logits[row], output.iou_scores[row])
+    window_h, window_w = embedding.original_size
+    x0, y0 = offset
+    candidates = []
+    for position, request_index in enumerate(prompt_indices):
+        logits_k, scores_k = answers[position]
+        for low_res, score in zip(logits_k, scores_k, strict=True):
+            mask = logits_to_mask(
+                low_res, embedding.original_size, embedding.input_size, family, postprocess.mask_threshold
+            )
+            mask = remove_small_regions(mask, min_area=postprocess.min_hole_area, mode="holes")
+            mask = remove_small_regions(mask, min_area=postprocess.min_island_area, mode="islands")
+            if (window_h, window_w) != canvas_size:
+                canvas = np.zeros(canvas_size, dtype=bool)
+                canvas[y0 : y0 + window_h, x0 : x0 + window_w] = mask
+                mask = canvas
+            low = np.ascontiguousarray(low_res, dtype=np.float32)
+            candidates.append(MaskCandidate(mask, float(score), low, request_index))
+    return candidates
+
+
+def apply_strategy(strategy: Strategy, candidates: list[MaskCandidate]) -> list[MaskCandidate]:
+    """``all``: every candidate; ``largest``: the one with most pixels (ties: higher score); ``merge``: the union of
+    all masks, scored with the best score and carrying the best candidate's logits, ``prompt_index`` -1."""
+    if strategy == "all":
+        return candidates
+    if strategy == "largest":
+        return [max(candidates, key=lambda c: (int(c.mask.sum()), c.score))]
+    best = max(candidates, key=lambda c: c.score)
+    merged = np.logical_or.reduce([c.mask for c in candidates])
+    return [MaskCandidate(merged, best.score, best.low_res_logits, -1)]
