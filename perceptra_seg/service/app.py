@@ -1,0 +1,157 @@
+"""The app factory and its lifespan.
+
+``create_app(config)`` builds a FastAPI app and does nothing slow: no model is loaded and no thread is started
+until the server runs the lifespan. The lifespan then
+
+1. installs the structured log handler (:mod:`perceptra_seg.service.logging`);
+2. starts the bounded inference runner and, when ``input.allow_urls`` is on, the SSRF-guarded URL client;
+3. loads the model **in the background** — the app answers ``/v1/healthz`` at once, ``/v1/readyz`` says 503 until
+   the model is loaded and one warm-up inference ran, and inference calls meanwhile get 503 with ``Retry-After``;
+4. on shutdown waits for a load still in progress and for inference calls still running, closes the Segmentor
+   (releasing the model) and the URL client, and removes the log handler.
+
+Start-up refuses an invalid configuration (:class:`~perceptra_seg.exceptions.ConfigError`): a bad
+``server.rate_limit``, an empty API key, or CORS ``*`` with credentials (checked by the config itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from .. import __version__
+from ..backends import Backend, create_backend
+from ..config import SegmentorConfig
+from ..core import Segmentor
+from .context import RequestContextMiddleware
+from .errors import install_error_handlers
+from .inference import InferenceService, TimedBackend
+from .limits import BodySizeLimitMiddleware, InferenceRunner
+from .logging import configure_logging
+from .metrics import ServiceMetrics
+from .routes import build_router
+from .security import Authenticator, RateLimiter, principal_dependency
+from .state import ServiceState
+from .url_guard import guarded_client
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("perceptra_seg.service")
+
+
+def create_app(
+    config: SegmentorConfig | str | Path | None = None,
+    *,
+    backend: Backend | None = None,
+    http_client: httpx.Client | None = None,
+) -> FastAPI:
+    """Build the REST app.
+
+    Args:
+        config: a :class:`SegmentorConfig`, a YAML path, or ``None`` (defaults + ``SEGMENTOR_*`` environment).
+        backend: a ready backend to serve instead of loading ``config.model`` (the caller keeps ownership: it is
+            not closed on shutdown). Tests pass fakes here.
+        http_client: client for image URLs instead of the SSRF-guarded default (the caller keeps ownership).
+
+    Raises:
+        ConfigError: invalid configuration.
+    """
+    cfg = config if isinstance(config, SegmentorConfig) else SegmentorConfig.load(config)
+    server = cfg.server
+    metrics = ServiceMetrics()
+    state = ServiceState(config=cfg, metrics=metrics)
+    authenticator = Authenticator(server.api_keys)
+    limiter = RateLimiter(server.rate_limit) if server.rate_limit else None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        restore_logging = configure_logging(cfg.logging)
+        state.load_error = None
+        if not authenticator.enabled:
+            logger.warning("no API keys configured (server.api_keys): the API is open to every client")
+        state.runner = InferenceRunner(
+            max_concurrency=server.max_concurrency,
+            max_queue=server.max_queue,
+            timeout_s=server.request_timeout_s,
+            metrics=metrics,
+        )
+        own_client = http_client is None and cfg.input.allow_urls
+        client = http_client
+        if own_client:
+            client = guarded_client(timeout_s=cfg.input.url_timeout_s, allowed_networks=server.url_allowed_networks)
+        loading = asyncio.create_task(_load(state, cfg, backend, client))
+        try:
+            yield
+        finally:
+            await asyncio.gather(loading, return_exceptions=True)
+            await asyncio.to_thread(state.runner.shutdown)  # the model is closed only after its last call
+            service, state.service = state.service, None
+            metrics.model_loaded.set(0)
+            if service is not None:
+                service.segmentor.close()
+            if own_client and client is not None:
+                client.close()
+            restore_logging()
+
+    docs = server.docs_enabled
+    app = FastAPI(
+        title="perceptra-seg",
+        version=__version__,
+        description="Segment Anything (SAM 1, SAM 2 / 2.1) as a REST service.",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    app.state.service = state
+    install_error_handlers(app)
+    guard = principal_dependency(authenticator, limiter)
+    auth_only = principal_dependency(authenticator, None) if authenticator.enabled else None
+    app.include_router(build_router(server, guard, auth_only))
+    # Added innermost first: RequestContext wraps CORS wraps the body limit wraps the routes.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=server.max_body_bytes)
+    if server.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=server.cors_origins,
+            allow_credentials=server.cors_allow_credentials,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app
+
+
+async def _load(
+    state: ServiceState, cfg: SegmentorConfig, backend: Backend | None, client: httpx.Client | None
+) -> None:
+    """Load the model and warm it up on a worker thread, then publish the pipeline (or the load error)."""
+
+    def load() -> Segmentor:
+        inner = backend if backend is not None else create_backend(cfg)
+        segmentor = Segmentor(cfg, backend=TimedBackend(inner, owned=backend is None))
+        try:
+            seconds = segmentor.warmup()
+        except BaseException:
+            segmentor.close()
+            raise
+        logger.info("model ready", extra={"model_info": inner.info(), "warmup_s": round(seconds, 3)})
+        return segmentor
+
+    try:
+        segmentor = await asyncio.to_thread(load)
+    except Exception as exc:
+        state.load_error = exc
+        logger.error("model failed to load: %s: %s", type(exc).__name__, exc)
+        return
+    state.metrics.bind_cache(segmentor.cache_stats)
+    state.service = InferenceService(segmentor, config=cfg, http_client=client, ids=state.ids)
+    state.metrics.model_loaded.set(1)

@@ -1,0 +1,166 @@
+"""Admission limits: request body size, and a bounded inference queue with a per-request deadline.
+
+* :class:`BodySizeLimitMiddleware` answers 413 from the ``Content-Length`` header before any body byte is read,
+  and stops a body without that header (chunked) as soon as it grows past the limit.
+* :class:`InferenceRunner` runs the blocking :class:`~perceptra_seg.Segmentor` calls on its own thread pool of
+  ``max_concurrency`` threads, so the event loop (and ``/v1/healthz``) stays responsive. At most
+  ``max_concurrency + max_queue`` requests are admitted at once; the next one gets :class:`QueueFullError` (503 with
+  ``Retry-After``) immediately. A request whose queue wait plus run time exceeds ``timeout_s`` gets
+  :class:`RequestTimeoutError` (504). A call that already started cannot be interrupted: its slot stays taken until
+  it really finishes, so a burst of timeouts never oversubscribes the device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..exceptions import ResourceExhaustedError
+from .errors import PayloadTooLargeError, QueueFullError, RequestTimeoutError, error_response
+from .metrics import ServiceMetrics
+
+__all__ = ["BodySizeLimitMiddleware", "InferenceRunner"]
+
+T = TypeVar("T")
+
+_QUEUE_RETRY_AFTER_S = 1
+
+
+class BodySizeLimitMiddleware:
+    """413 for request bodies over ``max_bytes`` (declared or actually streamed)."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            error = PayloadTooLargeError(f"request body is {declared} bytes, over the {self.max_bytes} byte limit")
+            await error_response(413, error.code, str(error))(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # Raised inside the endpoint's body read; FastAPI re-raises HTTPException unchanged.
+                    raise HTTPException(413, f"request body is over the {self.max_bytes} byte limit")
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            text = value.decode("latin-1").strip()
+            return int(text) if text.isdigit() else None
+    return None
+
+
+class InferenceRunner:
+    """Bounded concurrency + bounded queue + deadline for blocking inference calls.
+
+    Args:
+        max_concurrency: calls running at the same time (worker threads).
+        max_queue: admitted calls waiting for a worker; beyond ``max_concurrency + max_queue`` → 503.
+        timeout_s: deadline per request, counted from admission (queue wait included) → 504.
+        metrics: updated with ``queue_depth`` and ``inflight_requests``.
+    """
+
+    def __init__(self, *, max_concurrency: int, max_queue: int, timeout_s: float, metrics: ServiceMetrics) -> None:
+        self.capacity = max_concurrency + max_queue
+        self.timeout_s = timeout_s
+        self._metrics = metrics
+        self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="segmentor-inference")
+        self._lock = threading.Lock()
+        self._admitted = 0
+        self._running = 0
+
+    @property
+    def admitted(self) -> int:
+        """Requests holding a slot (running or waiting)."""
+        with self._lock:
+            return self._admitted
+
+    async def run(self, func: Callable[[], T]) -> T:
+        """Run ``func`` on a worker thread (with the caller's context variables) and return its result.
+
+        Raises:
+            QueueFullError: no free slot (503, ``Retry-After``), raised before anything is queued.
+            RequestTimeoutError: the deadline passed (504); a started call runs on but its result is dropped.
+            ResourceExhaustedError: the call ran out of (device) memory (503).
+        """
+        with self._lock:
+            if self._admitted >= self.capacity:
+                raise QueueFullError(
+                    f"server busy: {self.capacity} requests in progress or queued; retry later",
+                    retry_after=_QUEUE_RETRY_AFTER_S,
+                )
+            self._admitted += 1
+            self._update_gauges()
+        context = contextvars.copy_context()
+        try:
+            future = self._executor.submit(context.run, self._call, func)
+        except RuntimeError:  # executor shut down: the app is stopping
+            self._release(None)
+            raise ResourceExhaustedError("server is shutting down") from None
+        future.add_done_callback(self._release)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
+        except asyncio.TimeoutError:
+            future.cancel()  # frees the slot at once if the call had not started yet
+            raise RequestTimeoutError(f"request took longer than {self.timeout_s:g} s") from None
+
+    def _call(self, func: Callable[[], T]) -> T:
+        with self._lock:
+            self._running += 1
+            self._update_gauges()
+        try:
+            return func()
+        except MemoryError as exc:
+            raise ResourceExhaustedError("out of memory during inference") from exc
+        except RuntimeError as exc:
+            if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError / torch.OutOfMemoryError
+                _release_device_memory()
+                raise ResourceExhaustedError("out of GPU memory during inference") from None
+            raise
+        finally:
+            with self._lock:
+                self._running -= 1
+                self._update_gauges()
+
+    def _release(self, _: Future[T] | None) -> None:
+        with self._lock:
+            self._admitted -= 1
+            self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        self._metrics.inflight.set(self._running)
+        self._metrics.queue_depth.set(self._admitted - self._running)
+
+    def shutdown(self) -> None:
+        """Stop accepting work, cancel queued calls and wait for running ones (e.g. timed-out calls) to finish."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _release_device_memory() -> None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,158 @@
+"""Request and response bodies of the REST API (pydantic models; they are also the OpenAPI schema).
+
+Coordinates are pixels of the original image: boxes ``[x1, y1, x2, y2]`` (XYXY, ``x`` along the width), points
+``{x, y, label}`` with label 1 = foreground, 0 = background. Structural problems (wrong types, missing fields,
+unknown fields, NaN) are 422; values that are well-formed but wrong for the image (a box outside it, ``x1 >= x2``)
+are 400 from the SDK's validation.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "BoxRequest",
+    "EmbedRequest",
+    "EmbedResponse",
+    "ErrorBody",
+    "ErrorResponse",
+    "HealthResponse",
+    "MaskResult",
+    "OutputFormat",
+    "PointIn",
+    "PointsRequest",
+    "PromptIn",
+    "ReadyResponse",
+    "SegmentListResponse",
+    "SegmentOptions",
+    "SegmentRequest",
+    "SegmentResponse",
+]
+
+OutputFormat = Literal["rle", "png", "polygons"]
+Coordinate = Annotated[float, Field(allow_inf_nan=False)]
+Box = Annotated[list[Coordinate], Field(min_length=4, max_length=4, description="[x1, y1, x2, y2] in pixels")]
+ImageId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="id returned by POST /v1/embed")]
+
+_IMAGE_DESCRIPTION = (
+    "base64 of the encoded image (JPEG, PNG, WEBP, BMP, TIFF), optionally as a data: URI; or an http(s) URL when "
+    "the server allows URL images"
+)
+_FORMATS_DESCRIPTION = "mask encodings to return; default: the configured formats (rle when none applies)"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PointIn(_Body):
+    x: Coordinate
+    y: Coordinate
+    label: Literal[0, 1] = Field(1, description="1 = foreground, 0 = background")
+
+
+class PromptIn(_Body):
+    """One object: a box, points, or both."""
+
+    box: Box | None = None
+    points: list[PointIn] | None = None
+
+
+class _ImageSource(_Body):
+    image: str | None = Field(None, description=_IMAGE_DESCRIPTION)
+    image_id: ImageId | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> Any:
+        if (self.image is None) == (self.image_id is None):
+            raise ValueError("send exactly one of 'image' and 'image_id'")
+        return self
+
+
+class BoxRequest(_ImageSource):
+    box: Box
+    output_formats: list[OutputFormat] | None = Field(None, description=_FORMATS_DESCRIPTION)
+    multimask: bool = Field(False, description="score 3 candidate masks and return the best")
+
+
+class PointsRequest(_ImageSource):
+    points: list[PointIn] = Field(min_length=1)
+    output_formats: list[OutputFormat] | None = Field(None, description=_FORMATS_DESCRIPTION)
+    multimask: bool = Field(False, description="score 3 candidate masks and return the best")
+
+
+class SegmentOptions(_Body):
+    """Everything of :class:`SegmentRequest` except the image (the ``request`` field of an upload)."""
+
+    prompts: list[PromptIn] | None = Field(None, description="one entry per object")
+    boxes: list[Box] | None = Field(None, description="flat form: each box is its own object")
+    points: list[PointIn] | None = Field(None, description="flat form: all points together are one object")
+    strategy: Literal["all", "largest", "merge"] = Field(
+        "all", description="all: one result per mask; largest: only the largest; merge: the union of all"
+    )
+    output_formats: list[OutputFormat] | None = Field(None, description=_FORMATS_DESCRIPTION)
+    multimask: bool = Field(False, description="3 masks per prompt instead of 1")
+
+
+class SegmentRequest(_ImageSource, SegmentOptions):
+    """Any number of objects on one image: ``prompts``, and/or the flat ``boxes`` + ``points`` form."""
+
+
+class EmbedRequest(_Body):
+    image: str = Field(description=_IMAGE_DESCRIPTION)
+
+
+class EmbedResponse(BaseModel):
+    image_id: str = Field(description="send as image_id to the segment endpoints; valid for this API key only")
+    width: int
+    height: int
+    latency_ms: float
+    request_id: str
+
+
+class MaskResult(BaseModel):
+    """One mask. Only the requested encodings are present."""
+
+    score: float = Field(description="the model's predicted IoU of this mask")
+    area: int = Field(description="foreground pixels")
+    bbox: list[int] = Field(description="[x1, y1, x2, y2] of the foreground, x2/y2 exclusive; zeros when empty")
+    prompt_index: int = Field(description="index of the prompt this mask answers; -1 for a merged mask")
+    rle: dict[str, Any] | None = Field(None, description='COCO RLE {"size": [H, W], "counts": "..."}')
+    png_base64: str | None = Field(None, description="base64 of a single-channel PNG of the mask")
+    polygons: list[list[list[list[float]]]] | None = Field(
+        None, description="polygons, each a list of rings (exterior first, then holes) of [x, y] points"
+    )
+
+
+class SegmentResponse(MaskResult):
+    latency_ms: float = Field(description="server-side processing time, queue wait excluded")
+    model_info: dict[str, Any]
+    request_id: str
+
+
+class SegmentListResponse(BaseModel):
+    results: list[MaskResult]
+    latency_ms: float = Field(description="server-side processing time, queue wait excluded")
+    model_info: dict[str, Any]
+    request_id: str
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready"]
+    model_info: dict[str, Any]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    request_id: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,149 @@
+"""Helpers for the REST service tests: a fast fake backend, config/app builders, image helpers."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from perceptra_seg.backends.base import DecoderOutput, ImageEmbedding, PromptBatch
+from perceptra_seg.config import SegmentorConfig
+from perceptra_seg.preprocessing import resized_input_size
+
+KEY_A = "key-a-0123456789"
+KEY_B = "key-b-9876543210"
+
+
+class FakeBackend:
+    """Backend protocol with constant output: the mask is the centre half of the 1024 input frame.
+
+    ``encode_delay_s`` / ``decode_delay_s`` slow calls down (set them after warm-up to keep start-up fast);
+    ``fail_next`` is raised once by the next ``encode``.
+    """
+
+    family = "sam1"
+    fingerprint = "fake|sam1|test"
+
+    def __init__(self) -> None:
+        self.encode_delay_s = 0.0
+        self.decode_delay_s = 0.0
+        self.fail_next: BaseException | None = None
+        self.encode_calls = 0
+        self.encodes_finished = 0
+        self.decode_calls = 0
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        with self._lock:
+            self.encode_calls += 1
+            failure, self.fail_next = self.fail_next, None
+        if failure is not None:
+            raise failure
+        time.sleep(self.encode_delay_s)
+        size = (int(image.shape[0]), int(image.shape[1]))
+        with self._lock:
+            self.encodes_finished += 1
+        return ImageEmbedding(size, resized_input_size(size, "sam1"), features=None, nbytes=4096)
+
+    def decode(self, embedding: ImageEmbedding, batch: PromptBatch, *, multimask: bool) -> DecoderOutput:
+        with self._lock:
+            self.decode_calls += 1
+        time.sleep(self.decode_delay_s)
+        n, k = len(batch), 3 if multimask else 1
+        logits = np.full((n, k, 256, 256), -8.0, dtype=np.float32)
+        logits[:, :, 64:192, 64:192] = 8.0
+        scores = np.tile(np.linspace(0.9, 0.5, k, dtype=np.float32), (n, 1))
+        return DecoderOutput(low_res_logits=logits, iou_scores=scores)
+
+    def info(self) -> dict[str, Any]:
+        return {"model": "fake", "variant": "constant", "backend": "fake", "device": "cpu", "precision": "fp32"}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def png_bytes(height: int = 48, width: int = 64, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def b64_png(height: int = 48, width: int = 64, seed: int = 0) -> str:
+    return base64.b64encode(png_bytes(height, width, seed)).decode("ascii")
+
+
+def build_config(base: dict[str, Any] | None = None, **sections: dict[str, Any]) -> SegmentorConfig:
+    """A config from ``base`` sections with ``sections`` merged on top (logging quiet by default)."""
+    merged: dict[str, Any] = {k: dict(v) for k, v in (base or {}).items()}
+    merged.setdefault("logging", {"level": "WARNING"})
+    for name, values in sections.items():
+        merged.setdefault(name, {}).update(values)
+    return SegmentorConfig.load(None, **merged)
+
+
+def wait_ready(client: TestClient, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if client.app.state.service.service is not None:  # type: ignore[attr-defined]
+            return
+        time.sleep(0.02)
+    raise AssertionError("service did not become ready")
+
+
+@contextmanager
+def running(app: Any, *, ready: bool = True, headers: dict[str, str] | None = None) -> Iterator[TestClient]:
+    with TestClient(app, headers=headers) as client:
+        if ready:
+            wait_ready(client)
+        yield client
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def live_server(app: Any, config: SegmentorConfig, *, ready_timeout_s: float = 60.0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on ``config.server.host:port`` (loopback) in a thread; yield the base URL."""
+    import httpx
+    import uvicorn
+
+    from perceptra_seg.service.main import uvicorn_config
+
+    server = uvicorn.Server(uvicorn_config(app, config))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://{config.server.host}:{config.server.port}"
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            try:
+                if httpx.get(base + "/v1/readyz", timeout=2.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise AssertionError("live server did not become ready")
+            time.sleep(0.05)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
