@@ -1,0 +1,312 @@
+"""``batch``: many images, prompts from a COCO annotations file or a prompts file, results as a COCO results list.
+
+Inputs:
+
+* ``--images``: a directory (searched recursively for .jpg/.jpeg/.png/.webp/.bmp/.tif/.tiff files) or a text file
+  listing one image path per line (relative paths are relative to the list file; blank lines and ``#`` comments are
+  ignored).
+* ``--prompts``: either a COCO annotations file (``images`` + ``annotations``; every annotation's ``bbox``
+  ``[x, y, w, h]`` becomes a box prompt ``[x, y, x + w, y + h]`` of its image, and its ``category_id`` is kept), or a
+  JSON object mapping image file names to prompt lists (``{"a.jpg": [{"box": [...]}, {"points": [...]}]}``; a prompt
+  may carry a ``category_id``, default 1).
+
+Images are matched to prompt entries by their path relative to the directory (or as written in the list file),
+then by file name alone. Image ids come from the COCO file; for a prompts mapping they are derived from the file
+name (the first 31 bits of its SHA-256), so they stay the same whatever else the mapping holds and across re-runs.
+
+The output is written after every image, atomically (temporary file + rename), so an interrupted run loses nothing;
+a re-run skips images whose ``image_id`` is already in the output. A failed image is reported and the run goes on;
+the exit code is 1 when any image failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import traceback
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from perceptra_seg.exceptions import InvalidInputError
+from perceptra_seg.utils.coco import to_coco_results
+
+from .common import (
+    EXIT_FAILURE,
+    CommonOptions,
+    command,
+    emit_json,
+    one_line,
+    read_json,
+    require_output_dirs,
+    write_atomic,
+)
+
+__all__ = ["ImageJob", "list_images", "plan_jobs", "register", "stable_image_id"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class ImageJob:
+    """One image to segment.
+
+    Attributes:
+        path: the image file.
+        name: the image's name as matched (relative path or list entry, POSIX separators).
+        image_id: COCO image id of its results.
+        prompts: prompt dicts for :meth:`~perceptra_seg.Segmentor.segment` (boxes XYXY in pixels).
+        categories: ``category_id`` of each prompt.
+    """
+
+    path: Path
+    name: str
+    image_id: int
+    prompts: list[dict[str, Any]] = field(default_factory=list)
+    categories: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Entry:
+    image_id: int
+    prompts: list[dict[str, Any]]
+    categories: list[int]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``batch`` to ``app``."""
+    command(app, "batch")(batch)
+
+
+def batch(
+    opts: CommonOptions,
+    images: Annotated[Path, typer.Option("--images", help="Directory of images, or a text file listing image paths.")],
+    prompts: Annotated[
+        Path, typer.Option("--prompts", help="COCO annotations file, or a JSON mapping image file name -> prompts.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="COCO results JSON file (resumed when it exists).")],
+) -> None:
+    """Segment many images; write a COCO results file (resumable; failed images are reported, the run goes on)."""
+    opts.load_config()  # an invalid configuration is an error even when every image is already done
+    require_output_dirs(out)
+    jobs, unmatched_images, unmatched_entries = plan_jobs(images, prompts)
+    existing = _read_existing(out)
+    done_ids = {int(item["image_id"]) for item in existing}
+    entries = [json.dumps(item) for item in existing]
+    todo = [job for job in jobs if job.image_id not in done_ids]
+    failures, written = _run(opts, todo, out, entries) if todo else ([], 0)
+    if not entries and not out.exists():
+        write_atomic(out, "[]\n")
+    summary = {
+        "out": str(out),
+        "images": len(jobs),
+        "processed": len(todo) - len(failures),
+        "skipped_existing": len(jobs) - len(todo),
+        "failed": failures,
+        "results_written": written,
+        "images_without_prompts": len(unmatched_images),
+        "prompt_entries_without_image": len(unmatched_entries),
+    }
+    if opts.json:
+        emit_json(summary)
+    else:
+        _print_summary(summary)
+    if failures:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def _run(opts: CommonOptions, jobs: list[ImageJob], out: Path, entries: list[str]) -> tuple[list[dict[str, str]], int]:
+    """Segment ``jobs``, appending their COCO results to ``entries`` and rewriting ``out`` after every image.
+
+    Returns:
+        ``(failures, results_written)``; each failure is ``{"image": name, "error": message}``.
+    """
+    failures: list[dict[str, str]] = []
+    written = 0
+    with opts.segmentor() as seg, _progress(Console(stderr=True), disable=opts.json) as progress:
+        task = progress.add_task("segmenting", total=len(jobs))
+        chunk = seg.config.input.max_prompts
+        for job in jobs:
+            try:
+                results = []
+                for start in range(0, len(job.prompts), chunk):  # one encoder pass: the embedding is cached
+                    part = seg.segment(job.path, prompts=job.prompts[start : start + chunk], output_formats=["rle"])
+                    for result in part:
+                        result.prompt_index += start
+                    results.extend(part)
+                coco = []
+                for result in results:
+                    category = job.categories[result.prompt_index]
+                    coco.extend(to_coco_results([result], image_id=job.image_id, category_id=category))
+            except Exception as exc:  # a failed image is reported and the run goes on
+                if opts.debug:
+                    traceback.print_exc()
+                failures.append({"image": job.name, "error": one_line(exc)})
+                message = f"failed: {job.name}: {one_line(exc)}"
+                progress.console.print(message, markup=False, highlight=False, soft_wrap=True)
+            else:
+                entries.extend(json.dumps(item) for item in coco)
+                written += len(coco)
+                write_atomic(out, "[\n" + ",\n".join(entries) + "\n]\n")
+            progress.advance(task)
+    return failures, written
+
+
+def plan_jobs(images: Path, prompts: Path) -> tuple[list[ImageJob], list[str], list[str]]:
+    """Match images with prompt entries.
+
+    Returns:
+        ``(jobs, images_without_prompts, entries_without_image)``; jobs are in image-name order and include only
+        images with at least one prompt.
+
+    Raises:
+        InvalidInputError: unreadable inputs, a malformed prompts file, or two entries with the same image id.
+    """
+    table = _load_entries(prompts)
+    by_basename: dict[str, list[str]] = defaultdict(list)
+    for name in table:
+        by_basename[Path(name).name].append(name)
+    jobs: list[ImageJob] = []
+    unmatched_images: list[str] = []
+    used: set[str] = set()
+    for name, path in list_images(images):
+        key = name if name in table else None
+        candidates = by_basename.get(Path(name).name, [])
+        if key is None and len(candidates) == 1:
+            key = candidates[0]
+        if key is None or not table[key].prompts:
+            unmatched_images.append(name)
+            continue
+        used.add(key)
+        entry = table[key]
+        jobs.append(ImageJob(path, name, entry.image_id, entry.prompts, entry.categories))
+    unmatched_entries = sorted(set(table) - used)
+    return jobs, unmatched_images, unmatched_entries
+
+
+def list_images(source: Path) -> list[tuple[str, Path]]:
+    """``(name, path)`` of every image in a directory (recursive) or list file, sorted by name."""
+    if source.is_dir():
+        found = [p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        return sorted((p.relative_to(source).as_posix(), p) for p in found)
+    if source.is_file():
+        try:
+            lines = source.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"cannot read image list {source}: {exc}") from None
+        items = []
+        for line in lines:
+            text = line.strip()
+            if text and not text.startswith("#"):
+                path = Path(text).expanduser()
+                items.append((Path(text).as_posix(), path if path.is_absolute() else source.parent / path))
+        return sorted(items)
+    raise InvalidInputError(f"--images {source} is neither a directory nor a file listing images")
+
+
+def stable_image_id(name: str) -> int:
+    """Image id of a prompts-mapping entry: the first 31 bits of the SHA-256 of its name (positive int32)."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def _load_entries(path: Path) -> dict[str, _Entry]:
+    data = read_json(path, "prompts file")
+    if isinstance(data, dict) and "images" in data and "annotations" in data:
+        return _coco_entries(data, path)
+    if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
+        return _mapping_entries(data, path)
+    raise InvalidInputError(
+        f"prompts file {path} must be a COCO annotations file (with 'images' and 'annotations') or a JSON object "
+        "mapping image file names to lists of prompts"
+    )
+
+
+def _coco_entries(data: dict[str, Any], path: Path) -> dict[str, _Entry]:
+    images, annotations = data["images"], data["annotations"]
+    if not isinstance(images, list) or not isinstance(annotations, list):
+        raise InvalidInputError(f"COCO file {path}: 'images' and 'annotations' must be lists")
+    table: dict[str, _Entry] = {}
+    by_id: dict[int, _Entry] = {}
+    for index, image in enumerate(images):
+        try:
+            image_id, name = int(image["id"]), str(image["file_name"])
+        except (KeyError, TypeError, ValueError):
+            raise InvalidInputError(
+                f"COCO file {path}: images[{index}] needs an integer 'id' and a 'file_name'"
+            ) from None
+        table[name] = by_id[image_id] = _Entry(image_id, [], [])
+    for index, ann in enumerate(annotations):
+        try:
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            entry = by_id[int(ann["image_id"])]
+            category = int(ann.get("category_id", 1))
+        except (KeyError, TypeError, ValueError):
+            raise InvalidInputError(
+                f"COCO file {path}: annotations[{index}] needs an 'image_id' listed in 'images' and a 'bbox' "
+                "[x, y, width, height]"
+            ) from None
+        entry.prompts.append({"box": [x, y, x + w, y + h]})
+        entry.categories.append(category)
+    return table
+
+
+def _mapping_entries(data: dict[str, list[Any]], path: Path) -> dict[str, _Entry]:
+    table: dict[str, _Entry] = {}
+    seen: dict[int, str] = {}
+    for name, items in data.items():
+        image_id = stable_image_id(name)
+        if image_id in seen:
+            raise InvalidInputError(f"prompts file {path}: {name!r} and {seen[image_id]!r} map to the same image id")
+        seen[image_id] = name
+        entry = _Entry(image_id, [], [])
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise InvalidInputError(f"prompts file {path}: {name}[{index}] must be a prompt object")
+            prompt = dict(item)
+            try:
+                category = int(prompt.pop("category_id", 1))
+            except (TypeError, ValueError):
+                raise InvalidInputError(
+                    f"prompts file {path}: {name}[{index}].category_id must be an integer"
+                ) from None
+            entry.prompts.append(prompt)
+            entry.categories.append(category)
+        table[name] = entry
+    return table
+
+
+def _read_existing(out: Path) -> list[dict[str, Any]]:
+    if not out.exists():
+        return []
+    data = read_json(out, "existing results file")
+    if not isinstance(data, list) or not all(isinstance(item, dict) and "image_id" in item for item in data):
+        raise InvalidInputError(f"{out} exists but is not a COCO results list; choose another --out or remove it")
+    return data
+
+
+def _progress(console: Console, *, disable: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=disable or not console.is_terminal,
+    )
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    out, failed = summary["out"], summary["failed"]
+    typer.echo(
+        f"{summary['processed']} image(s) segmented, {summary['skipped_existing']} already in {out}, "
+        f"{len(failed)} failed; {summary['results_written']} result(s) written to {out}"
+    )
+    if summary["images_without_prompts"]:
+        typer.echo(f"{summary['images_without_prompts']} image(s) have no prompts")
+    if summary["prompt_entries_without_image"]:
+        typer.echo(f"{summary['prompt_entries_without_image']} prompt entries have no image")

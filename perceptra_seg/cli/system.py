@@ -1,0 +1,208 @@
+"""``info``, ``config show``, ``download`` and ``serve``: the environment, the configuration, weights, the service."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from perceptra_seg.exceptions import ConfigError, ModelLoadError, SegmentorError
+from perceptra_seg.registry import get_model_spec, list_models
+from perceptra_seg.weights import default_cache_dir, resolve_checkpoint
+
+from .common import CommonOptions, command, emit_json, log_level
+
+__all__ = ["SERVICE_APP", "register"]
+
+#: The ASGI application ``serve`` runs; it reads its configuration file from ``SEGMENTOR_CONFIG``.
+SERVICE_APP = "perceptra_seg.service.main:app"
+
+# Command-line flags passed to the service as the environment variables SegmentorConfig reads.
+_FLAG_ENV = {
+    "backend": "SEGMENTOR_RUNTIME_BACKEND",
+    "model": "SEGMENTOR_MODEL_NAME",
+    "variant": "SEGMENTOR_MODEL_VARIANT",
+    "checkpoint": "SEGMENTOR_MODEL_CHECKPOINT_PATH",
+    "device": "SEGMENTOR_RUNTIME_DEVICE",
+    "precision": "SEGMENTOR_RUNTIME_PRECISION",
+}
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``info``, ``download``, ``serve`` and the ``config`` group to ``app``."""
+    command(app, "info")(info)
+    command(app, "download")(download)
+    command(app, "serve", own_logging=False)(serve)
+    config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
+    command(config_app, "show")(config_show)
+    app.add_typer(config_app, name="config")
+
+
+def info(opts: CommonOptions) -> None:
+    """Device, available backends, checkpoint cache and the effective configuration."""
+    config = opts.load_config()
+    cache_dir = Path(config.model.cache_dir).expanduser() if config.model.cache_dir else default_cache_dir()
+    cached = sorted({spec.filename for spec in list_models() if (cache_dir / spec.filename).is_file()})
+    device, backends, settings = _device_info(config.runtime.device), _backends(), config.model_dump(mode="json")
+    version, python = _version("perceptra-seg"), sys.version.split()[0]
+    if opts.json:
+        emit_json({
+            "version": version,
+            "python": python,
+            "device": device,
+            "backends": backends,
+            "cache_dir": str(cache_dir),
+            "cached_checkpoints": cached,
+            "config": settings,
+        })
+        return
+    selected = device["selected"] or f"unavailable: {device['error']}"
+    typer.echo(f"perceptra-seg {version} (Python {python})")
+    typer.echo(f"device:   {selected} (requested {device['requested']})")
+    for name, backend in backends.items():
+        detail = ", ".join(f"{k} {v}" for k, v in backend.items() if k != "available" and v)
+        typer.echo(f"backend:  {name}: {'available' if backend['available'] else 'not installed'} {detail}".rstrip())
+    typer.echo(f"cache:    {cache_dir} ({', '.join(cached) if cached else 'no checkpoints cached'})")
+    typer.echo("config:")
+    typer.echo(_indent(yaml.safe_dump(settings, sort_keys=False)))
+
+
+def config_show(opts: CommonOptions) -> None:
+    """Print the effective configuration (defaults < YAML < SEGMENTOR_* environment < flags) as YAML, or JSON."""
+    data = opts.load_config().model_dump(mode="json")
+    if opts.json:
+        emit_json(data)
+    else:
+        typer.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
+
+
+def download(opts: CommonOptions) -> None:
+    """Prefetch the weights of --model/--variant (Meta's file into the cache dir, or a hub id's files)."""
+    config = opts.load_config()
+    model = config.model
+    spec = get_model_spec(model.name, model.variant)
+    cache_dir = Path(model.cache_dir).expanduser() if model.cache_dir else default_cache_dir()
+    was_cached = model.checkpoint_path is None and (cache_dir / spec.filename).is_file()
+    level = logging.WARNING if opts.json else logging.INFO
+    with log_level("perceptra_seg.weights", level):
+        source = resolve_checkpoint(
+            spec,
+            model.checkpoint_path,
+            cache_dir=cache_dir,
+            offline=model.offline,
+            download_base_url=model.download_base_url,
+            timeout_s=model.download_timeout_s,
+        )
+    location = _fetch_hub(source.location) if source.kind == "hub" else source.location
+    data = {
+        "model": spec.name,
+        "variant": spec.variant,
+        "kind": source.kind,
+        "path": location,
+        "fingerprint": source.fingerprint,
+        "downloaded": source.kind == "hub" or (model.checkpoint_path is None and not was_cached),
+    }
+    if opts.json:
+        emit_json(data)
+    else:
+        state = "downloaded" if data["downloaded"] else "already present"
+        typer.echo(f"{spec.name}/{spec.variant}: {state}: {location}")
+
+
+def serve(
+    opts: CommonOptions,
+    host: Annotated[str | None, typer.Option("--host", help="Interface to bind (default: server.host).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="TCP port (default: server.port).")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes (each loads the model).")] = 1,
+) -> None:
+    """Run the REST service with uvicorn (the config file reaches it through SEGMENTOR_CONFIG)."""
+    config = opts.load_config()  # fail here, with exit code 2, rather than inside a worker
+    try:
+        import uvicorn
+    except ImportError:
+        raise SegmentorError("serve needs the REST service extra: pip install 'perceptra-seg[server]'") from None
+    if importlib.util.find_spec("perceptra_seg.service") is None:
+        raise SegmentorError("this installation has no perceptra_seg.service package")
+    os.environ.update(service_environment(opts))
+    uvicorn.run(
+        SERVICE_APP,
+        host=host if host is not None else config.server.host,
+        port=port if port is not None else config.server.port,
+        workers=workers,
+        factory=False,
+        log_config=None,  # the service configures logging itself (logging section)
+    )
+
+
+def service_environment(opts: CommonOptions) -> dict[str, str]:
+    """Environment variables that carry ``--config`` and the model/runtime flags into the service process."""
+    env = {}
+    if opts.config is not None:
+        env["SEGMENTOR_CONFIG"] = str(opts.config.expanduser().resolve())
+    for flag, name in _FLAG_ENV.items():
+        value = getattr(opts, flag)
+        if value is not None:
+            env[name] = str(value)
+    return env
+
+
+def _fetch_hub(repo_id: str) -> str:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return str(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors"]))
+    except Exception as exc:  # huggingface_hub raises many types (offline, 404, auth, network)
+        raise ModelLoadError(f"cannot fetch {repo_id} from the Hugging Face hub: {exc}") from None
+
+
+def _device_info(requested: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"requested": requested, "selected": None, "error": None, "cuda_available": False}
+    if importlib.util.find_spec("torch") is None:
+        info["error"] = "torch is not installed"
+        return info
+    import torch
+
+    from perceptra_seg.backends.torch_backend import resolve_device
+
+    info["cuda_available"] = bool(torch.cuda.is_available())
+    if info["cuda_available"]:
+        info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    try:
+        info["selected"] = str(resolve_device(requested))
+    except ConfigError as exc:
+        info["error"] = str(exc)
+    return info
+
+
+def _backends() -> dict[str, dict[str, Any]]:
+    torch_ok = all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers"))
+    backends: dict[str, dict[str, Any]] = {
+        "torch": {"available": torch_ok, "version": _version("torch") if torch_ok else None},
+    }
+    onnx: dict[str, Any] = {"available": importlib.util.find_spec("onnxruntime") is not None}
+    if onnx["available"]:
+        import onnxruntime
+
+        onnx["version"] = _version("onnxruntime")
+        onnx["providers"] = list(onnxruntime.get_available_providers())
+    backends["onnx"] = onnx
+    return backends
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.rstrip().splitlines())
+
