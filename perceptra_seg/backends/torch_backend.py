@@ -114,6 +114,17 @@ def _load_transformers(location: str, spec: ModelSpec, *, hub: bool) -> torch.nn
     return model
 
 
+def _row(batch: PromptBatch, index: int) -> PromptBatch:
+    """Prompt ``index`` of a batch as a batch of one."""
+    pick = slice(index, index + 1)
+    return PromptBatch(
+        points=None if batch.points is None else batch.points[pick],
+        labels=None if batch.labels is None else batch.labels[pick],
+        boxes=None if batch.boxes is None else batch.boxes[pick],
+        mask_inputs=None if batch.mask_inputs is None else batch.mask_inputs[pick],
+    )
+
+
 class TorchBackend:
     """Encode/decode with a transformers SAM model on CPU or CUDA, fp32 or autocast fp16/bf16."""
 
@@ -192,6 +203,14 @@ class TorchBackend:
     def decode(self, embedding: ImageEmbedding, batch: PromptBatch, *, multimask: bool) -> DecoderOutput:
         if len(batch) == 0:
             raise InvalidInputError("empty prompt batch")
+        if batch.mask_inputs is not None and len(batch) > 1:
+            # transformers' mask decoder broadcasts N dense (mask) embeddings against N prompts into N×N; answer
+            # prompts that carry a mask one at a time instead (the decoder is the cheap part).
+            rows = [self.decode(embedding, _row(batch, i), multimask=multimask) for i in range(len(batch))]
+            return DecoderOutput(
+                low_res_logits=np.concatenate([r.low_res_logits for r in rows]),
+                iou_scores=np.concatenate([r.iou_scores for r in rows]),
+            )
         features = embedding.features
         kwargs: dict[str, Any] = {
             "image_embeddings": features[0] if self.family == "sam1" else list(features),

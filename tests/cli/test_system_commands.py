@@ -217,6 +217,8 @@ def test_export_onnx_then_segment_with_the_onnx_backend(
     assert (report["model"], report["variant"], report["opset"]) == ("sam_v1", "vit_b", 17)
     assert set(report["graphs"]) == {"encoder", "decoder_single", "decoder_multi"}
     assert all((out / g["file"]).stat().st_size == g["bytes"] for g in report["graphs"].values())
+    published = {p.name for p in out.iterdir()} | {p.name for p in tmp_path.iterdir() if p.name.startswith(".")}
+    assert published == {"manifest.json", *(g["file"] for g in report["graphs"].values())}  # no scratch left
 
     onnx_config = tmp_path / "onnx.yaml"
     onnx_config.write_text(config_file.read_text() + yaml.safe_dump({"onnx": {"model_dir": str(out)}}))

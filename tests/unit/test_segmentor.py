@@ -284,3 +284,15 @@ def test_compile_wraps_the_encoder(
     assert np.array_equal(
         seg.segment_from_box(image, box=BOXES[0]).mask, eager.segment_from_box(image, box=BOXES[0]).mask
     )
+
+
+def test_several_prompts_with_mask_inputs_equal_separate_calls(
+    small_segmentor: Segmentor, photos: dict[str, np.ndarray]
+) -> None:
+    image = photos["coffee"]
+    first = small_segmentor.segment(image, boxes=BOXES[:2])
+    prompts = [{"box": box, "mask_input": r.low_res_logits} for box, r in zip(BOXES[:2], first, strict=True)]
+    together = small_segmentor.segment(image, prompts=prompts)
+    for prompt, result in zip(prompts, together, strict=True):
+        alone = small_segmentor.segment(image, prompts=[prompt])[0]
+        assert np.array_equal(alone.mask, result.mask) and abs(alone.score - result.score) < 1e-5
