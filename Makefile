@@ -1,28 +1,43 @@
-# Developer entry points. `make test` and `make demo` work on a fresh machine with only Python 3.10+.
+# Developer entry points. `make demo` and `make test` work on a fresh machine with only Python 3.10+ and make.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch is pinned for the test setup: the CPU wheel of this version is what our machines and CI install.
 TORCH_PIN ?= torch==2.13.0
+DEMO_OUT ?= out/demo
 
-.PHONY: dev test lint demo clean
+.PHONY: install dev demo test lint docs clean
 
-$(VENV)/.installed: pyproject.toml Makefile
+# Runtime install: the SDK with the torch runtime and the CLI (what the demo needs).
+$(VENV)/.installed-run: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet -e ".[torch,cli]"
+	touch $@
+
+# Development install: every extra plus the reference implementations used by the parity tests.
+$(VENV)/.installed-dev: $(VENV)/.installed-run
 	$(PY) -m pip install --quiet -e ".[dev]"
-	# sam2 (reference implementation for parity tests) is a source package: no CUDA build, no extra torch.
+	# sam2 is a source package: build it without CUDA and without pulling another torch.
 	SAM2_BUILD_CUDA=0 $(PY) -m pip install --quiet --no-deps --no-build-isolation "sam2==1.1.0"
 	touch $@
 
-dev: $(VENV)/.installed
+install: $(VENV)/.installed-run
+
+dev: $(VENV)/.installed-dev
+
+demo: install
+	$(PY) -m perceptra_seg.demo --out $(DEMO_OUT)
 
 test: dev
 	$(PY) -m pytest
 
 lint: dev
-	$(VENV)/bin/ruff check perceptra_seg tests
+	$(VENV)/bin/ruff check perceptra_seg tests bench tools
 	$(VENV)/bin/mypy
 
+docs: dev
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site out

@@ -20,6 +20,18 @@ __all__ = ["convert_state_dict", "detect_family", "unwrap_checkpoint"]
 
 Family = Literal["sam1", "sam2"]
 
+# Mask-decoder upscaling and prompt-encoder mask downscaling: the same Sequential layout in both families.
+_DECODER_RULES: tuple[tuple[str, str], ...] = (
+    (r"\.output_upscaling\.0\.", ".upscale_conv1."),
+    (r"\.output_upscaling\.1\.", ".upscale_layer_norm."),
+    (r"\.output_upscaling\.3\.", ".upscale_conv2."),
+    (r"\.mask_downscaling\.0\.", ".mask_embed.conv1."),
+    (r"\.mask_downscaling\.1\.", ".mask_embed.layer_norm1."),
+    (r"\.mask_downscaling\.3\.", ".mask_embed.conv2."),
+    (r"\.mask_downscaling\.4\.", ".mask_embed.layer_norm2."),
+    (r"\.mask_downscaling\.6\.", ".mask_embed.conv3."),
+)
+
 _SAM1_RULES: tuple[tuple[str, str], ...] = (
     (r"^image_encoder\.", "vision_encoder."),
     (r"\.neck\.0\.", ".neck.conv1."),
@@ -29,14 +41,7 @@ _SAM1_RULES: tuple[tuple[str, str], ...] = (
     (r"\.patch_embed\.proj\.", ".patch_embed.projection."),
     (r"\.norm(\d*|_final_attn)\.", r".layer_norm\1."),
     (r"\.blocks\.", ".layers."),
-    (r"\.output_upscaling\.0\.", ".upscale_conv1."),
-    (r"\.output_upscaling\.1\.", ".upscale_layer_norm."),
-    (r"\.output_upscaling\.3\.", ".upscale_conv2."),
-    (r"\.mask_downscaling\.0\.", ".mask_embed.conv1."),
-    (r"\.mask_downscaling\.1\.", ".mask_embed.layer_norm1."),
-    (r"\.mask_downscaling\.3\.", ".mask_embed.conv2."),
-    (r"\.mask_downscaling\.4\.", ".mask_embed.layer_norm2."),
-    (r"\.mask_downscaling\.6\.", ".mask_embed.conv3."),
+    *_DECODER_RULES,
     (r"\.point_embeddings\.", ".point_embed."),
 )
 
@@ -47,14 +52,7 @@ _SAM2_RULES: tuple[tuple[str, str], ...] = (
     (r"^(vision_encoder\.backbone\.blocks\.\d+)\.norm(\d)\.", r"\1.layer_norm\2."),
     (r"^sam_mask_decoder\.", "mask_decoder."),
     (r"^sam_prompt_encoder\.", "prompt_encoder."),
-    (r"\.output_upscaling\.0\.", ".upscale_conv1."),
-    (r"\.output_upscaling\.1\.", ".upscale_layer_norm."),
-    (r"\.output_upscaling\.3\.", ".upscale_conv2."),
-    (r"\.mask_downscaling\.0\.", ".mask_embed.conv1."),
-    (r"\.mask_downscaling\.1\.", ".mask_embed.layer_norm1."),
-    (r"\.mask_downscaling\.3\.", ".mask_embed.conv2."),
-    (r"\.mask_downscaling\.4\.", ".mask_embed.layer_norm2."),
-    (r"\.mask_downscaling\.6\.", ".mask_embed.conv3."),
+    *_DECODER_RULES,
     (r"^(mask_decoder\.transformer(?:\..*)?)\.out_proj\.", r"\1.o_proj."),
     (r"^(mask_decoder\.transformer(?:\..*)?)\.norm(\d+|_final_attn)\.", r"\1.layer_norm\2."),
     (r"^no_mem_embed$", "no_memory_embedding"),

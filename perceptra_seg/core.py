@@ -145,14 +145,7 @@ class Segmentor:
         return_overlay: bool = False,
     ) -> SegmentationResult:
         """Segment the object inside one ``(x1, y1, x2, y2)`` box; with ``multimask`` the best of 3 masks."""
-        results = self.segment(
-            image,
-            prompts=[{"box": box, "mask_input": mask_input}],
-            output_formats=output_formats,
-            multimask=multimask,
-            return_overlay=return_overlay,
-        )
-        return max(results, key=lambda r: r.score)
+        return self._best(image, {"box": box, "mask_input": mask_input}, output_formats, multimask, return_overlay)
 
     def segment_from_points(
         self,
@@ -165,12 +158,21 @@ class Segmentor:
         return_overlay: bool = False,
     ) -> SegmentationResult:
         """Segment one object from ``(x, y, label)`` clicks (1 = foreground, 0 = background)."""
+        return self._best(
+            image, {"points": list(points), "mask_input": mask_input}, output_formats, multimask, return_overlay
+        )
+
+    def _best(
+        self,
+        image: Any,
+        prompt: Mapping[str, Any],
+        output_formats: Sequence[str] | None,
+        multimask: bool,
+        return_overlay: bool,
+    ) -> SegmentationResult:
+        """One prompt; the highest-scoring mask (the only one unless ``multimask``)."""
         results = self.segment(
-            image,
-            prompts=[{"points": list(points), "mask_input": mask_input}],
-            output_formats=output_formats,
-            multimask=multimask,
-            return_overlay=return_overlay,
+            image, prompts=[prompt], output_formats=output_formats, multimask=multimask, return_overlay=return_overlay
         )
         return max(results, key=lambda r: r.score)
 

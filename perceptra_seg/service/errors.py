@@ -52,6 +52,14 @@ _HTTP_CODES = {
 }
 
 
+class _RetryLater(SegmentorError):
+    """An error the client may retry after ``retry_after`` seconds (sent as the ``Retry-After`` header)."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ForbiddenError(AuthError):
     """Credentials were sent but are not valid."""
 
@@ -59,35 +67,23 @@ class ForbiddenError(AuthError):
     code = "forbidden"
 
 
-class RateLimitedError(SegmentorError):
+class RateLimitedError(_RetryLater):
     """The API key (or client address) exceeded its request rate."""
 
     http_status = 429
     code = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
-
-class QueueFullError(ResourceExhaustedError):
+class QueueFullError(_RetryLater, ResourceExhaustedError):
     """Every inference slot is busy and the waiting queue is full."""
 
     code = "queue_full"
 
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
-
-class ModelNotReadyError(ResourceExhaustedError):
+class ModelNotReadyError(_RetryLater, ResourceExhaustedError):
     """The model is still loading (or warming up)."""
 
     code = "not_ready"
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class RequestTimeoutError(SegmentorError):
