@@ -33,7 +33,7 @@ test: dev
 	$(PY) -m pytest
 
 lint: dev
-	$(VENV)/bin/ruff check perceptra_seg tests bench tools
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
 docs: dev
