@@ -26,8 +26,14 @@ install: $(VENV)/.installed-run
 
 dev: $(VENV)/.installed-dev
 
+# Main job: segment the sample photo with SAM 2.1 Hiera-T (Meta's checkpoint, ~150 MB, downloaded once into the
+# cache directory; set SEGMENTOR_MODEL_CHECKPOINT_PATH to use a local file instead).
 demo: install
-	$(PY) -m perceptra_seg.demo --out $(DEMO_OUT)
+	mkdir -p $(DEMO_OUT)
+	$(VENV)/bin/segmentor-cli segment-box --image examples/coffee.jpg --box 90 30 470 340 \
+		--model sam_v2 --variant hiera_tiny --device auto \
+		--out $(DEMO_OUT)/mask.png --overlay $(DEMO_OUT)/overlay.png --json > $(DEMO_OUT)/result.json
+	@echo "wrote $(DEMO_OUT)/mask.png, $(DEMO_OUT)/overlay.png and $(DEMO_OUT)/result.json"
 
 test: dev
 	$(PY) -m pytest
