@@ -7,6 +7,7 @@ foreground, 0 = background.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
@@ -84,18 +85,7 @@ def segment_box(
     multimask: MultimaskOption = False,
 ) -> None:
     """Segment the object inside one box."""
-    _require_file(image)
-    require_output_dirs(out, overlay)
-    mask_format = _mask_format(fmt, out)
-    with opts.segmentor() as seg:
-        result = seg.segment_from_box(
-            image,
-            box=box,
-            output_formats=_SDK_FORMATS[mask_format],
-            multimask=multimask,
-            return_overlay=overlay is not None,
-        )
-    _finish_single(opts, image, result, out, mask_format, overlay)
+    _single(opts, image, out, fmt, overlay, lambda seg, **kw: seg.segment_from_box(image, box=box, **kw), multimask)
 
 
 class PointArg(NamedTuple):
@@ -149,18 +139,9 @@ def segment_points(
     multimask: MultimaskOption = False,
 ) -> None:
     """Segment one object from clicks."""
-    _require_file(image)
-    require_output_dirs(out, overlay)
-    mask_format = _mask_format(fmt, out)
-    with opts.segmentor() as seg:
-        result = seg.segment_from_points(
-            image,
-            points=point,
-            output_formats=_SDK_FORMATS[mask_format],
-            multimask=multimask,
-            return_overlay=overlay is not None,
-        )
-    _finish_single(opts, image, result, out, mask_format, overlay)
+    _single(
+        opts, image, out, fmt, overlay, lambda seg, **kw: seg.segment_from_points(image, points=point, **kw), multimask
+    )
 
 
 class Strategy(str, Enum):
@@ -229,6 +210,26 @@ def load_prompt_list(path: Path) -> list[Any]:
     if not data:
         raise InvalidInputError(f"prompts file {path} holds no prompts")
     return data
+
+
+def _single(
+    opts: CommonOptions,
+    image: Path,
+    out: Path | None,
+    fmt: MaskFormat | None,
+    overlay: Path | None,
+    call: Callable[..., SegmentationResult],
+    multimask: bool,
+) -> None:
+    """Shared body of the one-prompt commands: check paths, run ``call(seg, **options)``, write the outputs."""
+    _require_file(image)
+    require_output_dirs(out, overlay)
+    mask_format = _mask_format(fmt, out)
+    with opts.segmentor() as seg:
+        result = call(
+            seg, output_formats=_SDK_FORMATS[mask_format], multimask=multimask, return_overlay=overlay is not None
+        )
+    _finish_single(opts, image, result, out, mask_format, overlay)
 
 
 def _require_file(image: Path) -> None:
