@@ -30,6 +30,7 @@ class RecordingBackend:
         self.inner = inner
         self.family = inner.family
         self.fingerprint = inner.fingerprint
+        self.mask_size = inner.mask_size
         self.encode_s = 0.0
         self.decode_s = 0.0
         self.encode_calls = 0

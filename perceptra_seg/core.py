@@ -225,6 +225,7 @@ class Segmentor:
             points=points,
             max_prompts=limits.max_prompts,
             max_points=limits.max_points_per_prompt,
+            mask_size=self._backend.mask_size,
         )
         candidates = apply_strategy(strategy, self._candidates(pixels, image, normalized, multimask))
         masks = [c.mask for c in candidates]

@@ -27,7 +27,6 @@ from .preprocessing import transform_coords
 __all__ = ["build_batches", "normalize_prompts"]
 
 _PROMPT_KEYS = {"box", "points", "mask_input"}
-LOW_RES = 256
 
 
 def _numbers(value: Any, count: int, what: str) -> list[float]:
@@ -62,17 +61,18 @@ def _point(value: Any, size: tuple[int, int]) -> Point:
     return (x, y, int(label))
 
 
-def _mask_input(value: Any) -> np.ndarray:
+def _mask_input(value: Any, mask_size: int) -> np.ndarray:
     array = np.asarray(value, dtype=np.float32)
-    array = array.reshape(array.shape[-2:]) if array.ndim > 2 and array.size == LOW_RES * LOW_RES else array
-    if array.shape != (LOW_RES, LOW_RES) or not np.isfinite(array).all():
+    array = array.reshape(array.shape[-2:]) if array.ndim > 2 and array.size == mask_size * mask_size else array
+    if array.shape != (mask_size, mask_size) or not np.isfinite(array).all():
         raise InvalidInputError(
-            f"mask_input must be finite low-resolution logits of shape [256, 256], got {array.shape}"
+            f"mask_input must be finite low-resolution logits of shape [{mask_size}, {mask_size}] (a result's "
+            f"low_res_logits), got {list(array.shape)}"
         )
     return array
 
 
-def _one(prompt: Prompt | Mapping[str, Any], size: tuple[int, int], max_points: int) -> Prompt:
+def _one(prompt: Prompt | Mapping[str, Any], size: tuple[int, int], max_points: int, mask_size: int) -> Prompt:
     if isinstance(prompt, Prompt):
         box, points, mask = prompt.box, list(prompt.points), prompt.mask_input
     elif isinstance(prompt, Mapping):
@@ -89,7 +89,7 @@ def _one(prompt: Prompt | Mapping[str, Any], size: tuple[int, int], max_points: 
     return Prompt(
         box=None if box is None else _box(box, size),
         points=tuple(_point(p, size) for p in points),
-        mask_input=None if mask is None else _mask_input(mask),
+        mask_input=None if mask is None else _mask_input(mask, mask_size),
     )
 
 
@@ -108,8 +108,12 @@ def normalize_prompts(
     points: Any = None,
     max_prompts: int,
     max_points: int,
+    mask_size: int = 256,
 ) -> list[Prompt]:
     """Validate every accepted prompt form against an image of ``size = (H, W)`` and return :class:`Prompt` s.
+
+    ``mask_size`` is the side of the model's low-resolution logits, which a ``mask_input`` must match
+    (:attr:`~perceptra_seg.backends.base.Backend.mask_size`).
 
     Raises:
         InvalidInputError: no prompt, too many prompts or points, malformed or out-of-range coordinates.
@@ -123,7 +127,7 @@ def normalize_prompts(
         raise InvalidInputError("at least one prompt is required (a box, points, or prompts=[...])")
     if len(raw) > max_prompts:
         raise InvalidInputError(f"at most {max_prompts} prompts per call, got {len(raw)}")
-    return [_one(p, size, max_points) for p in raw]
+    return [_one(p, size, max_points, mask_size) for p in raw]
 
 
 def build_batches(

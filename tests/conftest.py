@@ -106,6 +106,7 @@ class CountingBackend:
         self.inner = inner
         self.family = inner.family
         self.fingerprint = inner.fingerprint
+        self.mask_size = inner.mask_size
         self.encode_calls = 0
         self.delay_s = delay_s
 
@@ -155,6 +156,7 @@ class BoxOracleBackend:
     """
 
     fingerprint = "box-oracle"
+    mask_size = 256
 
     def __init__(self, family: str = "sam2") -> None:
         self.family = family

@@ -46,7 +46,8 @@ class PromptBatch:
         points: float32 ``[N, P, 2]`` as ``(x, y)``, or ``None``.
         labels: int64 ``[N, P]`` (1 foreground, 0 background), or ``None``.
         boxes: float32 ``[N, 4]`` as ``(x1, y1, x2, y2)``, or ``None``.
-        mask_inputs: float32 ``[N, 1, 256, 256]`` low-resolution logits of earlier predictions, or ``None``.
+        mask_inputs: float32 ``[N, 1, S, S]`` low-resolution logits of earlier predictions (``S`` =
+            :attr:`Backend.mask_size`), or ``None``.
     """
 
     points: np.ndarray | None = None
@@ -66,7 +67,8 @@ class DecoderOutput:
     """Decoder results for a :class:`PromptBatch` of N prompts with K masks each.
 
     Attributes:
-        low_res_logits: float32 ``[N, K, 256, 256]`` mask logits in the 1024-input frame at quarter resolution.
+        low_res_logits: float32 ``[N, K, S, S]`` mask logits over the whole 1024 input (``S`` =
+            :attr:`Backend.mask_size`, 256 for Meta's models: a quarter of the input's resolution).
         iou_scores: float32 ``[N, K]`` predicted IoU of each mask.
     """
 
@@ -82,6 +84,9 @@ class Backend(Protocol):
     family: Family
     #: Identifies backend, device, precision and weights; part of every embedding-cache key.
     fingerprint: str
+    #: Side ``S`` of the square low-resolution logits and mask inputs: 4 × the embedding grid (256 for every Meta
+    #: model, whose 1024 input becomes a 64×64 grid of 16-pixel patches).
+    mask_size: int
 
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         """Run the image encoder on an RGB uint8 ``[H, W, 3]`` image."""

@@ -188,7 +188,8 @@ def _export_fp32(model: torch.nn.Module, family: Family, directory: Path, opset:
         # example sizes differ from every fixed dimension so that no dynamic axis is specialised by accident
         coords = torch.tensor([[[100.0, 200.0], [300.0, 400.0], [0.0, 0.0]]] * 2)
         labels = torch.tensor([[1, 2, 3], [0, 1, -1]])
-        prompt = (coords, labels, torch.zeros(2, 1, 256, 256), torch.ones(1))
+        mask_size = 4 * int(features[-1].shape[-1])  # the decoder's logits: 4 × the embedding grid (256 for Meta's)
+        prompt = (coords, labels, torch.zeros(2, 1, mask_size, mask_size), torch.ones(1))
         dynamic = {
             "point_coords": {0: "num_prompts", 1: "num_points"},
             "point_labels": {0: "num_prompts", 1: "num_points"},

@@ -61,7 +61,6 @@ _ORT_ERRORS = (
     ort_state.RuntimeException,
     ort_state.EPFail,
 )
-_LOW_RES = 256
 
 
 def select_providers(device: str, available: Sequence[str]) -> tuple[list[Any], str]:
@@ -88,7 +87,7 @@ def select_providers(device: str, available: Sequence[str]) -> tuple[list[Any], 
     return [(_CUDA, {"device_id": index}), _CPU], f"cuda:{index}"
 
 
-def decoder_feed(batch: PromptBatch, family: Family) -> dict[str, np.ndarray]:
+def decoder_feed(batch: PromptBatch, family: Family, mask_size: int = 256) -> dict[str, np.ndarray]:
     """The decoder's prompt inputs for a batch, laid out as the torch model orders its prompt tokens.
 
     Points come first (labels 0/1), then the box as two corner points (labels 2, 3), then one padding point
@@ -96,7 +95,7 @@ def decoder_feed(batch: PromptBatch, family: Family) -> dict[str, np.ndarray]:
 
     Returns:
         ``point_coords`` float32 ``[N, T, 2]``, ``point_labels`` int64 ``[N, T]``, ``mask_input`` float32
-        ``[N or 1, 1, 256, 256]`` and ``has_mask_input`` float32 ``[1]``.
+        ``[N or 1, 1, mask_size, mask_size]`` and ``has_mask_input`` float32 ``[1]``.
     """
     count = len(batch)
     coords: list[np.ndarray] = []
@@ -111,10 +110,10 @@ def decoder_feed(batch: PromptBatch, family: Family) -> dict[str, np.ndarray]:
         coords.append(np.zeros((count, 1, 2), dtype=np.float32))
         labels.append(np.full((count, 1), -1, dtype=np.int64))
     if batch.mask_inputs is not None:
-        masks = np.ascontiguousarray(batch.mask_inputs, dtype=np.float32).reshape(count, 1, _LOW_RES, _LOW_RES)
+        masks = np.ascontiguousarray(batch.mask_inputs, dtype=np.float32).reshape(count, 1, mask_size, mask_size)
         has_mask = np.ones(1, dtype=np.float32)
     else:
-        masks = np.zeros((1, 1, _LOW_RES, _LOW_RES), dtype=np.float32)
+        masks = np.zeros((1, 1, mask_size, mask_size), dtype=np.float32)
         has_mask = np.zeros(1, dtype=np.float32)
     return {
         "point_coords": np.ascontiguousarray(np.concatenate(coords, axis=1)),
@@ -122,6 +121,14 @@ def decoder_feed(batch: PromptBatch, family: Family) -> dict[str, np.ndarray]:
         "mask_input": masks,
         "has_mask_input": has_mask,
     }
+
+
+def _mask_size(decoder: Any) -> int:
+    """Side of a decoder graph's ``mask_input`` (static in our exports: 4 × the embedding grid)."""
+    shape = next(i.shape for i in decoder.get_inputs() if i.name == "mask_input")
+    if not isinstance(shape[-1], int):
+        raise ModelLoadError(f"the decoder's mask_input has no static size ({shape}); re-export the model")
+    return int(shape[-1])
 
 
 def _precision(config: SegmentorConfig) -> Precision:
@@ -183,6 +190,7 @@ class OnnxBackend:
             for name, graph in self.manifest.graphs.items()
         }
         self.providers = self._sessions["encoder"].get_providers()
+        self.mask_size = _mask_size(next(s for n, s in self._sessions.items() if n != "encoder"))
         if self.device.startswith("cuda") and _CUDA not in self.providers:
             if requested != "auto":
                 raise ConfigError(f"device {requested!r} requested but ONNX Runtime could not start CUDA")
@@ -293,7 +301,7 @@ class OnnxBackend:
         )
 
     def decode(self, embedding: ImageEmbedding, batch: PromptBatch, *, multimask: bool) -> DecoderOutput:
-        """Answer all N prompts of ``batch`` in one decoder call: logits ``[N, K, 256, 256]``, scores ``[N, K]``."""
+        """Answer all N prompts of ``batch`` in one decoder call: logits ``[N, K, S, S]``, scores ``[N, K]``."""
         if len(batch) == 0:
             raise InvalidInputError("empty prompt batch")
         names = encoder_outputs(self.family)
@@ -303,7 +311,7 @@ class OnnxBackend:
         if not all(isinstance(feature, np.ndarray) for feature in features):
             raise BackendError("this embedding was not produced by the onnx backend's encoder")
         feed = dict(zip(names, features, strict=True))
-        feed.update(decoder_feed(batch, self.family))
+        feed.update(decoder_feed(batch, self.family, self.mask_size))
         logits, scores = self._run("decoder_multi" if multimask else "decoder_single", DECODER_OUTPUTS, feed)
         return DecoderOutput(
             low_res_logits=np.ascontiguousarray(logits, dtype=np.float32),

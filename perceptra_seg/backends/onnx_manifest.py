@@ -9,8 +9,9 @@ An export directory holds three graphs and ``manifest.json``:
 * ``decoder_single.onnx`` / ``decoder_multi.onnx``: prompt encoder + mask decoder with ``multimask_output`` fixed to
   False / True. Inputs: the encoder outputs, ``point_coords`` float32 ``[N, T, 2]`` as ``(x, y)`` in the 1024 input
   frame, ``point_labels`` int64 ``[N, T]`` (1 foreground, 0 background, 2 / 3 box top-left / bottom-right corner,
-  -1 padding), ``mask_input`` float32 ``[M, 1, 256, 256]`` with ``M`` 1 or ``N``, ``has_mask_input`` float32 ``[1]``.
-  Outputs: ``low_res_logits`` float32 ``[N, K, 256, 256]`` and ``iou_scores`` float32 ``[N, K]`` (K = 1 or 3).
+  -1 padding), ``mask_input`` float32 ``[M, 1, S, S]`` with ``M`` 1 or ``N``, ``has_mask_input`` float32 ``[1]``.
+  Outputs: ``low_res_logits`` float32 ``[N, K, S, S]`` and ``iou_scores`` float32 ``[N, K]`` (K = 1 or 3).
+  ``S`` = 4 × the embedding grid: 256 for Meta's models (static in the graph; the backend reads it from there).
 
 The manifest names the model, variant, family, checkpoint fingerprint, opset, precision, each graph's file, size and
 input/output names, and the preprocessing, so that the runtime refuses a pair that does not belong together.

@@ -150,6 +150,8 @@ class TorchBackend:
         else:
             model = _load_transformers(self.source.location, self.spec, hub=self.source.kind == "hub")
         self.model: Any = cast(Any, model.to(self.device).eval())
+        prompt_config = self.model.config.prompt_encoder_config
+        self.mask_size = 4 * (int(prompt_config.image_size) // int(prompt_config.patch_size))
         self._encoder: Callable[[torch.Tensor], Any] = self.model.get_image_embeddings
         if runtime.compile:
             self._encoder = torch.compile(self.model.get_image_embeddings)

@@ -75,6 +75,7 @@ class TimedBackend:
         self.inner = inner
         self.family = inner.family
         self.fingerprint = inner.fingerprint
+        self.mask_size = inner.mask_size
         self._owned = owned
 
     def encode(self, image: np.ndarray) -> ImageEmbedding:

@@ -63,6 +63,7 @@ class MemoBackend:
         self.inner = inner
         self.family = inner.family
         self.fingerprint = inner.fingerprint
+        self.mask_size = inner.mask_size
         self._embeddings: dict[str, Any] = {}
 
     def encode(self, image: np.ndarray) -> Any:

@@ -31,6 +31,7 @@ class FakeBackend:
 
     family = "sam1"
     fingerprint = "fake|sam1|test"
+    mask_size = 256
 
     def __init__(self) -> None:
         self.encode_delay_s = 0.0
