@@ -4,6 +4,7 @@ PY := $(VENV)/bin/python
 # torch is pinned for the test setup: the CPU wheel of this version is what our machines and CI install.
 TORCH_PIN ?= torch==2.13.0
 DEMO_OUT ?= out/demo
+DEMO_ARGS ?=
 
 .PHONY: install dev demo test lint docs clean
 
@@ -28,12 +29,10 @@ dev: $(VENV)/.installed-dev
 
 # Main job: segment the sample photo with SAM 2.1 Hiera-T (Meta's checkpoint, ~150 MB, downloaded once into the
 # cache directory; set SEGMENTOR_MODEL_CHECKPOINT_PATH to use a local file instead).
+# Offline: the packaged demo model segments the packaged sample image (set SEGMENTOR_MODEL_CHECKPOINT_PATH and
+# SEGMENTOR_MODEL_NAME/_VARIANT, or pass DEMO_ARGS="--model sam_v2 --variant hiera_tiny", for real SAM weights).
 demo: install
-	mkdir -p $(DEMO_OUT)
-	$(VENV)/bin/segmentor-cli segment-box --image examples/coffee.jpg --box 90 30 470 340 \
-		--model sam_v2 --variant hiera_tiny --device auto \
-		--out $(DEMO_OUT)/mask.png --overlay $(DEMO_OUT)/overlay.png --json > $(DEMO_OUT)/result.json
-	@echo "wrote $(DEMO_OUT)/mask.png, $(DEMO_OUT)/overlay.png and $(DEMO_OUT)/result.json"
+	$(VENV)/bin/segmentor-cli demo --out $(DEMO_OUT) $(DEMO_ARGS)
 
 test: dev
 	$(PY) -m pytest

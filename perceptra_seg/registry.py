@@ -6,6 +6,7 @@ architecture configs returned by :func:`architecture_config`.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ class ModelSpec:
         filename: Meta's checkpoint file name; for SAM 1 its suffix is the sha256 prefix of the file.
         url: where Meta publishes the file.
         hub_id: the equivalent transformers-format repository on the Hugging Face hub.
+        packaged: the file ships inside the package (``perceptra_seg/assets/``); nothing is downloaded.
     """
 
     name: str
@@ -39,6 +41,7 @@ class ModelSpec:
     filename: str
     url: str
     hub_id: str
+    packaged: bool = False
 
     @property
     def sha256_prefix(self) -> str | None:
@@ -72,11 +75,15 @@ _CATALOGUE: dict[tuple[str, str], ModelSpec] = {
         _sam2("sam_v2.0", "hiera_small", "sam2_hiera_small.pt", _SAM2_URL, "facebook/sam2-hiera-small"),
         _sam2("sam_v2.0", "hiera_base_plus", "sam2_hiera_base_plus.pt", _SAM2_URL, "facebook/sam2-hiera-base-plus"),
         _sam2("sam_v2.0", "hiera_large", "sam2_hiera_large.pt", _SAM2_URL, "facebook/sam2-hiera-large"),
+        # Offline demo: a tiny SAM 1 trained on synthetic shapes (tools/train_demo_model.py), NOT for real photos.
+        ModelSpec("demo", "tiny", "sam1", "sam_demo_tiny.pth", url="", hub_id="", packaged=True),
     ]
 }
 
-MODEL_NAMES: tuple[str, ...] = ("sam_v1", "sam_v2", "sam_v2.0")
-DEFAULT_VARIANTS: dict[str, str] = {"sam_v1": "vit_b", "sam_v2": "hiera_small", "sam_v2.0": "hiera_small"}
+MODEL_NAMES: tuple[str, ...] = ("sam_v1", "sam_v2", "sam_v2.0", "demo")
+DEFAULT_VARIANTS: dict[str, str] = {
+    "sam_v1": "vit_b", "sam_v2": "hiera_small", "sam_v2.0": "hiera_small", "demo": "tiny"
+}
 
 
 def list_models() -> list[ModelSpec]:
@@ -119,6 +126,33 @@ _SAM1_VISION: dict[str, dict[str, Any]] = {
         "num_hidden_layers": 32,
         "num_attention_heads": 16,
         "global_attn_indexes": [7, 15, 23, 31],
+    },
+}
+
+# SAM 1 architectures that also shrink the prompt encoder and mask decoder (complete SamConfig keyword arguments).
+# ``tiny`` is the packaged demo model, the same modules as vit_b made small: a 3-block ViT on 32-pixel patches
+# (a 32×32 grid, 128×128 logits) with 16×16 attention windows, and a 64-wide prompt encoder and mask decoder.
+_DEMO_WIDTH = 64
+_DEMO_PATCH = 32
+_SAM1_FULL: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "vision_config": {
+            "hidden_size": 64,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 2,
+            "global_attn_indexes": [],
+            "patch_size": _DEMO_PATCH,
+            "window_size": 16,
+            "output_channels": _DEMO_WIDTH,
+            "num_pos_feats": _DEMO_WIDTH // 2,
+        },
+        "prompt_encoder_config": {"hidden_size": _DEMO_WIDTH, "patch_size": _DEMO_PATCH},
+        "mask_decoder_config": {
+            "hidden_size": _DEMO_WIDTH,
+            "mlp_dim": 4 * _DEMO_WIDTH,
+            "num_attention_heads": 2,
+            "iou_head_hidden_dim": _DEMO_WIDTH,
+        },
     },
 }
 
@@ -168,6 +202,8 @@ def architecture_config(family: Family, variant: str) -> dict[str, Any]:
     (e.g. ``{"vision_config": {"num_hidden_layers": 2}}``) for fine-tuned or reduced architectures.
     """
     if family == "sam1":
+        if variant in _SAM1_FULL:
+            return copy.deepcopy(_SAM1_FULL[variant])
         if variant not in _SAM1_VISION:
             raise ConfigError(f"unknown SAM 1 variant {variant!r}")
         return {"vision_config": dict(_SAM1_VISION[variant])}

@@ -8,12 +8,14 @@
 3. a Hugging Face hub id such as ``facebook/sam2.1-hiera-small`` (``huggingface_hub`` honours ``HF_HOME`` and
    ``HF_HUB_OFFLINE``);
 4. ``None``: Meta's file for the configured model is downloaded into the cache directory (streamed to a temporary
-   file, checked against the hash prefix in its name when it has one, then atomically renamed).
+   file, checked against the hash prefix in its name when it has one, then atomically renamed). A packaged model
+   (the offline ``demo``) resolves to its file in ``perceptra_seg/assets/`` instead; nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import logging
 import os
 import re
@@ -34,6 +36,7 @@ __all__ = [
     "default_cache_dir",
     "download_checkpoint",
     "file_fingerprint",
+    "packaged_checkpoint",
     "resolve_checkpoint",
 ]
 
@@ -79,6 +82,21 @@ def file_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def packaged_checkpoint(spec: ModelSpec) -> Path:
+    """The checkpoint file shipped inside the package for ``spec`` (``perceptra_seg/assets/<filename>``).
+
+    Raises:
+        ModelLoadError: the file is missing from the installation.
+    """
+    path = Path(str(importlib.resources.files("perceptra_seg").joinpath("assets", spec.filename)))
+    if not path.is_file():
+        raise ModelLoadError(
+            f"the packaged checkpoint {spec.filename} of model {spec.name!r} is missing from {path.parent}; "
+            "reinstall perceptra-seg"
+        )
+    return path
+
+
 def _offline(requested: bool) -> bool:
     return requested or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -112,6 +130,9 @@ def resolve_checkpoint(
             return CheckpointSource("hub", text, hashlib.sha256(text.encode()).hexdigest()[:16])
         raise ModelLoadError(f"checkpoint not found: {text} (not a file, a transformers directory or a hub id)")
 
+    if spec.packaged:
+        packaged = packaged_checkpoint(spec)
+        return CheckpointSource("meta", str(packaged), file_fingerprint(packaged))
     directory = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     target = directory / spec.filename
     if target.is_file():

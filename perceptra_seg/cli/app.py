@@ -6,7 +6,7 @@ import typer
 
 from perceptra_seg import __version__
 
-from . import batch, export, segment, system
+from . import batch, demo, export, segment, system
 
 __all__ = ["app", "main"]
 
@@ -39,6 +39,7 @@ segment.register(app)
 batch.register(app)
 system.register(app)
 export.register(app)
+demo.register(app)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The README's main-job command (`make demo`), run exactly as the Makefile writes it, offline with a local file."""
+"""The README's main-job command (`make demo`), run exactly as the Makefile writes it: offline with the packaged
+demo model, and with a real checkpoint configured through the environment."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from perceptra_seg.demo.evaluation import mask_iou
+from perceptra_seg.demo.scenes import sample_scene
+
 from ..conftest import build_reference_sam2, save_meta_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
+OUTPUTS = ["mask_box.png", "mask_points.png", "overlay.png", "results.json"]
 
 
 def _demo_command(out: Path) -> list[str]:
@@ -24,21 +29,41 @@ def _demo_command(out: Path) -> list[str]:
     assert recipe is not None
     line = next(cmd for cmd in recipe.group(1).splitlines() if "segmentor-cli" in cmd)
     line = line.replace("$(VENV)/bin/segmentor-cli", "SEGMENTOR_CLI").replace("$(DEMO_OUT)", str(out))
-    words = shlex.split(line.split(">")[0])
+    words = shlex.split(line.replace("$(DEMO_ARGS)", ""))
     return [sys.executable, "-m", "perceptra_seg.cli", *words[1:]]
 
 
-def test_make_demo_command_writes_mask_overlay_and_json(tmp_path: Path) -> None:
+def _run(out: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTOR_")}
+    return subprocess.run(
+        _demo_command(out), cwd=ROOT, env={**clean, "HF_HUB_OFFLINE": "1", **env},
+        capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_make_demo_runs_offline_with_the_packaged_model(tmp_path: Path) -> None:
+    out = tmp_path / "out" / "demo"  # created by the command
+    run = _run(out)
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in out.iterdir()) == OUTPUTS
+    report = json.loads((out / "results.json").read_text())
+    assert report["model"]["model"] == "demo"
+    scene = sample_scene()
+    box_mask = np.asarray(Image.open(out / "mask_box.png")) > 0
+    assert box_mask.shape == scene.size and int(box_mask.sum()) == report["box"]["area"]
+    assert mask_iou(box_mask, scene.objects[2].mask) >= 0.7  # the boxed object, segmented
+    assert "SEGMENTOR_MODEL_CHECKPOINT_PATH" in run.stdout  # how to switch to real weights
+    assert str((out / "overlay.png").resolve()) in run.stdout
+
+
+def test_make_demo_uses_a_configured_real_checkpoint(tmp_path: Path) -> None:
     checkpoint = save_meta_checkpoint(
         build_reference_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", seed=5), tmp_path / "sam2.1_hiera_tiny.pt", sam2=True
     )
     out = tmp_path / "demo"
-    out.mkdir()
-    env = {**os.environ, "SEGMENTOR_MODEL_CHECKPOINT_PATH": str(checkpoint), "HF_HUB_OFFLINE": "1"}
-    run = subprocess.run(_demo_command(out), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    run = _run(out, SEGMENTOR_MODEL_CHECKPOINT_PATH=str(checkpoint), SEGMENTOR_MODEL_VARIANT="hiera_tiny")
     assert run.returncode == 0, run.stderr
-    report = json.loads(run.stdout)
-    assert report["model"]["variant"] == "hiera_tiny" and len(report["results"]) == 1
-    mask = np.asarray(Image.open(out / "mask.png")) > 0
-    assert mask.shape == (400, 600) and int(mask.sum()) == report["results"][0]["area"]
-    assert Image.open(out / "overlay.png").size == (600, 400)
+    report = json.loads((out / "results.json").read_text())
+    assert (report["model"]["model"], report["model"]["variant"]) == ("sam_v2", "hiera_tiny")
+    assert sorted(p.name for p in out.iterdir()) == OUTPUTS
+    assert "offline demo model" not in run.stdout

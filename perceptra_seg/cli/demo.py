@@ -1,0 +1,64 @@
+"""``demo``: segment the bundled sample image from a box and from a click, offline unless told otherwise.
+
+Which model runs:
+
+* a checkpoint is configured (``--checkpoint``, ``SEGMENTOR_MODEL_CHECKPOINT_PATH`` or ``model.checkpoint_path`` in
+  the YAML file) or a model is named with ``--model``: that model, exactly as every other command would load it
+  (a named model without a checkpoint downloads Meta's file once);
+* otherwise the packaged ``demo`` model: a tiny SAM trained on synthetic shapes, shipped with the package, so the
+  command works on a machine without network or weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import CommonOptions, command, emit_json
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``demo`` to ``app``."""
+    command(app, "demo")(demo)
+
+
+def demo(
+    opts: CommonOptions,
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Output folder for mask_box.png, mask_points.png, overlay.png, results.json."),
+    ] = Path("demo_output"),
+) -> None:
+    """Segment the bundled sample image (offline demo model unless a checkpoint or --model is given)."""
+    from perceptra_seg.core import Segmentor
+    from perceptra_seg.demo.run import SWITCH_HINT, run_demo
+
+    config = opts.load_config()
+    packaged = config.model.checkpoint_path is None and opts.model is None
+    if packaged:
+        model = config.model.model_copy(update={"name": "demo", "variant": "tiny"})
+        config = config.model_copy(update={"model": model})
+    with Segmentor(config) as segmentor:
+        summary = run_demo(out, segmentor)
+    if opts.json:
+        emit_json({**summary, "out_dir": str(out.resolve())})
+        return
+    folder, image, model_info = out.resolve(), summary["image"], summary["model"]
+    typer.echo(
+        f"Segmented {image['file']} ({image['width']}x{image['height']}) "
+        f"with {model_info.get('model')}/{model_info.get('variant')}:"
+    )
+    for key in ("box", "points"):
+        entry = summary[key]
+        typer.echo(
+            f"  from {key:<6}  score {entry['score']:.3f}  area {entry['area']} px  -> {folder / entry['mask_file']}"
+        )
+    typer.echo(f"  overlay  -> {folder / 'overlay.png'}")
+    typer.echo(f"  details  -> {folder / 'results.json'}")
+    if packaged:
+        typer.echo("")
+        typer.echo(SWITCH_HINT)
