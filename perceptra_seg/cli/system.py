@@ -89,7 +89,8 @@ def download(opts: CommonOptions) -> None:
     model = config.model
     spec = get_model_spec(model.name, model.variant)
     cache_dir = Path(model.cache_dir).expanduser() if model.cache_dir else default_cache_dir()
-    was_cached = model.checkpoint_path is None and (cache_dir / spec.filename).is_file()
+    # a packaged model (the offline demo) is never fetched: it counts as present
+    was_cached = model.checkpoint_path is None and (spec.packaged or (cache_dir / spec.filename).is_file())
     level = logging.WARNING if opts.json else logging.INFO
     with log_level("perceptra_seg.weights", level):
         source = resolve_checkpoint(

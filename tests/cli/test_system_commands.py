@@ -114,6 +114,17 @@ def test_download_offline_without_cache_says_where_to_put_the_file(
     assert f"put sam_vit_l_0b3195.pth at {tmp_path / 'sam_vit_l_0b3195.pth'}" in run.stderr
 
 
+def test_download_of_the_packaged_demo_model_fetches_nothing(
+    cli: Callable[..., Run], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEGMENTOR_MODEL_CACHE_DIR", str(tmp_path))
+    run = cli("download", "--model", "demo", "--json")
+    assert run.exit_code == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert data["downloaded"] is False and Path(data["path"]).name == "sam_demo_tiny.pth"
+    assert Path(data["path"]).parent.name == "assets" and not any(tmp_path.iterdir())
+
+
 def test_download_of_a_hub_id_fetches_config_and_safetensors(
     cli: Callable[..., Run], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
