@@ -49,7 +49,10 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     """Which model to run and where its weights come from."""
 
-    name: str = Field("sam_v2", description="sam_v1 | sam_v2 (SAM 2.1 weights) | sam_v2.0 (original SAM 2 weights)")
+    name: str = Field(
+        "sam_v2",
+        description="sam_v1 | sam_v2 (SAM 2.1 weights) | sam_v2.0 (original SAM 2 weights) | demo (packaged, toy)",
+    )
     variant: str | None = Field(None, description="architecture size; None = the model's default (vit_b / hiera_small)")
     checkpoint_path: str | None = Field(
         None,
