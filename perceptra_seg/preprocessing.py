@@ -20,6 +20,9 @@ from PIL import Image
 
 __all__ = [
     "INPUT_SIZE",
+    "SAM1_PIXEL_MEAN",
+    "SAM1_PIXEL_STD",
+    "bilinear_taps",
     "logits_to_mask",
     "preprocess_image",
     "resized_input_size",
@@ -29,8 +32,9 @@ __all__ = [
 INPUT_SIZE = 1024
 Family = Literal["sam1", "sam2"]
 
-_SAM1_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
-_SAM1_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+#: SAM 1's RGB normalisation (Meta's ``pixel_mean`` / ``pixel_std``, in 0..255 units).
+SAM1_PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+SAM1_PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 _SAM2_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _SAM2_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -55,7 +59,7 @@ def preprocess_image(image: np.ndarray, family: Family) -> tuple[np.ndarray, tup
         resized = np.asarray(
             Image.fromarray(image).resize((input_w, input_h), Image.Resampling.BILINEAR), dtype=np.float32
         )
-        normalised = (resized - _SAM1_MEAN) / _SAM1_STD
+        normalised = (resized - SAM1_PIXEL_MEAN) / SAM1_PIXEL_STD
         pixels = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), dtype=np.float32)
         pixels[:input_h, :input_w] = normalised
     else:
@@ -87,7 +91,7 @@ def transform_coords(coords: np.ndarray, original_size: tuple[int, int], family:
     return (np.asarray(coords, dtype=np.float64) * scale).astype(np.float32)
 
 
-def _taps(out_len: int, in_len: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bilinear_taps(out_len: int, in_len: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices ``i0``, ``i1`` and weight of ``i1`` for bilinear sampling (half-pixel centres, PyTorch's
     ``align_corners=False``) of output positions ``start..stop-1`` along one axis of length ``in_len → out_len``."""
     src = np.maximum((np.arange(start, stop, dtype=np.float64) + 0.5) * (in_len / out_len) - 0.5, 0.0)
@@ -98,8 +102,8 @@ def _taps(out_len: int, in_len: int, start: int, stop: int) -> tuple[np.ndarray,
 
 def _resample(src: np.ndarray, out_size: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of float32 ``src [h, w]`` to ``out_size``, evaluated only on ``rows × cols`` (half-open)."""
-    row0, row1, row_weight = _taps(out_size[0], src.shape[0], *rows)
-    col0, col1, col_weight = _taps(out_size[1], src.shape[1], *cols)
+    row0, row1, row_weight = bilinear_taps(out_size[0], src.shape[0], *rows)
+    col0, col1, col_weight = bilinear_taps(out_size[1], src.shape[1], *cols)
     row_weight = row_weight[:, None]
     blended_rows = src[row0] * (1.0 - row_weight) + src[row1] * row_weight
     return np.asarray(blended_rows[:, col0] * (1.0 - col_weight) + blended_rows[:, col1] * col_weight, dtype=np.float32)
@@ -107,7 +111,7 @@ def _resample(src: np.ndarray, out_size: tuple[int, int], rows: tuple[int, int],
 
 def _span(out_len: int, in_len: int, first: int, last: int) -> tuple[int, int]:
     """Output positions whose two bilinear source taps can touch source indices ``first..last``."""
-    i0 = _taps(out_len, in_len, 0, out_len)[0]
+    i0 = bilinear_taps(out_len, in_len, 0, out_len)[0]
     hit = np.flatnonzero((i0 >= first - 1) & (i0 <= last))
     return int(hit[0]), int(hit[-1]) + 1
 

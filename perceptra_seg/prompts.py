@@ -108,7 +108,7 @@ def normalize_prompts(
     points: Any = None,
     max_prompts: int,
     max_points: int,
-    mask_size: int = 256,
+    mask_size: int,
 ) -> list[Prompt]:
     """Validate every accepted prompt form against an image of ``size = (H, W)`` and return :class:`Prompt` s.
 

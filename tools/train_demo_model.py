@@ -46,12 +46,18 @@ from perceptra_seg.demo.scenes import (
     random_size,
     sample_scene,
 )
-from perceptra_seg.preprocessing import INPUT_SIZE, preprocess_image, resized_input_size, transform_coords
+from perceptra_seg.preprocessing import (
+    INPUT_SIZE,
+    SAM1_PIXEL_MEAN,
+    SAM1_PIXEL_STD,
+    bilinear_taps,
+    preprocess_image,
+    resized_input_size,
+    transform_coords,
+)
 from perceptra_seg.registry import architecture_config
 
 POSITIONAL_SCALE = 0.5
-_PIXEL_MEAN = [123.675, 116.28, 103.53]
-_PIXEL_STD = [58.395, 57.12, 57.375]
 
 # transformers name → Meta name, applied in order (the inverse of conversion._SAM1_RULES).
 _TO_META: tuple[tuple[str, str], ...] = (
@@ -104,8 +110,8 @@ def to_meta_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             key = re.sub(pattern, replacement, key)
         meta[key] = value.detach().clone().contiguous()
     meta["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"] = shared.detach().clone()
-    meta["pixel_mean"] = torch.tensor(_PIXEL_MEAN).view(-1, 1, 1)
-    meta["pixel_std"] = torch.tensor(_PIXEL_STD).view(-1, 1, 1)
+    meta["pixel_mean"] = torch.from_numpy(SAM1_PIXEL_MEAN.copy()).view(-1, 1, 1)
+    meta["pixel_std"] = torch.from_numpy(SAM1_PIXEL_STD.copy()).view(-1, 1, 1)
     return meta
 
 
@@ -186,11 +192,10 @@ def clicks(rng: np.random.Generator, mask: np.ndarray, count: int) -> tuple[np.n
 
 
 def _bilinear_matrix(out_len: int, in_len: int) -> np.ndarray:
-    """``[out_len, in_len]`` weights of a 1-D bilinear resize with half-pixel centres (PyTorch ``align_corners=False``,
-    no antialiasing), the resize that inference applies to logits."""
+    """``[out_len, in_len]`` weights of the 1-D bilinear resize inference applies to logits, from inference's own
+    taps (:func:`bilinear_taps`); the weights are recomputed in float64, as the shipped checkpoint was trained."""
+    low, high, _ = bilinear_taps(out_len, in_len, 0, out_len)
     source = np.maximum((np.arange(out_len) + 0.5) * (in_len / out_len) - 0.5, 0.0)
-    low = np.minimum(np.floor(source).astype(np.int64), in_len - 1)
-    high = np.minimum(low + 1, in_len - 1)
     weight = source - low
     matrix = np.zeros((out_len, in_len))
     np.add.at(matrix, (np.arange(out_len), low), 1.0 - weight)
@@ -199,7 +204,7 @@ def _bilinear_matrix(out_len: int, in_len: int) -> np.ndarray:
 
 
 def frame_matrices(
-    input_size: tuple[int, int], size: tuple[int, int], low_res: int = 256
+    input_size: tuple[int, int], size: tuple[int, int], low_res: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Row and column matrices ``[H, low_res]``, ``[W, low_res]`` of inference's logit path: ``low_res`` → 1024,
     crop to the resized image ``input_size``, → ``size``. Both steps are linear, so ``rows @ logits @ cols.T``

@@ -87,7 +87,7 @@ def select_providers(device: str, available: Sequence[str]) -> tuple[list[Any], 
     return [(_CUDA, {"device_id": index}), _CPU], f"cuda:{index}"
 
 
-def decoder_feed(batch: PromptBatch, family: Family, mask_size: int = 256) -> dict[str, np.ndarray]:
+def decoder_feed(batch: PromptBatch, family: Family, mask_size: int) -> dict[str, np.ndarray]:
     """The decoder's prompt inputs for a batch, laid out as the torch model orders its prompt tokens.
 
     Points come first (labels 0/1), then the box as two corner points (labels 2, 3), then one padding point

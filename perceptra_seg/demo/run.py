@@ -53,23 +53,20 @@ def _entry(result: Any, prompt: dict[str, Any], mask_file: str) -> dict[str, Any
     }
 
 
-def run_demo(out_dir: str | Path, segmentor: Segmentor | None = None) -> dict[str, Any]:
+def run_demo(out_dir: str | Path, segmentor: Segmentor) -> dict[str, Any]:
     """Segment the sample image from :data:`SAMPLE_BOX` and from :data:`SAMPLE_POINTS` and write the outputs.
 
     Args:
         out_dir: created if missing; existing files of the same names are replaced.
-        segmentor: the segmentor to use; default ``Segmentor(model="demo", device="cpu")``.
+        segmentor: the segmentor to use (``segmentor-cli demo`` passes the packaged demo model unless told otherwise).
 
     Returns:
         The content written to ``results.json``.
     """
-    if segmentor is None:
-        from ..core import Segmentor
-
-        segmentor = Segmentor(model="demo", device="cpu")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    image = load_image(sample_image_path())
+    sample = sample_image_path()
+    image = load_image(sample)
     formats = ["numpy", "png"]
     by_box = segmentor.segment_from_box(image, SAMPLE_BOX, output_formats=formats)
     by_points = segmentor.segment_from_points(image, list(SAMPLE_POINTS), output_formats=formats)
@@ -79,7 +76,7 @@ def run_demo(out_dir: str | Path, segmentor: Segmentor | None = None) -> dict[st
     overlay = render_overlay(image, masks, boxes=[SAMPLE_BOX], points=list(SAMPLE_POINTS))
     (out / "overlay.png").write_bytes(overlay)
     summary = {
-        "image": {"file": sample_image_path().name, "width": int(image.shape[1]), "height": int(image.shape[0])},
+        "image": {"file": sample.name, "width": int(image.shape[1]), "height": int(image.shape[0])},
         "model": by_box.model_info,
         "box": _entry(by_box, {"box": list(SAMPLE_BOX)}, "mask_box.png"),
         "points": _entry(by_points, {"points": [list(p) for p in SAMPLE_POINTS]}, "mask_points.png"),

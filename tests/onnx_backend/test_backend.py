@@ -44,18 +44,18 @@ def test_decoder_feed_orders_tokens_like_the_torch_models() -> None:
     points = np.array([[[10.0, 20.0], [30.0, 40.0]]], dtype=np.float32)
     labels = np.array([[1, 0]])
     box = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
-    only_points = decoder_feed(PromptBatch(points=points, labels=labels), "sam1")
+    only_points = decoder_feed(PromptBatch(points=points, labels=labels), "sam1", 256)
     assert only_points["point_labels"].tolist() == [[1, 0, -1]]
     assert only_points["point_coords"].tolist() == [[[10, 20], [30, 40], [0, 0]]]
     assert only_points["mask_input"].shape == (1, 1, 256, 256) and only_points["has_mask_input"].tolist() == [0.0]
-    assert decoder_feed(PromptBatch(boxes=box), "sam1")["point_labels"].tolist() == [[2, 3]]
-    assert decoder_feed(PromptBatch(boxes=box), "sam2")["point_labels"].tolist() == [[2, 3, -1]]
-    both = decoder_feed(PromptBatch(points=points, labels=labels, boxes=box), "sam2")
+    assert decoder_feed(PromptBatch(boxes=box), "sam1", 256)["point_labels"].tolist() == [[2, 3]]
+    assert decoder_feed(PromptBatch(boxes=box), "sam2", 256)["point_labels"].tolist() == [[2, 3, -1]]
+    both = decoder_feed(PromptBatch(points=points, labels=labels, boxes=box), "sam2", 256)
     assert both["point_labels"].tolist() == [[1, 0, 2, 3, -1]]
     assert both["point_coords"].tolist() == [[[10, 20], [30, 40], [1, 2], [3, 4], [0, 0]]]
     assert both["point_coords"].dtype == np.float32 and both["point_labels"].dtype == np.int64
     masks = np.full((1, 1, 256, 256), 2.0, dtype=np.float32)
-    with_mask = decoder_feed(PromptBatch(boxes=box, mask_inputs=masks), "sam1")
+    with_mask = decoder_feed(PromptBatch(boxes=box, mask_inputs=masks), "sam1", 256)
     assert with_mask["has_mask_input"].tolist() == [1.0] and with_mask["mask_input"].max() == 2.0
 
 

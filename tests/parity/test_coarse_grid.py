@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from perceptra_seg import Segmentor
+from perceptra_seg.demo.evaluation import mask_iou
 from perceptra_seg.exceptions import InvalidInputError
 
 from ..conftest import reference_modules, save_meta_checkpoint
@@ -67,11 +68,6 @@ def coarse(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, S
     return model, Segmentor(config)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
 def _predict(predictor: Any, **kwargs: Any) -> tuple[np.ndarray, float]:
     masks, scores, _ = predictor.predict(multimask_output=False, **kwargs)
     return np.asarray(masks[0], bool), float(scores[0])
@@ -90,14 +86,14 @@ def test_masks_logits_and_refinement_match_reference(
     by_box = ours.segment_from_box(image, box=(60, 40, 300, 260))
     expected, score = _predict(predictor, box=np.array([60, 40, 300, 260], dtype=np.float32))
     assert by_box.low_res_logits.shape == (128, 128)
-    assert _iou(by_box.mask, expected) >= 0.99 and abs(by_box.score - score) <= 1e-3
+    assert mask_iou(by_box.mask, expected) >= 0.99 and abs(by_box.score - score) <= 1e-3
 
     refined = ours.segment_from_points(image, points=[(180, 150, 1), (250, 120, 0)], mask_input=by_box.low_res_logits)
     expected, score = _predict(
         predictor, point_coords=np.array([[180, 150], [250, 120]]), point_labels=np.array([1, 0]),
         mask_input=by_box.low_res_logits[None],
     )
-    assert _iou(refined.mask, expected) >= 0.99 and abs(refined.score - score) <= 1e-3
+    assert mask_iou(refined.mask, expected) >= 0.99 and abs(refined.score - score) <= 1e-3
 
 
 def test_mask_input_of_another_size_is_a_clear_error(
@@ -129,5 +125,5 @@ def test_onnx_export_follows_the_grid(
         prompt = {"points": [(180, 150, 1), (250, 120, 0)], "mask_input": first.low_res_logits}
         [got] = onnx_segmentor.segment(image, prompts=[prompt])
         [want] = coarse[1].segment(image, prompts=[prompt])
-    assert _iou(got.mask, want.mask) >= 0.99
+    assert mask_iou(got.mask, want.mask) >= 0.99
     np.testing.assert_allclose(got.low_res_logits, want.low_res_logits, atol=1e-3)

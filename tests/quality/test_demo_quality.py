@@ -15,10 +15,11 @@ import pytest
 
 from perceptra_seg.demo.evaluation import Predictor, evaluate, mask_iou, mean_iou, object_prompts
 from perceptra_seg.demo.scenes import Scene, mirror_scene
+from perceptra_seg.preprocessing import SAM1_PIXEL_MEAN
 
 from .conftest import BOX_FLOOR, POINT_FLOOR
 
-SAM1_PIXEL_MEAN = (124, 116, 104)  # Meta's SAM 1 pixel mean (123.675, 116.28, 103.53), rounded
+PIXEL_MEAN_UINT8 = np.rint(SAM1_PIXEL_MEAN).astype(np.uint8)
 
 
 def test_box_prompts_reach_floor(demo_predictor: Predictor, heldout_scenes: list[Scene]) -> None:
@@ -48,7 +49,7 @@ def test_non_square_images_segment_like_their_square_padding(
     for scene in scenes:
         height, width = scene.size
         square = np.empty((max(scene.size), max(scene.size), 3), np.uint8)
-        square[:] = SAM1_PIXEL_MEAN
+        square[:] = PIXEL_MEAN_UINT8
         square[:height, :width] = scene.image
         for kind in ("box", "point"):
             prompts = object_prompts(scene, kind)  # type: ignore[arg-type]

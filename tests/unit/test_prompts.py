@@ -14,7 +14,7 @@ SIZE = (100, 200)  # H, W
 
 
 def _normalize(**kwargs: Any) -> list[Prompt]:
-    return normalize_prompts(SIZE, max_prompts=8, max_points=4, **kwargs)
+    return normalize_prompts(SIZE, max_prompts=8, max_points=4, mask_size=256, **kwargs)
 
 
 def test_all_forms_become_prompts_in_order() -> None:
