@@ -6,17 +6,19 @@ The network is ``transformers.SamModel`` built from ``architecture_config("sam1"
 backend builds it (SAM 1's modules made small: a 3-block ViT on 32-pixel patches, so a 32×32 embedding grid and
 128×128 logits, and a 64-wide decoder), fed by the package's own preprocessing (:func:`preprocess_image`,
 :func:`transform_coords`), and its logits are upsampled to the image frame the way inference does (bilinear,
-half-pixel centres, crop of the padding), so training and inference share one geometry. Each step draws one
-synthetic scene (:mod:`perceptra_seg.demo.scenes`), encodes it once, and decodes box prompts (tight or jittered)
-and point prompts (1–3 positive/negative clicks) for its objects. Loss: BCE + dice on the image-frame logits, plus
+half-pixel centres, crop of the padding), so training and inference share one geometry. Training is data
+parallel over ``--workers`` processes (default 2, one per core of the reference machine): at each step every
+worker draws one synthetic scene (:mod:`perceptra_seg.demo.scenes`), encodes it once, and decodes box prompts
+(tight or jittered) and point prompts (1–3 positive/negative clicks) for its objects; the workers' gradients are
+averaged before the update. Loss: BCE + dice on the image-frame logits, plus
 the MSE of the IoU head against the IoU actually reached. The first steps see a blank image embedding, so the
 decoder first learns where a prompt is, then what the image holds there.
 
 The weights are saved in Meta's original SAM 1 key layout (the inverse of :mod:`perceptra_seg.conversion`), so
 the shipped file goes through the same loader as ``sam_vit_b_01ec64.pth``; at the end the file is loaded through
 ``Segmentor(model="demo")`` and its outputs are checked against the trained network's, then scored on held-out
-scenes. Same seed, same thread count → the same weights, tensor for tensor (checked by retraining: the files
-differ only in the serialization id torch writes into every save).
+scenes. Same seed, same worker and thread counts → the same weights, tensor for tensor (checked by retraining: the
+files differ only in the serialization id torch writes into every save).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import math
 import random
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,8 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from perceptra_seg.backends.torch_backend import build_model
@@ -293,11 +298,27 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
     return peak * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def train(args: argparse.Namespace) -> Any:
+def _average_gradients(parameters: list[torch.nn.Parameter], workers: int) -> None:
+    """Replace each gradient by its mean over the ``workers`` processes (one flat all-reduce).
+
+    Parameters without a gradient (the encoder during blind steps) are skipped; every worker skips the same ones.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= workers
+    offset = 0
+    for grad in grads:
+        grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+        offset += grad.numel()
+
+
+def _train_worker(rank: int, args: argparse.Namespace) -> Any:
+    """The training loop of worker ``rank``: its own scenes, gradients averaged with the other workers."""
     model = new_model(args.seed).train()
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=args.weight_decay)
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(np.random.SeedSequence(args.seed).spawn(args.workers)[rank])
     start = time.monotonic()
     window: dict[str, list[float]] = {"loss": [], "box_iou": [], "point_iou": []}
     total = args.blind_steps + args.steps
@@ -309,21 +330,61 @@ def train(args: argparse.Namespace) -> Any:
         result = train_step(model, scene, rng, args.max_prompts, balance, blind=step < args.blind_steps)
         optimizer.zero_grad(set_to_none=True)
         result["loss"].backward()
+        if args.workers > 1:
+            _average_gradients(parameters, args.workers)
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         window["loss"].append(float(result["loss"].detach()))
         window["box_iou"].extend(result["box_iou"].tolist())
         window["point_iou"].extend(result["point_iou"].tolist())
         if (step + 1) % args.log_every == 0 or step + 1 == total:
-            means = {k: float(np.mean(v)) for k, v in window.items()}
-            print(
-                f"step {step + 1}/{total}{' (blind)' if step < args.blind_steps else ''}  loss {means['loss']:.3f}"
-                f"  train IoU box {means['box_iou']:.3f}"
-                f" points {means['point_iou']:.3f}  lr {optimizer.param_groups[0]['lr']:.2e}"
-                f"  {time.monotonic() - start:.0f}s",
-                flush=True,
-            )
+            means = torch.tensor([float(np.mean(v)) for v in window.values()], dtype=torch.float64)
+            if args.workers > 1:
+                dist.all_reduce(means)
+                means /= args.workers
+            if rank == 0:
+                loss, box_iou, point_iou = means.tolist()
+                print(
+                    f"step {step + 1}/{total}{' (blind)' if step < args.blind_steps else ''}  loss {loss:.3f}"
+                    f"  train IoU box {box_iou:.3f} points {point_iou:.3f}"
+                    f"  lr {optimizer.param_groups[0]['lr']:.2e}  {time.monotonic() - start:.0f}s",
+                    flush=True,
+                )
             window = {k: [] for k in window}
+    return model.eval()
+
+
+def _worker_process(rank: int, args: argparse.Namespace, scratch: str) -> None:
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
+    rendezvous = f"file://{Path(scratch) / 'rendezvous'}"
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=args.workers)
+    try:
+        torch.save(_train_worker(rank, args).state_dict(), Path(scratch) / f"worker{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def train(args: argparse.Namespace) -> Any:
+    """Train with ``args.workers`` processes (data parallel: each step averages one scene per worker).
+
+    Worker ``r`` draws its scenes from the ``r``-th child of the seed; gradients are averaged with one all-reduce
+    per step (gloo, through a file in a temporary directory: no network port), so every worker holds the same
+    weights (checked at the end), and the same seed and worker/thread counts give the same weights.
+    """
+    if args.workers == 1:
+        return _train_worker(0, args)
+    with tempfile.TemporaryDirectory(prefix="perceptra-train-") as scratch:
+        mp.start_processes(_worker_process, args=(args, scratch), nprocs=args.workers, start_method="fork")
+        states = [
+            torch.load(Path(scratch) / f"worker{rank}.pt", map_location="cpu", weights_only=True)
+            for rank in range(args.workers)
+        ]
+    state = states[0]
+    if any(any(not torch.equal(other[k], state[k]) for k in state) for other in states[1:]):
+        raise RuntimeError("the training workers ended with different weights")
+    model = new_model(args.seed)
+    model.load_state_dict(state)
     return model.eval()
 
 
@@ -376,11 +437,12 @@ def verify_and_score(model: Any, path: Path, eval_scenes: int) -> None:
         print(f"held-out mean IoU ({kind}, {eval_scenes} scenes): {mean_iou(evaluate(predict, scenes, kind)):.4f}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The tool's command line; its defaults are the recipe of the shipped checkpoint."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("perceptra_seg/assets/sam_demo_tiny.pth"))
     parser.add_argument("--sample", type=Path, default=Path("perceptra_seg/assets/sample.png"), help="sample image")
-    parser.add_argument("--steps", type=int, default=5200, help="training steps on encoded images")
+    parser.add_argument("--steps", type=int, default=5000, help="training steps on encoded images")
     parser.add_argument(
         "--blind-steps", type=int, default=300, help="first steps with a blank image embedding (prompt geometry only)"
     )
@@ -394,10 +456,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-side", type=int, default=192, help="smallest longest side of a training image")
     parser.add_argument("--max-side", type=int, default=384, help="largest longest side of a training image")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (results depend on it)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="data-parallel training processes (results depend on it)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (results depend on it)")
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--eval-scenes", type=int, default=40, help="held-out scenes scored at the end")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     random.seed(args.seed)
     torch.set_num_threads(args.threads)

@@ -104,9 +104,9 @@ def test_demo_run_writes_masks_overlay_and_json(tmp_path: Path, demo_segmentor: 
     scene = sample_scene()
     box_mask = png_to_mask((tmp_path / "mask_box.png").read_bytes())
     points_mask = png_to_mask((tmp_path / "mask_points.png").read_bytes())
-    # The box surrounds the teal rectangle, the click picks the blue one (shipped model: IoU 0.755 and 0.687).
-    assert mask_iou(box_mask, scene.objects[2].mask) >= 0.7
-    assert mask_iou(points_mask, scene.objects[0].mask) >= 0.6
+    # The box surrounds the teal rectangle, the click picks the blue one (shipped model: IoU 0.819 and 0.794).
+    assert mask_iou(box_mask, scene.objects[2].mask) >= 0.77
+    assert mask_iou(points_mask, scene.objects[0].mask) >= 0.74
     assert mask_iou(box_mask, scene.objects[0].mask) == 0.0
     assert json.loads((tmp_path / "results.json").read_text()) == summary
     assert summary["box"]["area"] == int(box_mask.sum())
@@ -115,3 +115,15 @@ def test_demo_run_writes_masks_overlay_and_json(tmp_path: Path, demo_segmentor: 
     overlay = load_image((tmp_path / "overlay.png").read_bytes())
     assert overlay.shape == scene.image.shape
     assert not np.array_equal(overlay, scene.image)
+
+
+def test_data_parallel_training_is_deterministic() -> None:
+    """Two workers averaging gradients: the workers agree (the tool checks it), and a rerun gives the same tensors."""
+    tool = _training_tool()
+    args = tool.build_parser().parse_args(["--steps", "2", "--blind-steps", "1", "--workers", "2", "--log-every", "3"])
+    first = tool.train(args).state_dict()
+    second = tool.train(args).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    untrained = tool.new_model(args.seed).state_dict()
+    changed = {k.split(".")[0] for k in first if not torch.equal(first[k], untrained[k])}
+    assert {"vision_encoder", "mask_decoder", "prompt_encoder"} <= changed
