@@ -16,7 +16,9 @@ from typing import Literal
 
 import torch
 
-__all__ = ["convert_state_dict", "detect_family", "unwrap_checkpoint"]
+from .preprocessing import SAM1_PIXEL_MEAN, SAM1_PIXEL_STD
+
+__all__ = ["convert_state_dict", "detect_family", "sam1_to_meta", "unwrap_checkpoint"]
 
 Family = Literal["sam1", "sam2"]
 
@@ -156,3 +158,60 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], family: Family) -
     if point_rows:
         converted["prompt_encoder.point_embed.weight"] = torch.cat([point_rows[i] for i in sorted(point_rows)], dim=0)
     return _renumber_mlps(converted)
+
+
+# transformers name → Meta name, applied in order: the inverse of _SAM1_RULES (with _DECODER_RULES).
+_SAM1_TO_META: tuple[tuple[str, str], ...] = (
+    (r"^vision_encoder\.", "image_encoder."),
+    (r"\.neck\.conv1\.", ".neck.0."),
+    (r"\.neck\.layer_norm1\.", ".neck.1."),
+    (r"\.neck\.conv2\.", ".neck.2."),
+    (r"\.neck\.layer_norm2\.", ".neck.3."),
+    (r"\.patch_embed\.projection\.", ".patch_embed.proj."),
+    (r"^image_encoder\.layers\.", "image_encoder.blocks."),
+    (r"\.upscale_conv1\.", ".output_upscaling.0."),
+    (r"\.upscale_layer_norm\.", ".output_upscaling.1."),
+    (r"\.upscale_conv2\.", ".output_upscaling.3."),
+    (r"\.mask_embed\.conv1\.", ".mask_downscaling.0."),
+    (r"\.mask_embed\.layer_norm1\.", ".mask_downscaling.1."),
+    (r"\.mask_embed\.conv2\.", ".mask_downscaling.3."),
+    (r"\.mask_embed\.layer_norm2\.", ".mask_downscaling.4."),
+    (r"\.mask_embed\.conv3\.", ".mask_downscaling.6."),
+    (r"\.point_embed\.", ".point_embeddings."),
+    (r"\.layer_norm(\d*|_final_attn)\.", r".norm\1."),
+)
+_MLP_PART_HF = re.compile(r"^(?P<mlp>.*)\.(?P<part>proj_in|proj_out|layers\.\d+)\.(?P<param>weight|bias)$")
+
+
+def sam1_to_meta(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a transformers ``SamModel`` state dict to Meta's ``Sam`` layout (flat dict, as in ``sam_vit_b``).
+
+    The positional-encoding matrix, held twice by transformers (tied), becomes Meta's single
+    ``prompt_encoder.pe_layer.positional_encoding_gaussian_matrix``; ``pixel_mean``/``pixel_std`` are added.
+    ``convert_state_dict(sam1_to_meta(state), "sam1")`` gives ``state`` back exactly.
+    """
+    shared = state["shared_image_embedding.positional_embedding"]
+    if not torch.equal(shared, state["prompt_encoder.shared_embedding.positional_embedding"]):
+        raise ValueError("the two copies of the positional-encoding matrix differ")
+    depth: dict[str, int] = {}
+    for key in state:
+        match = _MLP_PART_HF.match(key)
+        if match and match["part"] == "proj_out":
+            hidden = sum(k.startswith(f"{match['mlp']}.layers.") and k.endswith(".weight") for k in state)
+            depth[match["mlp"]] = hidden + 2
+    meta: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.endswith("shared_embedding.positional_embedding") or key.startswith("shared_image_embedding."):
+            continue
+        match = _MLP_PART_HF.match(key)
+        if match and match["mlp"] in depth:
+            part = match["part"]
+            index = 0 if part == "proj_in" else depth[match["mlp"]] - 1 if part == "proj_out" else int(part[7:]) + 1
+            key = f"{match['mlp']}.layers.{index}.{match['param']}"
+        for pattern, replacement in _SAM1_TO_META:
+            key = re.sub(pattern, replacement, key)
+        meta[key] = value.detach().clone().contiguous()
+    meta["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"] = shared.detach().clone()
+    meta["pixel_mean"] = torch.from_numpy(SAM1_PIXEL_MEAN.copy()).view(-1, 1, 1)
+    meta["pixel_std"] = torch.from_numpy(SAM1_PIXEL_STD.copy()).view(-1, 1, 1)
+    return meta

@@ -14,7 +14,7 @@ averaged before the update. Loss: BCE + dice on the image-frame logits, plus
 the MSE of the IoU head against the IoU actually reached. The first steps see a blank image embedding, so the
 decoder first learns where a prompt is, then what the image holds there.
 
-The weights are saved in Meta's original SAM 1 key layout (the inverse of :mod:`perceptra_seg.conversion`), so
+The weights are saved in Meta's original SAM 1 key layout (:func:`perceptra_seg.conversion.sam1_to_meta`), so
 the shipped file goes through the same loader as ``sam_vit_b_01ec64.pth``; at the end the file is loaded through
 ``Segmentor(model="demo")`` and its outputs are checked against the trained network's, then scored on held-out
 scenes. Same seed, same worker and thread counts → the same weights, tensor for tensor (checked by retraining: the
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import re
 import sys
 import tempfile
 import time
@@ -41,8 +40,9 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from perceptra_seg.backends.torch_backend import build_model
-from perceptra_seg.conversion import convert_state_dict
+from perceptra_seg.conversion import convert_state_dict, sam1_to_meta
 from perceptra_seg.demo.evaluation import PromptKind, evaluate, mean_iou, object_prompts, segmentor_predictor
+from perceptra_seg.demo.sampling import clicks, jittered_box
 from perceptra_seg.demo.scenes import (
     HELDOUT_SEED,
     Scene,
@@ -53,8 +53,6 @@ from perceptra_seg.demo.scenes import (
 )
 from perceptra_seg.preprocessing import (
     INPUT_SIZE,
-    SAM1_PIXEL_MEAN,
-    SAM1_PIXEL_STD,
     bilinear_taps,
     preprocess_image,
     resized_input_size,
@@ -63,61 +61,6 @@ from perceptra_seg.preprocessing import (
 from perceptra_seg.registry import architecture_config
 
 POSITIONAL_SCALE = 0.5
-
-# transformers name → Meta name, applied in order (the inverse of conversion._SAM1_RULES).
-_TO_META: tuple[tuple[str, str], ...] = (
-    (r"^vision_encoder\.", "image_encoder."),
-    (r"\.neck\.conv1\.", ".neck.0."),
-    (r"\.neck\.layer_norm1\.", ".neck.1."),
-    (r"\.neck\.conv2\.", ".neck.2."),
-    (r"\.neck\.layer_norm2\.", ".neck.3."),
-    (r"\.patch_embed\.projection\.", ".patch_embed.proj."),
-    (r"^image_encoder\.layers\.", "image_encoder.blocks."),
-    (r"\.upscale_conv1\.", ".output_upscaling.0."),
-    (r"\.upscale_layer_norm\.", ".output_upscaling.1."),
-    (r"\.upscale_conv2\.", ".output_upscaling.3."),
-    (r"\.mask_embed\.conv1\.", ".mask_downscaling.0."),
-    (r"\.mask_embed\.layer_norm1\.", ".mask_downscaling.1."),
-    (r"\.mask_embed\.conv2\.", ".mask_downscaling.3."),
-    (r"\.mask_embed\.layer_norm2\.", ".mask_downscaling.4."),
-    (r"\.mask_embed\.conv3\.", ".mask_downscaling.6."),
-    (r"\.point_embed\.", ".point_embeddings."),
-    (r"\.layer_norm(\d*|_final_attn)\.", r".norm\1."),
-)
-_MLP_PART = re.compile(r"^(?P<mlp>.*)\.(?P<part>proj_in|proj_out|layers\.\d+)\.(?P<param>weight|bias)$")
-
-
-def to_meta_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a transformers ``SamModel`` state dict to Meta's ``Sam`` layout (flat dict, as in ``sam_vit_b``).
-
-    The positional-encoding matrix, held twice by transformers (tied), becomes Meta's single
-    ``prompt_encoder.pe_layer.positional_encoding_gaussian_matrix``; ``pixel_mean``/``pixel_std`` are added.
-    """
-    shared = state["shared_image_embedding.positional_embedding"]
-    if not torch.equal(shared, state["prompt_encoder.shared_embedding.positional_embedding"]):
-        raise ValueError("the two copies of the positional-encoding matrix differ")
-    depth: dict[str, int] = {}
-    for key in state:
-        match = _MLP_PART.match(key)
-        if match and match["part"] == "proj_out":
-            hidden = sum(k.startswith(f"{match['mlp']}.layers.") and k.endswith(".weight") for k in state)
-            depth[match["mlp"]] = hidden + 2
-    meta: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.endswith("shared_embedding.positional_embedding") or key.startswith("shared_image_embedding."):
-            continue
-        match = _MLP_PART.match(key)
-        if match and match["mlp"] in depth:
-            part = match["part"]
-            index = 0 if part == "proj_in" else depth[match["mlp"]] - 1 if part == "proj_out" else int(part[7:]) + 1
-            key = f"{match['mlp']}.layers.{index}.{match['param']}"
-        for pattern, replacement in _TO_META:
-            key = re.sub(pattern, replacement, key)
-        meta[key] = value.detach().clone().contiguous()
-    meta["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"] = shared.detach().clone()
-    meta["pixel_mean"] = torch.from_numpy(SAM1_PIXEL_MEAN.copy()).view(-1, 1, 1)
-    meta["pixel_std"] = torch.from_numpy(SAM1_PIXEL_STD.copy()).view(-1, 1, 1)
-    return meta
 
 
 def new_model(seed: int) -> Any:
@@ -145,52 +88,6 @@ def new_model(seed: int) -> Any:
     for embedding in (model.shared_image_embedding, model.prompt_encoder.shared_embedding):
         embedding.positional_embedding.requires_grad_(False)
     return model
-
-
-# ---------------------------------------------------------------------------------------------------- prompts
-
-
-def _distance(mask: np.ndarray) -> np.ndarray:
-    return cv2.distanceTransform(np.pad(mask.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
-
-
-def _pick(rng: np.random.Generator, where: np.ndarray) -> tuple[float, float]:
-    ys, xs = np.nonzero(where)
-    i = int(rng.integers(len(xs)))
-    return float(xs[i]), float(ys[i])
-
-
-def jittered_box(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
-    """The mask's tight ``(x1, y1, x2, y2)`` box (``x2``/``y2`` exclusive), half the time with corner noise."""
-    ys, xs = np.nonzero(mask)
-    box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
-    if rng.random() < 0.5:
-        side = np.array([box[2] - box[0], box[3] - box[1]] * 2)
-        box = box + np.clip(rng.normal(0.0, 0.05, 4), -0.15, 0.15) * side
-    height, width = mask.shape
-    box = np.clip(box, 0.0, [width, height, width, height])
-    box[2:] = np.maximum(box[2:], box[:2] + 1.0)
-    return box
-
-
-def clicks(rng: np.random.Generator, mask: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` clicks ``[count, 2]`` (x, y) and labels: first a positive well inside, then random pos/neg."""
-    distance = _distance(mask)
-    points = [_pick(rng, distance >= max(1.5, 0.25 * float(distance.max())))]
-    labels = [1]
-    ys, xs = np.nonzero(mask)
-    margin_x, margin_y = int(0.2 * (np.ptp(xs) + 1)) + 2, int(0.2 * (np.ptp(ys) + 1)) + 2
-    near = np.zeros_like(mask)
-    near[max(ys.min() - margin_y, 0) : ys.max() + margin_y, max(xs.min() - margin_x, 0) : xs.max() + margin_x] = True
-    outside = near & ~mask
-    for _ in range(count - 1):
-        if rng.random() < 0.5 or not outside.any():
-            points.append(_pick(rng, distance >= 1.0))
-            labels.append(1)
-        else:
-            points.append(_pick(rng, outside))
-            labels.append(0)
-    return np.array(points), np.array(labels)
 
 
 # ---------------------------------------------------------------------------------------------------- training
@@ -394,7 +291,7 @@ def train(args: argparse.Namespace) -> Any:
 def export(model: Any, path: Path) -> None:
     """Save in Meta's layout and prove the file converts back to exactly the trained tensors."""
     state = model.state_dict()
-    meta = to_meta_layout(state)
+    meta = sam1_to_meta(state)
     back = convert_state_dict(meta, "sam1")
     if set(back) != set(state) or any(not torch.equal(back[k], state[k]) for k in state):
         raise RuntimeError("the Meta-layout export does not convert back to the trained weights")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from perceptra_seg.conversion import convert_state_dict, detect_family
+from perceptra_seg.conversion import convert_state_dict, detect_family, sam1_to_meta
 from perceptra_seg.demo import run as demo_run
 from perceptra_seg.demo.evaluation import mask_iou
 from perceptra_seg.demo.scenes import sample_scene
@@ -73,10 +73,11 @@ def test_checkpoint_is_small_and_in_meta_layout() -> None:
     assert all(converted[k].shape == expected[k].shape for k in expected)
 
 
-def test_training_tool_inverts_the_conversion_exactly() -> None:
-    """Meta layout → transformers (the package's converter) → Meta layout (the tool's inverse) is the identity."""
+def test_meta_export_inverts_the_conversion_exactly() -> None:
+    """Meta layout → transformers (``convert_state_dict``) → Meta layout (``sam1_to_meta``, the training tool's
+    export) is the identity."""
     state = torch.load(packaged_checkpoint(get_model_spec("demo")), map_location="cpu", weights_only=True)
-    again = _training_tool().to_meta_layout(convert_state_dict(state, "sam1"))
+    again = sam1_to_meta(convert_state_dict(state, "sam1"))
     assert set(again) == set(state)
     assert all(torch.equal(again[k], state[k]) for k in state)
 
