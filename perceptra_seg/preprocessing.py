@@ -55,13 +55,11 @@ def preprocess_image(image: np.ndarray, family: Family) -> tuple[np.ndarray, tup
         ``(pixel_values, input_size)``: float32 ``[1, 3, 1024, 1024]`` (NCHW) and the resized ``(h, w)``.
     """
     input_h, input_w = resized_input_size(image.shape[:2], family)
+    pixels = np.zeros((1, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
     if family == "sam1":
-        resized = np.asarray(
-            Image.fromarray(image).resize((input_w, input_h), Image.Resampling.BILINEAR), dtype=np.float32
-        )
-        normalised = (resized - SAM1_PIXEL_MEAN) / SAM1_PIXEL_STD
-        pixels = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), dtype=np.float32)
-        pixels[:input_h, :input_w] = normalised
+        resized = np.asarray(Image.fromarray(image).resize((input_w, input_h), Image.Resampling.BILINEAR))
+        channels = [resized[:, :, c] for c in range(3)]
+        mean, std = SAM1_PIXEL_MEAN, SAM1_PIXEL_STD
     else:
         channels = [
             np.asarray(
@@ -71,8 +69,13 @@ def preprocess_image(image: np.ndarray, family: Family) -> tuple[np.ndarray, tup
             )
             for c in range(3)
         ]
-        pixels = (np.stack(channels, axis=-1) - _SAM2_MEAN) / _SAM2_STD
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None], dtype=np.float32), (input_h, input_w)
+        mean, std = _SAM2_MEAN, _SAM2_STD
+    # Normalised channel by channel straight into the padded NCHW array (float32 arithmetic, no HWC temporaries).
+    for c, channel in enumerate(channels):
+        plane = pixels[0, c, : channel.shape[0], : channel.shape[1]]
+        np.subtract(channel, mean[c], out=plane, dtype=np.float32)
+        plane /= std[c]
+    return pixels, (input_h, input_w)
 
 
 def transform_coords(coords: np.ndarray, original_size: tuple[int, int], family: Family) -> np.ndarray:
