@@ -27,9 +27,7 @@ install: $(VENV)/.installed-run
 
 dev: $(VENV)/.installed-dev
 
-# Main job: segment the sample photo with SAM 2.1 Hiera-T (Meta's checkpoint, ~150 MB, downloaded once into the
-# cache directory; set SEGMENTOR_MODEL_CHECKPOINT_PATH to use a local file instead).
-# Offline: the packaged demo model segments the packaged sample image (set SEGMENTOR_MODEL_CHECKPOINT_PATH and
+# Main job, offline: the packaged demo model segments the packaged sample image (set SEGMENTOR_MODEL_CHECKPOINT_PATH and
 # SEGMENTOR_MODEL_NAME/_VARIANT, or pass DEMO_ARGS="--model sam_v2 --variant hiera_tiny", for real SAM weights).
 demo: install
 	$(VENV)/bin/segmentor-cli demo --out $(DEMO_OUT) $(DEMO_ARGS)

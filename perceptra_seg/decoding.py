@@ -27,7 +27,8 @@ class MaskCandidate:
     Attributes:
         mask: bool ``[H, W]`` in original-image pixels.
         score: predicted IoU.
-        low_res_logits: float32 ``[256, 256]`` in the frame of the embedding that produced it.
+        low_res_logits: float32 ``[L, L]`` (``L`` = the backend's ``mask_size``, 256 for Meta's models) in the
+            frame of the embedding that produced it.
         prompt_index: index of the prompt in the request (``-1`` for a merged mask).
     """
 

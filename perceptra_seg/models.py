@@ -28,8 +28,9 @@ class Prompt:
     Attributes:
         box: ``(x1, y1, x2, y2)`` in original-image pixels, or ``None``.
         points: ``((x, y, label), ...)``; label 1 = foreground, 0 = background.
-        mask_input: optional low-resolution logits of a previous prediction for this object, float32 ``[256, 256]``
-            (``SegmentationResult.low_res_logits``), used to refine a mask with further clicks.
+        mask_input: optional low-resolution logits of a previous prediction for this object, float32 ``[L, L]``
+            (``SegmentationResult.low_res_logits``; ``L`` is 256 for Meta's models, 128 for ``demo``), used to
+            refine a mask with further clicks.
     """
 
     box: BBox | None = None
@@ -75,7 +76,8 @@ class SegmentationResult:
         model_info: model name, variant, backend, device, precision, checkpoint fingerprint.
         request_id: identifier shared by every result of one call.
         prompt_index: index of the prompt this mask answers (``-1`` for a merged mask).
-        low_res_logits: float32 ``[256, 256]`` logits, to pass back as ``mask_input`` for refinement.
+        low_res_logits: float32 ``[L, L]`` logits (256 for Meta's models, 128 for ``demo``), to pass back as
+            ``mask_input`` for refinement.
         overlay_png: PNG of the image with the mask drawn on it, when ``return_overlay=True``.
     """
 

@@ -18,6 +18,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from .exceptions import InvalidInputError
+
 __all__ = [
     "INPUT_SIZE",
     "SAM1_PIXEL_MEAN",
@@ -40,12 +42,22 @@ _SAM2_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def resized_input_size(original_size: tuple[int, int], family: Family) -> tuple[int, int]:
-    """``(h, w)`` of the image inside the 1024 input: longest side 1024 (rounded half up) for SAM 1, else 1024²."""
+    """``(h, w)`` of the image inside the 1024 input: longest side 1024 (rounded half up) for SAM 1, else 1024².
+
+    Raises:
+        InvalidInputError: SAM 1 and an image so elongated (beyond 2048:1) that its short side rounds to 0 pixels.
+    """
     if family == "sam2":
         return INPUT_SIZE, INPUT_SIZE
     height, width = original_size
     scale = INPUT_SIZE / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    resized = int(height * scale + 0.5), int(width * scale + 0.5)
+    if min(resized) == 0:
+        raise InvalidInputError(
+            f"image of {width}x{height} pixels is too elongated for SAM 1: its short side would vanish when the long "
+            f"side is resized to {INPUT_SIZE} (aspect ratios up to {2 * INPUT_SIZE}:1 are accepted)"
+        )
+    return resized
 
 
 def preprocess_image(image: np.ndarray, family: Family) -> tuple[np.ndarray, tuple[int, int]]:
@@ -70,7 +82,7 @@ def preprocess_image(image: np.ndarray, family: Family) -> tuple[np.ndarray, tup
             for c in range(3)
         ]
         mean, std = _SAM2_MEAN, _SAM2_STD
-    # Normalised channel by channel straight into the padded NCHW array (float32 arithmetic, no HWC temporaries).
+    # Normalised channel by channel straight into the padded NCHW array (float32 arithmetic, no float HWC copies).
     for c, channel in enumerate(channels):
         plane = pixels[0, c, : channel.shape[0], : channel.shape[1]]
         np.subtract(channel, mean[c], out=plane, dtype=np.float32)
@@ -133,7 +145,7 @@ def logits_to_mask(
     the source's above-threshold values (plus one tap), which keeps a 100-megapixel image at the cost of its mask.
 
     Args:
-        low_res_logits: float32 ``[256, 256]`` in the 1024-input frame.
+        low_res_logits: float32 ``[L, L]`` (256 for Meta's models) in the 1024-input frame.
         original_size: ``(H, W)`` of the original image.
         input_size: ``(h, w)`` of the resized image inside the 1024 input (:attr:`ImageEmbedding.input_size`).
         threshold: logit threshold (SAM's own is 0).

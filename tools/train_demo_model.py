@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import sys
 import tempfile
 import time
@@ -118,7 +117,8 @@ def frame_matrices(
 
 
 def to_image_frame(logits: torch.Tensor, input_size: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """``[N, 256, 256]`` low-resolution logits → ``[N, H, W]`` logits in the image frame, as inference computes them."""
+    """``[N, L, L]`` low-resolution logits (``L`` = 128 for the demo model) → ``[N, H, W]`` logits in the image
+    frame, as inference computes them."""
     rows, cols = frame_matrices(input_size, size, int(logits.shape[-1]))
     return rows @ logits @ cols.T
 
@@ -365,10 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.workers < 1 or args.threads < 1:
-        parser.error("--workers and --threads must be at least 1")
+    for flag in ("workers", "threads", "steps", "max_prompts", "log_every", "eval_scenes"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.blind_steps < 0 or args.warmup < 0:
+        parser.error("--blind-steps and --warmup cannot be negative")
+    if not 0.0 < args.balance_until <= 1.0 or args.lr <= 0.0:
+        parser.error("--balance-until must be in (0, 1] and --lr positive")
+    if not 32 <= args.min_side <= args.max_side:
+        parser.error("--min-side must be at least 32 and no larger than --max-side")
 
-    random.seed(args.seed)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     start = time.monotonic()

@@ -33,12 +33,13 @@ def demo(
         typer.Option("--out", "-o", help="Output folder for mask_box.png, mask_points.png, overlay.png, results.json."),
     ] = Path("demo_output"),
 ) -> None:
-    """Segment the bundled sample image (offline demo model unless a checkpoint or --model is given)."""
+    """Segment the bundled sample image (offline demo model unless a model, variant or checkpoint is configured)."""
     from perceptra_seg.core import Segmentor
     from perceptra_seg.demo.run import SWITCH_HINT, run_demo
 
     config = opts.load_config()
-    packaged = config.model.checkpoint_path is None and opts.model is None
+    # The packaged model only when no model was chosen anywhere (flags, environment or YAML).
+    packaged = not {"name", "variant", "checkpoint_path"} & config.model.model_fields_set
     if packaged:
         model = config.model.model_copy(update={"name": "demo", "variant": "tiny"})
         config = config.model_copy(update={"model": model})

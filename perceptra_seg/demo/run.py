@@ -71,7 +71,9 @@ def run_demo(out_dir: str | Path, segmentor: Segmentor) -> dict[str, Any]:
     by_box = segmentor.segment_from_box(image, SAMPLE_BOX, output_formats=formats)
     by_points = segmentor.segment_from_points(image, list(SAMPLE_POINTS), output_formats=formats)
     for name, result in (("mask_box.png", by_box), ("mask_points.png", by_points)):
-        (out / name).write_bytes(result.png_bytes or b"")
+        if result.png_bytes is None:
+            raise RuntimeError("the segmentor returned no PNG although PNG output was requested")
+        (out / name).write_bytes(result.png_bytes)
     masks = [np.asarray(by_box.mask), np.asarray(by_points.mask)]
     overlay = render_overlay(image, masks, boxes=[SAMPLE_BOX], points=list(SAMPLE_POINTS))
     (out / "overlay.png").write_bytes(overlay)

@@ -2,7 +2,8 @@
 
 The demo model is trained on these scenes and the quality tests measure it on held-out ones (another seed), so
 one generator serves both. A scene is drawn entirely from a :class:`numpy.random.Generator`; the same seed gives
-the same pixels and masks on every platform (NumPy's PCG64 stream plus OpenCV's integer polygon filling).
+the same pixels and masks on a given platform and OpenCV build (NumPy's PCG64 stream plus OpenCV's integer polygon
+filling; the float blur and resize of the textures may differ by a rounding step elsewhere).
 
 Geometry: images are RGB ``uint8`` ``[H, W, 3]``; masks are bool ``[H, W]`` with rows ``y`` and columns ``x``.
 Every object lies fully inside the image. Objects are painted in order, so an earlier object's ground truth is its
@@ -108,6 +109,8 @@ def _pick_color(
     rng: np.random.Generator, background: tuple[np.ndarray, np.ndarray], others: list[np.ndarray]
 ) -> np.ndarray:
     """A colour far enough from the background blend and from every other object's colour."""
+    # The first draw is always replaced below, but it is part of the random stream every scene (and the shipped
+    # checkpoint's training data) is defined by, so it stays. After 200 rejected draws the last one is used.
     candidate = rng.uniform(0, 255, 3)
     for _ in range(200):
         candidate = rng.uniform(0, 255, 3)

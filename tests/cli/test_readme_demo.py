@@ -67,3 +67,14 @@ def test_make_demo_uses_a_configured_real_checkpoint(tmp_path: Path) -> None:
     assert (report["model"]["model"], report["model"]["variant"]) == ("sam_v2", "hiera_tiny")
     assert sorted(p.name for p in out.iterdir()) == OUTPUTS
     assert "offline demo model" not in run.stdout
+
+
+def test_make_demo_never_swaps_a_configured_model_for_the_demo(tmp_path: Path) -> None:
+    # A variant chosen without a checkpoint means "Meta's file from the cache": offline and absent, it must fail
+    # with the loader's message, not quietly segment with the packaged demo model.
+    cache = tmp_path / "cache"
+    run = _run(tmp_path / "demo", SEGMENTOR_MODEL_VARIANT="hiera_tiny", SEGMENTOR_MODEL_CACHE_DIR=str(cache))
+    assert run.returncode != 0
+    assert "no cached checkpoint for sam_v2/hiera_tiny" in run.stdout + run.stderr
+    assert str(cache / "sam2.1_hiera_tiny.pt") in run.stdout + run.stderr
+    assert not (tmp_path / "demo" / "results.json").exists()

@@ -100,6 +100,26 @@ def test_rest_service_keeps_quality(
     assert rest == pytest.approx(sdk_iou["box"], abs=1e-9)  # lossless transport: the very same masks
 
 
+def test_rest_service_refuses_an_image_too_elongated_for_the_model(demo_segmentor: Any) -> None:
+    pytest.importorskip("fastapi")
+    from perceptra_seg.service import create_app
+
+    from ..service.helpers import running
+
+    config = SegmentorConfig.load(None, model={"name": "demo"}, logging={"level": "WARNING"})
+    app = create_app(config, backend=demo_segmentor.backend)
+    strip = {"image": base64.b64encode(encode_png(np.zeros((1, 2049, 3), np.uint8))).decode(), "box": [0, 0, 99, 1]}
+    fits = {**strip, "image": base64.b64encode(encode_png(np.zeros((1, 2048, 3), np.uint8))).decode()}
+    with running(app) as client:
+        refused = client.post("/v1/segment/box", json=strip)
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "invalid_input" and "2049x1" in error["message"] and "2048:1" in error["message"]
+        served = client.post("/v1/segment/box", json={**fits, "output_formats": ["rle"]})  # the limit, still served
+        assert served.status_code == 200, served.text
+        assert served.json()["rle"]["size"] == [1, 2048]
+
+
 def test_onnx_backend_keeps_quality(tmp_path: Path, heldout_scenes: list[Scene], sdk_iou: dict[str, float]) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")

@@ -128,3 +128,25 @@ def test_data_parallel_training_is_deterministic() -> None:
     untrained = tool.new_model(args.seed).state_dict()
     changed = {k.split(".")[0] for k in first if not torch.equal(first[k], untrained[k])}
     assert {"vision_encoder", "mask_decoder", "prompt_encoder"} <= changed
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--workers", "0"], "--workers"),
+        (["--log-every", "0"], "--log-every"),
+        (["--max-prompts", "0"], "--max-prompts"),
+        (["--eval-scenes", "0"], "--eval-scenes"),
+        (["--balance-until", "0"], "--balance-until"),
+        (["--blind-steps", "-1"], "--blind-steps"),
+        (["--min-side", "300", "--max-side", "200"], "--min-side"),
+    ],
+)
+def test_training_tool_rejects_bad_flags_before_training(
+    flags: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _training_tool().main([*flags, "--out", str(tmp_path / "m.pth"), "--sample", str(tmp_path / "s.png")])
+    assert exit_info.value.code == 2
+    assert named in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
