@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("perceptra_seg/assets/sam_demo_tiny.pth"))
     parser.add_argument("--sample", type=Path, default=Path("perceptra_seg/assets/sample.png"), help="sample image")
-    parser.add_argument("--steps", type=int, default=5000, help="training steps on encoded images")
+    parser.add_argument("--steps", type=int, default=5500, help="training steps on encoded images")
     parser.add_argument(
         "--blind-steps", type=int, default=300, help="first steps with a blank image embedding (prompt geometry only)"
     )

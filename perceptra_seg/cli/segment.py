@@ -291,10 +291,11 @@ def _print_table(results: list[SegmentationResult], out: Path | None, overlay: P
     for r in results:
         table.add_row(str(r.prompt_index), f"{r.score:.4f}", str(r.area), " ".join(str(v) for v in r.bbox))
     console.print(table)
+    # Paths as plain text: never wrapped at the terminal width nor read as Rich markup, so they can be copied.
     if out is not None:
-        console.print(f"written: {out}")
+        typer.echo(f"written: {out}")
     if overlay is not None:
-        console.print(f"overlay: {overlay}")
+        typer.echo(f"overlay: {overlay}")
 
 
 def _str(path: Path | None) -> str | None:

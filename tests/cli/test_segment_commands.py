@@ -45,7 +45,8 @@ def test_segment_box_png_and_json_match_the_sdk(
 def test_segment_box_rle_format_and_human_output(
     cli: Callable[..., Run], config_file: Path, images: dict[str, Path], small_segmentor: Any, tmp_path: Path
 ) -> None:
-    out = tmp_path / "mask.json"
+    out = tmp_path / ("a-long-folder-name-[red]-" * 4) / "mask.json"  # wider than a terminal, with Rich markup
+    out.parent.mkdir()
     run = cli("segment-box", "-c", config_file, "-i", images["chelsea"], "-b", 5, 5, 80, 55, "-o", out, "-f", "rle")
     assert run.exit_code == 0, run.stderr
     expected = small_segmentor.segment_from_box(images["chelsea"], box=(5, 5, 80, 55), output_formats=["numpy"])

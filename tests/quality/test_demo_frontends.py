@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from perceptra_seg import Segmentor, SegmentorConfig
-from perceptra_seg.demo.evaluation import Predictor, evaluate, mean_iou, segmentor_predictor
+from perceptra_seg.demo.evaluation import ObjectScore, Predictor, evaluate, mean_iou, segmentor_predictor
 from perceptra_seg.demo.scenes import Scene, SceneObject
 
 SCENES = 16
@@ -45,18 +45,22 @@ def mosaic(scenes: list[Scene], gap: int) -> Scene:
 
 
 @pytest.fixture(scope="module")
-def sdk_iou(demo_predictor: Predictor, heldout_scenes: list[Scene]) -> dict[str, float]:
-    """Mean IoU of the SDK on the first :data:`SCENES` held-out scenes, per prompt kind."""
-    return {kind: mean_iou(evaluate(demo_predictor, heldout_scenes[:SCENES], kind)) for kind in ("box", "point")}
+def sdk_scores(demo_predictor: Predictor, heldout_scenes: list[Scene]) -> dict[str, list[ObjectScore]]:
+    """The SDK's per-object scores on the first :data:`SCENES` held-out scenes, per prompt kind."""
+    return {kind: evaluate(demo_predictor, heldout_scenes[:SCENES], kind) for kind in ("box", "point")}
 
 
 def test_tiling_windows_keep_quality(
-    demo_segmentor: Any, heldout_scenes: list[Scene], sdk_iou: dict[str, float]
+    demo_segmentor: Any, heldout_scenes: list[Scene], sdk_scores: dict[str, list[ObjectScore]]
 ) -> None:
-    """768-px mosaics of four scenes answered from 256-px windows around the prompts: the SDK's IoU.
+    """768-px mosaics of four scenes answered from 256-px windows around the prompts: the SDK's masks.
 
     Windows of one scene's prompts overlap and merge; the 256-px gaps keep the scenes' windows apart, so every
     mosaic needs at least four encoder calls, each on a crop whose masks are pasted back at the crop's offset.
+    Compared object by object: a wrong paste offset, swapped axes or a wrong window scale would move nearly every
+    object's IoU, so the median change must stay tiny; a window shows the model less context than the whole scene,
+    which changes the answer for a few objects (measured: 9 of 59 boxes move by more than 0.1), so the mean may
+    drop a little.
     """
     config = SegmentorConfig.load(
         None,
@@ -65,13 +69,17 @@ def test_tiling_windows_keep_quality(
     )
     tiled = Segmentor(config, backend=demo_segmentor.backend)
     mosaics = [mosaic(heldout_scenes[i : i + 4], gap=256) for i in range(0, SCENES, 4)]
-    scores = evaluate(segmentor_predictor(tiled), mosaics, "box")
+    for kind in ("box", "point"):
+        scores = evaluate(segmentor_predictor(tiled), mosaics, kind)
+        reference = sdk_scores[kind]
+        changes = np.array([t.iou - r.iou for t, r in zip(scores, reference, strict=True)])  # same objects, in order
+        assert float(np.median(np.abs(changes))) <= 0.02, kind
+        assert mean_iou(scores) >= mean_iou(reference) - 0.06, kind
     assert tiled.encoder_calls >= 4 * len(mosaics)
-    assert mean_iou(scores) >= sdk_iou["box"] - 0.03
 
 
 def test_rest_service_keeps_quality(
-    demo_segmentor: Any, heldout_scenes: list[Scene], sdk_iou: dict[str, float]
+    demo_segmentor: Any, heldout_scenes: list[Scene], sdk_scores: dict[str, list[ObjectScore]]
 ) -> None:
     pytest.importorskip("fastapi")
     from pycocotools import mask as mask_utils
@@ -97,7 +105,7 @@ def test_rest_service_keeps_quality(
             return [mask_utils.decode({"size": r["size"], "counts": r["counts"].encode()}).astype(bool) for r in rles]
 
         rest = mean_iou(evaluate(predict, heldout_scenes[:SCENES], "box"))
-    assert rest == pytest.approx(sdk_iou["box"], abs=1e-9)  # lossless transport: the very same masks
+    assert rest == pytest.approx(mean_iou(sdk_scores["box"]), abs=1e-9)  # lossless transport: the very same masks
 
 
 def test_rest_service_refuses_an_image_too_elongated_for_the_model(demo_segmentor: Any) -> None:
@@ -120,7 +128,9 @@ def test_rest_service_refuses_an_image_too_elongated_for_the_model(demo_segmento
         assert served.json()["rle"]["size"] == [1, 2048]
 
 
-def test_onnx_backend_keeps_quality(tmp_path: Path, heldout_scenes: list[Scene], sdk_iou: dict[str, float]) -> None:
+def test_onnx_backend_keeps_quality(
+    tmp_path: Path, heldout_scenes: list[Scene], sdk_scores: dict[str, list[ObjectScore]]
+) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from perceptra_seg.backends.export import export_onnx
@@ -132,4 +142,4 @@ def test_onnx_backend_keeps_quality(tmp_path: Path, heldout_scenes: list[Scene],
     with Segmentor(config) as onnx_segmentor:
         for kind in ("box", "point"):
             scores = evaluate(segmentor_predictor(onnx_segmentor), heldout_scenes[:SCENES], kind)
-            assert mean_iou(scores) == pytest.approx(sdk_iou[kind], abs=0.005)
+            assert mean_iou(scores) == pytest.approx(mean_iou(sdk_scores[kind]), abs=0.005)

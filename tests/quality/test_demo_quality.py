@@ -23,26 +23,27 @@ PIXEL_MEAN_UINT8 = np.rint(SAM1_PIXEL_MEAN).astype(np.uint8)
 
 
 def test_box_prompts_reach_floor(demo_predictor: Predictor, heldout_scenes: list[Scene]) -> None:
-    scores = evaluate(demo_predictor, heldout_scenes, "box")  # measured 0.789
+    scores = evaluate(demo_predictor, heldout_scenes, "box")  # measured 0.798
     assert len(scores) >= 100  # 40 scenes of 2-5 objects
     assert mean_iou(scores) >= BOX_FLOOR
-    # Most objects are found: at least three quarters overlap their object by half or more (measured 0.93).
+    # Most objects are found: at least 88 % overlap their object by half or more (measured 0.90).
     assert np.mean([s.iou >= 0.5 for s in scores]) >= 0.88
 
 
 def test_point_prompts_reach_floor(demo_predictor: Predictor, heldout_scenes: list[Scene]) -> None:
-    assert mean_iou(evaluate(demo_predictor, heldout_scenes, "point")) >= POINT_FLOOR  # measured 0.694
+    assert mean_iou(evaluate(demo_predictor, heldout_scenes, "point")) >= POINT_FLOOR  # measured 0.709
 
 
-@pytest.mark.parametrize(("orientation", "floor"), [("landscape", 0.70), ("portrait", 0.68)])  # 0.733 / 0.719
+@pytest.mark.parametrize(("orientation", "floor"), [("landscape", 0.72), ("portrait", 0.68)])  # 0.748 / 0.702
 def test_non_square_images_segment_like_their_square_padding(
     demo_predictor: Predictor, heldout_nonsquare: dict[str, list[Scene]], orientation: str, floor: float
 ) -> None:
     """A non-square image gives the masks of the same image padded to a square with SAM's pixel mean.
 
     SAM 1 pads a non-square image on the right or the bottom with the (normalised) pixel mean, so the two inputs
-    the encoder sees differ only by rounding. Swapped axes, padding on the wrong side or per-axis scaling errors
-    would make the masks disagree. Measured agreement: 0.94 (landscape) / 0.93 (portrait).
+    the encoder sees differ only by rounding (the pad value, a fraction of a pixel in the resized size) and by the
+    bilinear blend at the seam. Swapped axes, padding on the wrong side or per-axis scaling errors would make the
+    masks disagree. Measured agreement: 0.985 (landscape) / 0.981 (portrait).
     """
     agreement = []
     scenes = heldout_nonsquare[orientation]
@@ -56,14 +57,14 @@ def test_non_square_images_segment_like_their_square_padding(
             padded = demo_predictor(square, prompts)
             own = demo_predictor(scene.image, prompts)
             agreement += [mask_iou(a, b[:height, :width]) for a, b in zip(own, padded, strict=True)]
-    assert float(np.mean(agreement)) >= 0.88
+    assert float(np.mean(agreement)) >= 0.95
     assert mean_iou(evaluate(demo_predictor, scenes, "box")) >= floor
 
 
 def test_masks_are_not_shifted(
     demo_predictor: Predictor, heldout_scenes: list[Scene], heldout_nonsquare: dict[str, list[Scene]]
 ) -> None:
-    """Mean centroid offset over 244 objects stays within 0.75 px in x and in y (measured 0.12, 0.38)."""
+    """Mean centroid offset over 244 objects stays within 0.75 px in x and in y (measured -0.28, -0.11)."""
     scenes = heldout_scenes + heldout_nonsquare["landscape"] + heldout_nonsquare["portrait"]
     offsets = np.array([s.offset for s in evaluate(demo_predictor, scenes, "box")])
     assert np.all(np.isfinite(offsets))
@@ -72,7 +73,7 @@ def test_masks_are_not_shifted(
     assert abs(mean_dy) < 0.75
 
 
-@pytest.mark.parametrize(("kind", "floor"), [("box", 0.76), ("point", 0.70)])  # measured 0.801 / 0.740
+@pytest.mark.parametrize(("kind", "floor"), [("box", 0.82), ("point", 0.74)])  # measured 0.855 / 0.770
 def test_mirrored_image_gives_mirrored_masks(
     demo_predictor: Predictor, heldout_nonsquare: dict[str, list[Scene]], kind: str, floor: float
 ) -> None:
