@@ -4,7 +4,8 @@ Every error the package raises on purpose derives from :class:`SegmentorError`, 
 Each class carries the HTTP status the REST service answers with, so the mapping lives in one place::
 
     SegmentorError
-    ├── InvalidInputError        400  bad image bytes, bad prompt, out-of-range coordinates, bad argument
+    ├── InvalidInputError        400  bad image bytes, bad prompt, out-of-range coordinates, bad argument,
+    │                                 an image too elongated for the model input
     │   └── ImageTooLargeError   413  image over the pixel or byte limit (checked before decoding pixels)
     ├── NotFoundError            404  an embedded image id that is unknown or was evicted from the cache
     ├── ConfigError              400  unknown or invalid configuration key/value

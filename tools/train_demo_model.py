@@ -370,8 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     if args.blind_steps < 0 or args.warmup < 0:
         parser.error("--blind-steps and --warmup cannot be negative")
-    if not 0.0 < args.balance_until <= 1.0 or args.lr <= 0.0:
-        parser.error("--balance-until must be in (0, 1] and --lr positive")
+    if not 0.0 < args.balance_until <= 1.0 or not args.lr > 0.0 or not args.weight_decay >= 0.0:
+        parser.error("--balance-until must be in (0, 1], --lr positive and --weight-decay not negative")
     if not 32 <= args.min_side <= args.max_side:
         parser.error("--min-side must be at least 32 and no larger than --max-side")
 

@@ -2,11 +2,12 @@
 
 Which model runs:
 
-* a checkpoint is configured (``--checkpoint``, ``SEGMENTOR_MODEL_CHECKPOINT_PATH`` or ``model.checkpoint_path`` in
-  the YAML file) or a model is named with ``--model``: that model, exactly as every other command would load it
-  (a named model without a checkpoint downloads Meta's file once);
+* a model is chosen — ``--model``, ``--variant`` or ``--checkpoint`` on the command line, or a model name, variant
+  or checkpoint other than the defaults (``sam_v2``, none, none) from ``SEGMENTOR_MODEL_*`` or the YAML file: that
+  model, exactly as every other command would load it (without a checkpoint, Meta's file is downloaded once);
 * otherwise the packaged ``demo`` model: a tiny SAM trained on synthetic shapes, shipped with the package, so the
-  command works on a machine without network or weights.
+  command works on a machine without network or weights. (A YAML file that spells out the defaults, like the
+  repository's ``config.yaml``, chooses nothing.)
 """
 
 from __future__ import annotations
@@ -16,9 +17,20 @@ from typing import Annotated
 
 import typer
 
+from perceptra_seg.config import ModelConfig, SegmentorConfig
+
 from .common import CommonOptions, command, emit_json
 
+_MODEL_CHOICE = ("name", "variant", "checkpoint_path")
+
 __all__ = ["register"]
+
+
+def _chooses_a_model(opts: CommonOptions, config: SegmentorConfig) -> bool:
+    """Whether the flags or the configuration pick a model (see the module docstring)."""
+    if any(flag is not None for flag in (opts.model, opts.variant, opts.checkpoint)):
+        return True
+    return any(getattr(config.model, f) != ModelConfig.model_fields[f].default for f in _MODEL_CHOICE)
 
 
 def register(app: typer.Typer) -> None:
@@ -38,8 +50,7 @@ def demo(
     from perceptra_seg.demo.run import SWITCH_HINT, run_demo
 
     config = opts.load_config()
-    # The packaged model only when no model was chosen anywhere (flags, environment or YAML).
-    packaged = not {"name", "variant", "checkpoint_path"} & config.model.model_fields_set
+    packaged = not _chooses_a_model(opts, config)
     if packaged:
         model = config.model.model_copy(update={"name": "demo", "variant": "tiny"})
         config = config.model_copy(update={"model": model})

@@ -78,3 +78,11 @@ def test_make_demo_never_swaps_a_configured_model_for_the_demo(tmp_path: Path) -
     assert "no cached checkpoint for sam_v2/hiera_tiny" in run.stdout + run.stderr
     assert str(cache / "sam2.1_hiera_tiny.pt") in run.stdout + run.stderr
     assert not (tmp_path / "demo" / "results.json").exists()
+
+
+def test_make_demo_with_the_defaults_spelled_out_still_runs_the_packaged_model(tmp_path: Path) -> None:
+    # The repository's config.yaml (the one the Docker images point SEGMENTOR_CONFIG at) lists every default,
+    # model name included: that chooses no model, so the demo stays offline.
+    run = _run(tmp_path / "demo", SEGMENTOR_CONFIG=str(ROOT / "config.yaml"), SEGMENTOR_MODEL_NAME="sam_v2")
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "demo" / "results.json").read_text())["model"]["model"] == "demo"

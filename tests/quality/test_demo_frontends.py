@@ -75,7 +75,8 @@ def test_tiling_windows_keep_quality(
         changes = np.array([t.iou - r.iou for t, r in zip(scores, reference, strict=True)])  # same objects, in order
         assert float(np.median(np.abs(changes))) <= 0.02, kind
         assert mean_iou(scores) >= mean_iou(reference) - 0.06, kind
-    assert tiled.encoder_calls >= 4 * len(mosaics)
+        if kind == "box":  # (click windows may reuse the box windows' cached embeddings)
+            assert tiled.encoder_calls >= 4 * len(mosaics)
 
 
 def test_rest_service_keeps_quality(

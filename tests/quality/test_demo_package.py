@@ -138,6 +138,7 @@ def test_data_parallel_training_is_deterministic() -> None:
         (["--max-prompts", "0"], "--max-prompts"),
         (["--eval-scenes", "0"], "--eval-scenes"),
         (["--balance-until", "0"], "--balance-until"),
+        (["--lr", "nan"], "--lr"),
         (["--blind-steps", "-1"], "--blind-steps"),
         (["--min-side", "300", "--max-side", "200"], "--min-side"),
     ],

@@ -26,8 +26,8 @@ def test_box_prompts_reach_floor(demo_predictor: Predictor, heldout_scenes: list
     scores = evaluate(demo_predictor, heldout_scenes, "box")  # measured 0.798
     assert len(scores) >= 100  # 40 scenes of 2-5 objects
     assert mean_iou(scores) >= BOX_FLOOR
-    # Most objects are found: at least 88 % overlap their object by half or more (measured 0.90).
-    assert np.mean([s.iou >= 0.5 for s in scores]) >= 0.88
+    # Most objects are found: at least 86 % overlap their object by half or more (measured 0.90).
+    assert np.mean([s.iou >= 0.5 for s in scores]) >= 0.86
 
 
 def test_point_prompts_reach_floor(demo_predictor: Predictor, heldout_scenes: list[Scene]) -> None:
