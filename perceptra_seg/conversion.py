@@ -193,12 +193,15 @@ def sam1_to_meta(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     shared = state["shared_image_embedding.positional_embedding"]
     if not torch.equal(shared, state["prompt_encoder.shared_embedding.positional_embedding"]):
         raise ValueError("the two copies of the positional-encoding matrix differ")
-    depth: dict[str, int] = {}
+    hidden: dict[str, int] = {}  # MLP → number of hidden layers (``layers.K`` weights)
+    with_output: set[str] = set()  # MLPs that have a ``proj_out``
     for key in state:
         match = _MLP_PART_HF.match(key)
         if match and match["part"] == "proj_out":
-            hidden = sum(k.startswith(f"{match['mlp']}.layers.") and k.endswith(".weight") for k in state)
-            depth[match["mlp"]] = hidden + 2
+            with_output.add(match["mlp"])
+        elif match and match["part"].startswith("layers.") and match["param"] == "weight":
+            hidden[match["mlp"]] = hidden.get(match["mlp"], 0) + 1
+    depth = {mlp: hidden.get(mlp, 0) + 2 for mlp in with_output}  # proj_in + hidden layers + proj_out
     meta: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key.endswith("shared_embedding.positional_embedding") or key.startswith("shared_image_embedding."):

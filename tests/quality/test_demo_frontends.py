@@ -44,6 +44,15 @@ def mosaic(scenes: list[Scene], gap: int) -> Scene:
     return Scene(image, tuple(objects))
 
 
+def demo_app(demo_segmentor: Any) -> Any:
+    """The REST app serving the already loaded demo model."""
+    pytest.importorskip("fastapi")
+    from perceptra_seg.service import create_app
+
+    config = SegmentorConfig.load(None, model={"name": "demo"}, logging={"level": "WARNING"})
+    return create_app(config, backend=demo_segmentor.backend)
+
+
 @pytest.fixture(scope="module")
 def sdk_scores(demo_predictor: Predictor, heldout_scenes: list[Scene]) -> dict[str, list[ObjectScore]]:
     """The SDK's per-object scores on the first :data:`SCENES` held-out scenes, per prompt kind."""
@@ -82,15 +91,10 @@ def test_tiling_windows_keep_quality(
 def test_rest_service_keeps_quality(
     demo_segmentor: Any, heldout_scenes: list[Scene], sdk_scores: dict[str, list[ObjectScore]]
 ) -> None:
-    pytest.importorskip("fastapi")
+    app = demo_app(demo_segmentor)
     from pycocotools import mask as mask_utils
 
-    from perceptra_seg.service import create_app
-
     from ..service.helpers import running
-
-    config = SegmentorConfig.load(None, model={"name": "demo"}, logging={"level": "WARNING"})
-    app = create_app(config, backend=demo_segmentor.backend)
 
     with running(app) as client:
 
@@ -110,13 +114,9 @@ def test_rest_service_keeps_quality(
 
 
 def test_rest_service_refuses_an_image_too_elongated_for_the_model(demo_segmentor: Any) -> None:
-    pytest.importorskip("fastapi")
-    from perceptra_seg.service import create_app
-
+    app = demo_app(demo_segmentor)
     from ..service.helpers import running
 
-    config = SegmentorConfig.load(None, model={"name": "demo"}, logging={"level": "WARNING"})
-    app = create_app(config, backend=demo_segmentor.backend)
     strip = {"image": base64.b64encode(encode_png(np.zeros((1, 2049, 3), np.uint8))).decode(), "box": [0, 0, 99, 1]}
     fits = {**strip, "image": base64.b64encode(encode_png(np.zeros((1, 2048, 3), np.uint8))).decode()}
     with running(app) as client:
