@@ -13,11 +13,22 @@ __all__ = ["Backend", "DecoderOutput", "ImageEmbedding", "PromptBatch", "create_
 
 
 def create_backend(config: SegmentorConfig) -> Backend:
-    """Build the runtime named by ``config.runtime.backend``, importing its heavy dependencies lazily."""
-    if config.runtime.backend == "onnx":
-        from .onnx_backend import OnnxBackend
+    """Build the runtime named by ``config.runtime.backend``, importing its heavy dependencies lazily.
 
-        return OnnxBackend(config)
-    from .torch_backend import TorchBackend
+    Raises:
+        ModelLoadError: the runtime's extra is not installed (the message names the ``pip install`` line), or the
+            model cannot be loaded.
+    """
+    from ..extras import missing_extra
 
-    return TorchBackend(config)
+    name = config.runtime.backend
+    try:
+        if name == "onnx":
+            from .onnx_backend import OnnxBackend
+
+            return OnnxBackend(config)
+        from .torch_backend import TorchBackend
+
+        return TorchBackend(config)
+    except ImportError as exc:  # torch, transformers or onnxruntime missing (also when imported lazily)
+        raise missing_extra(name, exc) from exc

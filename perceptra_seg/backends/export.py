@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 from ..config import SegmentorConfig
 from ..exceptions import ConfigError
+from ..extras import install_command
+from ..utils.atomic import make_dir_public
 from .base import Family
 from .onnx_manifest import (
     DECODER_OUTPUTS,
@@ -54,9 +56,7 @@ try:
 
     from .torch_backend import TorchBackend
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "exporting to ONNX needs PyTorch, transformers and onnx: pip install 'perceptra-seg[export]'"
-    ) from exc
+    raise ImportError(f"exporting to ONNX needs PyTorch, transformers and onnx: {install_command('export')}") from exc
 
 __all__ = ["DEFAULT_OPSET", "convert_export", "export_onnx", "export_precision"]
 
@@ -384,6 +384,7 @@ def _staging(directory: Path) -> Iterator[Path]:
     """A scratch directory beside ``directory`` (same file system, so publishing is a rename), removed afterwards."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.export-", dir=directory.parent))
+    make_dir_public(staging)  # it becomes the export folder: mkdir's mode (0755 under umask 022), not mkdtemp's 0700
     try:
         yield staging
     finally:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..config import SegmentorConfig
 from ..exceptions import BackendError, ConfigError, InvalidInputError, ModelLoadError, ResourceExhaustedError
+from ..extras import install_command
 from ..preprocessing import preprocess_image
 from ..registry import ModelSpec, get_model_spec
 from ..weights import default_cache_dir, file_fingerprint, resolve_checkpoint
@@ -43,7 +44,7 @@ try:
     import onnxruntime as ort
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("the onnx backend needs ONNX Runtime: pip install 'perceptra-seg[onnx]'") from exc
+    raise ImportError(f"the onnx backend needs ONNX Runtime: {install_command('onnx')}") from exc
 
 __all__ = ["OnnxBackend", "decoder_feed", "select_providers"]
 
@@ -238,7 +239,7 @@ class OnnxBackend:
         if not _torch_installed():
             raise ModelLoadError(
                 f"{missing}, and exporting one needs torch, which is not installed. On a machine with"
-                f" pip install 'perceptra-seg[export]', run: {command}{then or ' (or copy an export there)'}"
+                f" {install_command('export')}, run: {command}{then or ' (or copy an export there)'}"
             )
 
     def _load_manifest(self, config: SegmentorConfig, checkpoint: str | None) -> OnnxManifest:

@@ -14,6 +14,7 @@ import numpy as np
 from ..config import SegmentorConfig
 from ..conversion import convert_state_dict, detect_family, unwrap_checkpoint
 from ..exceptions import BackendError, ConfigError, InvalidInputError, ModelLoadError
+from ..extras import install_command
 from ..preprocessing import preprocess_image
 from ..registry import ModelSpec, architecture_config, get_model_spec
 from ..weights import CheckpointSource, resolve_checkpoint
@@ -22,7 +23,7 @@ from .base import DecoderOutput, Family, ImageEmbedding, PromptBatch
 try:
     import torch
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("the torch backend needs PyTorch and transformers: pip install 'perceptra-seg[torch]'") from exc
+    raise ImportError(f"the torch backend needs PyTorch and transformers: {install_command('torch')}") from exc
 
 __all__ = ["TorchBackend", "build_model", "resolve_device"]
 

@@ -19,9 +19,7 @@ import functools
 import inspect
 import json
 import logging
-import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from typer.core import TyperCommand
 from perceptra_seg.config import SegmentorConfig
 from perceptra_seg.exceptions import ConfigError, InvalidInputError, NotFoundError, SegmentorError
 from perceptra_seg.models import SegmentationResult
+from perceptra_seg.utils.atomic import write_bytes_atomic
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -277,18 +276,13 @@ def require_output_dirs(*paths: Path | None) -> None:
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path`` (never a half-written file)."""
+    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path`` (never a half-written file).
+
+    The file gets the permissions ``open()`` would give it (``0o666 & ~umask``), not ``mkstemp``'s 0600.
+    """
     path = path.expanduser()
     require_output_dirs(path)
-    directory = path.parent
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(temp, path)
-    finally:
-        Path(temp).unlink(missing_ok=True)
+    write_bytes_atomic(path, data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def emit_json(value: Any) -> None:

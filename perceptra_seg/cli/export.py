@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from perceptra_seg.exceptions import SegmentorError
+from perceptra_seg.extras import missing_extra
 
 from .common import CommonOptions, command, emit_json
 
@@ -45,7 +45,7 @@ def export_onnx(
         from perceptra_seg.backends import export as exporter
         from perceptra_seg.backends.onnx_manifest import read_manifest
     except ImportError as exc:
-        raise SegmentorError(str(exc)) from None
+        raise missing_extra("export", exc) from None
     manifest_path = exporter.export_onnx(
         config,
         out,

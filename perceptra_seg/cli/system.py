@@ -14,6 +14,7 @@ import typer
 import yaml
 
 from perceptra_seg.exceptions import ConfigError, ModelLoadError, SegmentorError
+from perceptra_seg.extras import missing_extra
 from perceptra_seg.registry import get_model_spec, list_models
 from perceptra_seg.weights import default_cache_dir, resolve_checkpoint
 
@@ -127,8 +128,8 @@ def serve(
     config = opts.load_config()  # fail here, with exit code 2, rather than inside a worker
     try:
         import uvicorn
-    except ImportError:
-        raise SegmentorError("serve needs the REST service extra: pip install 'perceptra-seg[server]'") from None
+    except ImportError as exc:
+        raise missing_extra("server", exc) from None
     if importlib.util.find_spec("perceptra_seg.service") is None:
         raise SegmentorError("this installation has no perceptra_seg.service package")
     os.environ.update(service_environment(opts))

@@ -1,6 +1,7 @@
 """The REST service: ``create_app(config)`` builds the FastAPI app; ``uvicorn perceptra_seg.service.main:app`` runs it.
 
-Needs the ``server`` extra: ``pip install 'perceptra-seg[server]'``.
+Needs the ``server`` extra (installed from source, see :func:`perceptra_seg.extras.install_command`); without it
+``create_app`` raises :class:`~perceptra_seg.exceptions.ConfigError` naming the install line.
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app"]
 
-_INSTALL_HINT = "the REST service needs the 'server' extra: pip install 'perceptra-seg[server]'"
-
-
 def __getattr__(name: str) -> Any:
     if name == "create_app":
         try:
             from .app import create_app
-        except ModuleNotFoundError as exc:
-            raise ModuleNotFoundError(f"{_INSTALL_HINT} (missing module {exc.name!r})", name=exc.name) from exc
+        except ImportError as exc:
+            from ..extras import missing_extra
+
+            raise missing_extra("server", exc) from exc
         return create_app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -45,8 +45,10 @@ def uvicorn_config(app: Any, config: SegmentorConfig) -> uvicorn.Config:
     """uvicorn settings for ``app``: ``server.host``/``server.port``; logging is left to the app's lifespan."""
     try:
         import uvicorn
-    except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError("serving needs the 'server' extra: pip install 'perceptra-seg[server]'") from exc
+    except ImportError as exc:
+        from ..extras import missing_extra
+
+        raise missing_extra("server", exc) from exc
     return uvicorn.Config(app, host=config.server.host, port=config.server.port, log_config=None, access_log=False)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
+from perceptra_seg.exceptions import ConfigError
 from perceptra_seg.utils.masks import png_to_mask
 
 from .conftest import Run
@@ -250,5 +251,6 @@ def test_import_without_typer_gives_the_install_hint(monkeypatch: pytest.MonkeyP
     for name in [m for m in sys.modules if m == "perceptra_seg.cli" or m.startswith("perceptra_seg.cli.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "typer", None)  # what an uninstalled module looks like to import
-    with pytest.raises(ImportError, match=r"pip install 'perceptra-seg\[cli\]'"):
-        importlib.import_module("perceptra_seg.cli")
+    cli_package = importlib.import_module("perceptra_seg.cli")
+    with pytest.raises(ConfigError, match=r"pip install \"perceptra-seg\[cli\] @ git\+https://github.com/perceptra/"):
+        cli_package.app  # noqa: B018
