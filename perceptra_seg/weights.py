@@ -8,12 +8,19 @@
 3. a Hugging Face hub id such as ``facebook/sam2.1-hiera-small`` (``huggingface_hub`` honours ``HF_HOME`` and
    ``HF_HUB_OFFLINE``);
 4. ``None``: Meta's file for the configured model is downloaded into the cache directory (streamed to a temporary
-   file, checked against the hash prefix in its name when it has one, then atomically renamed). A packaged model
+   file, checked against Content-Length and against the hash prefix in its name when it has one; a file without a
+   hash (SAM 2) is checked to be a complete torch checkpoint of the right model family; then atomically renamed,
+   with the permissions ``open()`` would give it). A cached file is checked the cheap way (zip structure and the
+   checkpoint's keys) before use, so a corrupt one fails with a message naming the file to delete. A packaged model
    (the offline ``demo``) resolves to its file in ``perceptra_seg/assets/`` instead; nothing is downloaded.
+
+Download progress goes to the callback installed with :func:`download_progress` (the CLI draws a bar with it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import importlib.resources
 import logging
@@ -21,6 +28,8 @@ import os
 import re
 import tempfile
 import time
+import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,20 +39,43 @@ import platformdirs
 
 from .exceptions import ModelLoadError
 from .registry import ModelSpec
+from .utils.atomic import default_file_mode
 
 __all__ = [
     "CheckpointSource",
+    "ProgressCallback",
     "default_cache_dir",
     "download_checkpoint",
+    "download_progress",
     "file_fingerprint",
     "packaged_checkpoint",
     "resolve_checkpoint",
+    "verify_checkpoint_file",
 ]
 
 logger = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _CHUNK = 1024 * 1024
+
+#: ``callback(name, received_bytes, total_bytes_or_None)``, called as a download advances (and once at its end).
+ProgressCallback = Callable[[str, int, "int | None"], None]
+_PROGRESS: contextvars.ContextVar[ProgressCallback | None] = contextvars.ContextVar("download_progress", default=None)
+
+
+@contextlib.contextmanager
+def download_progress(callback: ProgressCallback) -> Iterator[None]:
+    """Report the progress of every checkpoint download started in this context to ``callback``.
+
+    ``callback(name, received, total)`` gets the file name, the bytes received so far and the expected size
+    (``None`` when the server sends no Content-Length): once when the response starts, after each chunk, and once
+    more when the body is complete.
+    """
+    token = _PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
 
 
 @dataclass(frozen=True)
@@ -136,6 +168,7 @@ def resolve_checkpoint(
     directory = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     target = directory / spec.filename
     if target.is_file():
+        _check_cached(target, spec)
         return CheckpointSource("meta", str(target), file_fingerprint(target))
     if _offline(offline):
         raise ModelLoadError(
@@ -143,25 +176,32 @@ def resolve_checkpoint(
             f"or set model.checkpoint_path (download it from {spec.url})"
         )
     url = f"{download_base_url.rstrip('/')}/{spec.filename}" if download_base_url else spec.url
-    download_checkpoint(url, target, sha256_prefix=spec.sha256_prefix, timeout_s=timeout_s)
+    download_checkpoint(url, target, sha256_prefix=spec.sha256_prefix, timeout_s=timeout_s, family=spec.family)
     return CheckpointSource("meta", str(target), file_fingerprint(target))
 
 
-def download_checkpoint(url: str, target: Path, *, sha256_prefix: str | None, timeout_s: float) -> Path:
+def download_checkpoint(
+    url: str, target: Path, *, sha256_prefix: str | None, timeout_s: float, family: str | None = None
+) -> Path:
     """Stream ``url`` into ``target`` safely.
 
     The body goes to a temporary file in ``target``'s directory; its length is checked against Content-Length and
-    its sha256 against ``sha256_prefix`` (when given); only then is it renamed onto ``target`` (atomic on POSIX and
-    Windows), so a crash or a bad download never leaves a half-written checkpoint under the real name.
+    its sha256 against ``sha256_prefix`` (when given). Without a hash to check, the file must be a complete torch
+    checkpoint (:func:`verify_checkpoint_file`, with every member's CRC; of model ``family`` when given). Only then
+    is it renamed onto ``target`` (atomic on POSIX and Windows), so a crash or a bad download never leaves a
+    half-written or corrupt checkpoint under the real name. The file gets the permissions ``open()`` would give it
+    (``0o666 & ~umask``), so a shared cache stays readable by others.
 
     Raises:
-        ModelLoadError: HTTP error, network error, short body, or hash mismatch (the temporary file is removed).
+        ModelLoadError: HTTP error, network error, short body, hash mismatch, or a file that is not a loadable
+            checkpoint (the temporary file is removed; nothing lands in the cache).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     temp = Path(temp_name)
     digest = hashlib.sha256()
     received = 0
+    progress = _PROGRESS.get()
     logger.info("downloading %s to %s", url, target)
     try:
         with (
@@ -171,11 +211,15 @@ def download_checkpoint(url: str, target: Path, *, sha256_prefix: str | None, ti
             if response.status_code != 200:
                 raise ModelLoadError(f"download of {url} failed: HTTP {response.status_code}")
             expected = int(response.headers.get("content-length", "0")) or None
+            if progress is not None:
+                progress(target.name, 0, expected)
             last_log = time.monotonic()
             for chunk in response.iter_bytes(_CHUNK):
                 out.write(chunk)
                 digest.update(chunk)
                 received += len(chunk)
+                if progress is not None:
+                    progress(target.name, received, expected)
                 if time.monotonic() - last_log > 5:
                     last_log = time.monotonic()
                     total = f"{expected / 2**20:.0f}" if expected else "?"
@@ -187,6 +231,11 @@ def download_checkpoint(url: str, target: Path, *, sha256_prefix: str | None, ti
             raise ModelLoadError(
                 f"download of {url} is corrupted: sha256 {actual[:12]}… does not start with {sha256_prefix}"
             )
+        if sha256_prefix is None:
+            problem = verify_checkpoint_file(temp, family=family, full=True)
+            if problem is not None:
+                raise ModelLoadError(f"download of {url} is not a usable checkpoint ({problem}); nothing was cached")
+        os.chmod(temp, default_file_mode())
         os.replace(temp, target)
     except httpx.HTTPError as exc:
         raise ModelLoadError(f"download of {url} failed: {exc}") from exc
@@ -194,3 +243,55 @@ def download_checkpoint(url: str, target: Path, *, sha256_prefix: str | None, ti
         temp.unlink(missing_ok=True)
     logger.info("downloaded %s (%.1f MiB, sha256 %s)", target.name, received / 2**20, actual[:12])
     return target
+
+
+def verify_checkpoint_file(path: Path, *, family: str | None = None, full: bool = False) -> str | None:
+    """Check that ``path`` is a complete torch checkpoint; returns what is wrong, or ``None`` when it is fine.
+
+    Meta's files are torch zip archives. Checked: the zip's central directory (at the end of the file, so a
+    truncated file fails here) and its ``data.pkl``; with ``full``, the CRC of every member (reads the whole
+    file); when torch is installed, the pickled structure is read (tensors memory-mapped, not read) and must hold a
+    SAM state dict of ``family`` (``sam1``/``sam2``) when given.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith("data.pkl") for name in archive.namelist()):
+                return "not a torch checkpoint: no data.pkl in the archive"
+            if full:
+                broken = archive.testzip()
+                if broken is not None:
+                    return f"member {broken} fails its CRC check"
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        return f"not a complete torch checkpoint: {exc}"
+    try:
+        import torch
+
+        from .conversion import detect_family, unwrap_checkpoint
+    except ImportError:
+        return None  # the zip checks above are all that can be done without torch
+    try:
+        state = unwrap_checkpoint(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+        found = detect_family(state)
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        return f"cannot be read as a SAM checkpoint: {' '.join(str(exc).split())}"
+    if family is not None and found != family:
+        return f"holds a {found.upper()} model, expected {family.upper()}"
+    return None
+
+
+def _check_cached(path: Path, spec: ModelSpec) -> None:
+    """Refuse a cached checkpoint that is truncated or corrupt, naming the file to delete (cheap: no CRC pass).
+
+    A file named with a hash prefix (SAM 1) that is not a zip archive is accepted: it was hash-checked when it
+    was downloaded and may be in torch's legacy format.
+    """
+    with path.open("rb") as handle:
+        is_zip = handle.read(4) == b"PK\x03\x04"
+    if not is_zip and spec.sha256_prefix is not None:
+        return
+    problem = verify_checkpoint_file(path, family=spec.family)
+    if problem is not None:
+        raise ModelLoadError(
+            f"the cached checkpoint {path} is unusable ({problem}): delete that file, or download it again with "
+            f"`segmentor-cli download --model {spec.name} --variant {spec.variant} --force`"
+        )

@@ -24,7 +24,8 @@ def report(exc):
 
 _CASES = {
     # extra: (hidden module, code that needs the extra, expected error type)
-    "torch": ("torch", "from perceptra_seg import Segmentor\nSegmentor(model='sam_v1', device='cpu')", "ModelLoadError"),
+    "torch": ("torch", "from perceptra_seg import Segmentor\nSegmentor(model='sam_v1', device='cpu')",
+              "ModelLoadError"),
     "onnx": ("onnxruntime", "from perceptra_seg import Segmentor\nSegmentor(backend='onnx', device='cpu')",
              "ModelLoadError"),
     "server": ("fastapi", "from perceptra_seg.service import create_app", "ConfigError"),
@@ -33,7 +34,8 @@ _CASES = {
 
 
 def _run(module: str, body: str) -> subprocess.CompletedProcess[str]:
-    code = _PRELUDE.format(module=module) + "try:\n" + textwrap.indent(body, "    ") + "\nexcept Exception as exc:\n    report(exc)\n"
+    code = _PRELUDE.format(module=module) + "try:\n" + textwrap.indent(body, "    ")
+    code += "\nexcept Exception as exc:\n    report(exc)\n"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 

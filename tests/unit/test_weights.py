@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
+import os
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +17,7 @@ import torch
 
 from perceptra_seg import ModelLoadError, Segmentor
 from perceptra_seg.registry import get_model_spec
-from perceptra_seg.weights import download_checkpoint, resolve_checkpoint
+from perceptra_seg.weights import download_checkpoint, download_progress, resolve_checkpoint
 
 
 class _Files(http.server.BaseHTTPRequestHandler):
@@ -81,13 +84,13 @@ def test_truncated_and_missing_downloads(tmp_path: Path, server: Any) -> None:
 
 
 def test_null_checkpoint_downloads_meta_file_once_into_cache(
-    tmp_path: Path, server: Any, small_sam1: tuple[torch.nn.Module, Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """End to end: Segmentor with no checkpoint fetches Meta's file name from the mirror, then reuses the cache."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     base, handler = server
-    spec = get_model_spec("sam_v2", "hiera_tiny")  # SAM 2 names carry no hash: only length is checked
-    handler.files[spec.filename] = small_sam1[1].read_bytes()
+    spec = get_model_spec("sam_v2", "hiera_tiny")  # SAM 2 names carry no hash: length and loadability are checked
+    handler.files[spec.filename] = _sam2_like_checkpoint(tmp_path / "src.pt")
     source = resolve_checkpoint(spec, None, cache_dir=tmp_path, download_base_url=base, timeout_s=5)
     assert Path(source.location) == tmp_path / spec.filename and source.kind == "meta"
     again = resolve_checkpoint(spec, None, cache_dir=tmp_path, download_base_url=base, timeout_s=5)
@@ -157,3 +160,93 @@ def test_explicit_cuda_without_cuda_is_an_error(small_sam1_config: dict[str, Any
     config = {**small_sam1_config, "runtime": {"device": "cuda"}}
     with pytest.raises(ConfigError, match="CUDA is not available"):
         Segmentor(config)
+
+
+# --- download verification, corrupt cache entries, permissions, progress --------------------------------------
+
+
+def _sam2_like_checkpoint(path: Path) -> bytes:
+    """A small file laid out like Meta's SAM 2 checkpoints (``{"model": state_dict}``, zip format)."""
+    generator = torch.Generator().manual_seed(0)
+    state = {
+        "image_encoder.trunk.patch_embed.proj.weight": torch.randn(64, 3, 7, 7, generator=generator),
+        "sam_mask_decoder.iou_token.weight": torch.randn(1, 256, generator=generator),
+    }
+    torch.save({"model": state}, path)
+    return path.read_bytes()
+
+
+@contextlib.contextmanager
+def _umask(value: int) -> Iterator[None]:
+    """Set the (process-wide) umask for the block and restore the previous one whatever happens."""
+    previous = os.umask(value)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte", "sam1 file"])
+def test_unusable_download_without_hash_never_lands_in_the_cache(
+    tmp_path: Path, server: Any, small_sam1: tuple[torch.nn.Module, Path], monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    """A SAM 2 name has no hash: a truncated or corrupt body with an honest Content-Length was cached before."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    base, handler = server
+    spec = get_model_spec("sam_v2", "hiera_tiny")
+    good = _sam2_like_checkpoint(tmp_path / "src.pt")
+    if damage == "truncated":
+        body = good[: len(good) * 2 // 3]
+    elif damage == "flipped byte":
+        position = good.index(b"data/0") + 200  # inside the first tensor's bytes
+        body = good[:position] + bytes([good[position] ^ 0xFF]) + good[position + 1 :]
+    else:
+        body = small_sam1[1].read_bytes()
+    handler.files[spec.filename] = body
+    cache = tmp_path / "cache"
+    with pytest.raises(ModelLoadError, match="is not a usable checkpoint .*nothing was cached"):
+        resolve_checkpoint(spec, None, cache_dir=cache, download_base_url=base, timeout_s=5)
+    assert list(cache.iterdir()) == []
+
+
+def test_corrupt_cached_checkpoint_names_the_file_to_delete(
+    tmp_path: Path, small_sam1_config: dict[str, Any]
+) -> None:
+    spec = get_model_spec("sam_v2", "hiera_tiny")
+    good = _sam2_like_checkpoint(tmp_path / "src.pt")
+    cached = tmp_path / "cache" / spec.filename
+    cached.parent.mkdir()
+    cached.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ModelLoadError, match=f"cached checkpoint {cached} is unusable .*delete that file.*--force"):
+        resolve_checkpoint(spec, None, cache_dir=cached.parent, offline=True)
+    config = {"model": {"name": "sam_v2", "variant": "hiera_tiny", "cache_dir": str(cached.parent), "offline": True},
+              "runtime": {"device": "cpu"}}
+    with pytest.raises(ModelLoadError, match=f"{cached}.*segmentor-cli download --model sam_v2 --variant hiera_tiny"):
+        Segmentor(config)
+    cached.write_bytes(good)  # the repaired file is accepted
+    assert resolve_checkpoint(spec, None, cache_dir=cached.parent, offline=True).location == str(cached)
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_downloaded_checkpoint_honours_the_umask(tmp_path: Path, server: Any, mask: int, mode: int) -> None:
+    base, handler = server
+    handler.files["sam2.1_hiera_tiny.pt"] = _sam2_like_checkpoint(tmp_path / "src.pt")
+    target = tmp_path / "cache" / "sam2.1_hiera_tiny.pt"
+    with _umask(mask):
+        download_checkpoint(f"{base}/sam2.1_hiera_tiny.pt", target, sha256_prefix=None, timeout_s=5, family="sam2")
+    assert stat.S_IMODE(target.stat().st_mode) == mode
+
+
+def test_download_reports_progress_to_the_installed_callback(tmp_path: Path, server: Any) -> None:
+    base, handler = server
+    body = b"x" * (3 * 1024 * 1024 + 5)
+    handler.files["big.pth"] = body
+    calls: list[tuple[str, int, int | None]] = []
+    with download_progress(lambda name, done, total: calls.append((name, done, total))):
+        prefix = hashlib.sha256(body).hexdigest()[:8]
+        download_checkpoint(f"{base}/big.pth", tmp_path / "big.pth", sha256_prefix=prefix, timeout_s=5)
+    assert calls[0] == ("big.pth", 0, len(body)) and calls[-1] == ("big.pth", len(body), len(body))
+    assert [done for _, done, _ in calls] == sorted(done for _, done, _ in calls) and len(calls) >= 3
+    calls.clear()
+    download_checkpoint(f"{base}/big.pth", tmp_path / "again.pth", sha256_prefix=prefix, timeout_s=5)
+    assert calls == []  # outside the context nothing is reported
