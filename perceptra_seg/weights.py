@@ -141,8 +141,11 @@ def resolve_checkpoint(
     offline: bool = False,
     download_base_url: str | None = None,
     timeout_s: float = 60.0,
+    force: bool = False,
 ) -> CheckpointSource:
     """Turn a configured ``checkpoint_path`` into a concrete source, downloading Meta's file if needed.
+
+    ``force`` downloads Meta's file again even when it is cached (only for ``checkpoint_path=None``).
 
     Raises:
         ModelLoadError: the path does not exist and is not a hub id; offline without a cached file; a failed
@@ -167,9 +170,11 @@ def resolve_checkpoint(
         return CheckpointSource("meta", str(packaged), file_fingerprint(packaged))
     directory = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     target = directory / spec.filename
-    if target.is_file():
+    if target.is_file() and not force:
         _check_cached(target, spec)
         return CheckpointSource("meta", str(target), file_fingerprint(target))
+    if _offline(offline) and force:
+        raise ModelLoadError(f"cannot download {spec.filename} again: offline (model.offline or HF_HUB_OFFLINE)")
     if _offline(offline):
         raise ModelLoadError(
             f"offline and no cached checkpoint for {spec.name}/{spec.variant}: put {spec.filename} at {target} "

@@ -98,10 +98,17 @@ class CommonOptions:
         return SegmentorConfig.load(self.config, **self.overrides())
 
     def segmentor(self) -> Any:
-        """A :class:`~perceptra_seg.Segmentor` built from :meth:`load_config` (the model is loaded now)."""
+        """A :class:`~perceptra_seg.Segmentor` built from :meth:`load_config` (the model is loaded now).
+
+        A checkpoint downloaded meanwhile shows a progress bar on stderr when it is a terminal (not with ``--json``).
+        """
         from perceptra_seg.core import Segmentor
 
-        return Segmentor(self.load_config())
+        from .progress import download_bar
+
+        config = self.load_config()
+        with download_bar(enabled=not self.json):
+            return Segmentor(config)
 
 
 def _option(annotation: Any, default: Any = None) -> inspect.Parameter:

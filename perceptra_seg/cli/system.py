@@ -19,6 +19,7 @@ from perceptra_seg.registry import get_model_spec, list_models
 from perceptra_seg.weights import default_cache_dir, resolve_checkpoint
 
 from .common import CommonOptions, command, emit_json, log_level
+from .progress import download_bar
 
 __all__ = ["SERVICE_APP", "register"]
 
@@ -84,16 +85,25 @@ def config_show(opts: CommonOptions) -> None:
         typer.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
 
 
-def download(opts: CommonOptions) -> None:
-    """Prefetch the weights of --model/--variant (Meta's file into the cache dir, or a hub id's files)."""
+def download(
+    opts: CommonOptions,
+    force: Annotated[
+        bool, typer.Option("--force", help="Download Meta's file again even when cached (replaces a corrupt one).")
+    ] = False,
+) -> None:
+    """Prefetch the weights of --model/--variant (Meta's file into the cache dir, or a hub id's files).
+
+    A progress bar is drawn on stderr when it is a terminal (not with --json).
+    """
     config = opts.load_config()
     model = config.model
     spec = get_model_spec(model.name, model.variant)
     cache_dir = Path(model.cache_dir).expanduser() if model.cache_dir else default_cache_dir()
     # a packaged model (the offline demo) is never fetched: it counts as present
     was_cached = model.checkpoint_path is None and (spec.packaged or (cache_dir / spec.filename).is_file())
+    refetch = force and model.checkpoint_path is None and not spec.packaged
     level = logging.WARNING if opts.json else logging.INFO
-    with log_level("perceptra_seg.weights", level):
+    with log_level("perceptra_seg.weights", level), download_bar(enabled=not opts.json):
         source = resolve_checkpoint(
             spec,
             model.checkpoint_path,
@@ -101,6 +111,7 @@ def download(opts: CommonOptions) -> None:
             offline=model.offline,
             download_base_url=model.download_base_url,
             timeout_s=model.download_timeout_s,
+            force=refetch,
         )
     location = _fetch_hub(source.location) if source.kind == "hub" else source.location
     data = {
@@ -109,7 +120,7 @@ def download(opts: CommonOptions) -> None:
         "kind": source.kind,
         "path": location,
         "fingerprint": source.fingerprint,
-        "downloaded": source.kind == "hub" or (model.checkpoint_path is None and not was_cached),
+        "downloaded": source.kind == "hub" or refetch or (model.checkpoint_path is None and not was_cached),
     }
     if opts.json:
         emit_json(data)

@@ -1,10 +1,12 @@
-"""info, config show, download (local HTTP server), serve (uvicorn arguments), export-onnx, and the install hint."""
+"""info, config show, download (local HTTP server; --force, progress bar), serve (uvicorn arguments), export-onnx,
+and the install hint."""
 
 from __future__ import annotations
 
 import hashlib
 import http.server
 import importlib
+import io
 import json
 import logging
 import os
@@ -17,7 +19,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 import yaml
+from rich.console import Console
 
+from perceptra_seg.cli import progress as progress_module
 from perceptra_seg.exceptions import ConfigError
 from perceptra_seg.utils.masks import png_to_mask
 
@@ -52,6 +56,15 @@ def mirror() -> Iterator[tuple[str, type[_Files]]]:
     httpd.server_close()
 
 
+def sam2_like_checkpoint(path: Path) -> bytes:
+    """A small file laid out like Meta's SAM 2 checkpoints (``{"model": state_dict}`` in torch's zip format)."""
+    import torch
+
+    state = {"image_encoder.trunk.pos_embed": torch.ones(1, 8, 7, 7), "sam_mask_decoder.iou_token": torch.ones(8)}
+    torch.save({"model": state}, path)
+    return path.read_bytes()
+
+
 def _mirror_config(tmp_path: Path, base_url: str) -> tuple[Path, Path]:
     cache = tmp_path / "cache"
     config = tmp_path / "mirror.yaml"
@@ -63,7 +76,7 @@ def test_download_fetches_into_the_cache_and_info_lists_it(
     cli: Callable[..., Run], mirror: tuple[str, type[_Files]], tmp_path: Path
 ) -> None:
     base, handler = mirror
-    body = np.random.default_rng(0).bytes(300_000)
+    body = sam2_like_checkpoint(tmp_path / "source.pt")  # a SAM 2 name has no hash: the file must load
     handler.files["sam2.1_hiera_tiny.pt"] = body
     config, cache = _mirror_config(tmp_path, base)
     run = cli("download", "-c", config, "--model", "sam_v2", "--variant", "hiera_tiny", "--json")
@@ -254,3 +267,71 @@ def test_import_without_typer_gives_the_install_hint(monkeypatch: pytest.MonkeyP
     cli_package = importlib.import_module("perceptra_seg.cli")
     with pytest.raises(ConfigError, match=r"pip install \"perceptra-seg\[cli\] @ git\+https://github.com/perceptra/"):
         cli_package.app  # noqa: B018
+
+
+# --- download --force and the progress bar -------------------------------------------------------------------
+
+
+def _terminal(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """Make the CLI's bar console a terminal writing into a buffer (CliRunner's streams are not terminals)."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=120)
+    monkeypatch.setattr(progress_module, "stderr_console", lambda: console)
+    return buffer
+
+
+def test_download_force_replaces_a_corrupt_cached_file(
+    cli: Callable[..., Run], mirror: tuple[str, type[_Files]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    base, handler = mirror
+    good = sam2_like_checkpoint(tmp_path / "source.pt")
+    handler.files["sam2.1_hiera_tiny.pt"] = good
+    config, cache = _mirror_config(tmp_path, base)
+    cache.mkdir()
+    cached = cache / "sam2.1_hiera_tiny.pt"
+    cached.write_bytes(good[:1000])  # what an interrupted copy leaves
+    run = cli("download", "-c", config, "--model", "sam_v2", "--variant", "hiera_tiny")
+    assert run.exit_code == 1 and handler.requests == []
+    assert f"the cached checkpoint {cached} is unusable" in run.stderr and "--force" in run.stderr
+    run = cli("download", "-c", config, "--model", "sam_v2", "--variant", "hiera_tiny", "--force", "--json")
+    assert run.exit_code == 0, run.stderr
+    assert run.json()["downloaded"] is True and cached.read_bytes() == good
+    assert handler.requests == ["/sam2.1_hiera_tiny.pt"]
+
+
+def test_download_draws_a_bar_on_a_terminal_and_not_with_json(
+    cli: Callable[..., Run], mirror: tuple[str, type[_Files]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    base, handler = mirror
+    handler.files["sam2.1_hiera_tiny.pt"] = sam2_like_checkpoint(tmp_path / "source.pt")
+    config, _ = _mirror_config(tmp_path, base)
+    screen = _terminal(monkeypatch)
+    run = cli("download", "-c", config, "--model", "sam_v2", "--variant", "hiera_tiny", "--json")
+    assert run.exit_code == 0 and screen.getvalue() == ""  # --json: no bar
+    run = cli("download", "-c", config, "--model", "sam_v2", "--variant", "hiera_tiny", "--force")
+    assert run.exit_code == 0, run.stderr
+    drawn = screen.getvalue()
+    assert "downloading sam2.1_hiera_tiny.pt" in drawn and "━" in drawn  # the bar itself
+    assert "downloading" not in run.stdout  # stdout stays the command's own output
+
+
+def test_segment_box_draws_the_bar_while_it_downloads_the_checkpoint(
+    cli: Callable[..., Run],
+    mirror: tuple[str, type[_Files]],
+    tmp_path: Path,
+    images: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The segment commands install the same hook; the served file is not a real model, so loading then fails."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    base, handler = mirror
+    handler.files["sam2.1_hiera_tiny.pt"] = sam2_like_checkpoint(tmp_path / "source.pt")
+    config, cache = _mirror_config(tmp_path, base)
+    screen = _terminal(monkeypatch)
+    run = cli("segment-box", "-c", config, "--model", "sam_v2", "--variant", "hiera_tiny", "--device", "cpu",
+              "--image", images["coffee"], "--box", "10", "10", "50", "50")
+    assert handler.requests == ["/sam2.1_hiera_tiny.pt"] and (cache / "sam2.1_hiera_tiny.pt").is_file()
+    assert "downloading sam2.1_hiera_tiny.pt" in screen.getvalue()
+    assert run.exit_code == 1 and run.stderr.startswith("error: ")
