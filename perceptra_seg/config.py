@@ -69,6 +69,11 @@ class ModelConfig(_Section):
         description="SamConfig/Sam2Config keyword overrides, deep-merged, e.g. {vision_config: {num_hidden_layers: 2}}",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _encoder_variant_alias(cls, data: Any) -> Any:
+        return _merge_encoder_variant(data, "model")
+
     @field_validator("name")
     @classmethod
     def _known_model(cls, value: str) -> str:
@@ -117,6 +122,14 @@ class OutputsConfig(_Section):
     png_bit_depth: Literal[1, 8] = 1
     polygon_tolerance: float = Field(0.0, ge=0, description="shapely simplification tolerance in pixels")
     polygon_min_area: float = Field(0.0, ge=0, description="drop polygons and holes smaller than this (pixels²)")
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        """Refuse an unknown format when the config loads (``polygon`` for ``polygons``), not at the first call."""
+        from .utils.masks import validate_formats
+
+        return list(validate_formats(value))
 
 
 class PostprocessConfig(_Section):
@@ -237,7 +250,12 @@ class SegmentorConfig(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _YamlSource(settings_cls)
+        # each source resolves the model.encoder_variant alias on its own, so precedence between sources holds
+        return (
+            _AliasSource(settings_cls, init_settings),
+            _AliasSource(settings_cls, env_settings),
+            _AliasSource(settings_cls, _YamlSource(settings_cls)),
+        )
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> SegmentorConfig:
@@ -277,6 +295,45 @@ class _YamlSource(PydanticBaseSettingsSource):
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
         return data
+
+
+class _AliasSource(PydanticBaseSettingsSource):
+    """Wraps one settings source and resolves ``model.encoder_variant`` (the original README's name of
+    ``model.variant``) within it, before the sources are merged."""
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._inner = inner
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data = self._inner()
+        model = data.get("model")
+        if isinstance(model, dict) and "encoder_variant" in model:
+            try:
+                data = {**data, "model": _merge_encoder_variant(model, "model")}
+            except ValueError as exc:
+                raise ConfigError(f"invalid configuration: {exc}") from None
+        return data
+
+
+def _merge_encoder_variant(data: Any, section: str) -> Any:
+    """``{"encoder_variant": v}`` -> ``{"variant": v}``; both with different values is an error."""
+    if not isinstance(data, dict) or "encoder_variant" not in data:
+        return data
+    merged = dict(data)
+    alias = merged.pop("encoder_variant")
+    current = merged.get("variant")
+    if alias is not None and current is not None and current != alias:
+        raise ValueError(
+            f"{section}.encoder_variant ({alias!r}) and {section}.variant ({current!r}) disagree; "
+            "encoder_variant is another name for variant: set one of them"
+        )
+    if alias is not None:
+        merged["variant"] = alias
+    return merged
 
 
 def _describe(exc: ValidationError) -> str:

@@ -46,6 +46,8 @@ class Segmentor:
         backend: backend name (``"torch"``) or a ready :class:`~perceptra_seg.backends.Backend` instance.
         model, variant, device, precision, checkpoint_path: shortcuts for the config fields of the same name;
             they override the file and the environment.
+        encoder_variant: the original README's name of ``variant`` (``vit_h | vit_l | vit_b``); giving both with
+            different values is a :class:`~perceptra_seg.exceptions.ConfigError`.
 
     Thread safety: every public method may be called from several threads at once; concurrent requests for the
     same image encode it once.
@@ -61,6 +63,7 @@ class Segmentor:
         device: str | None = None,
         precision: str | None = None,
         checkpoint_path: str | Path | None = None,
+        encoder_variant: str | None = None,
     ) -> None:
         self.config = _effective_config(
             config,
@@ -70,6 +73,7 @@ class Segmentor:
             device=device,
             precision=precision,
             checkpoint_path=checkpoint_path,
+            encoder_variant=encoder_variant,
         )
         self._backend: Backend = backend if isinstance(backend, Backend) else create_backend(self.config)
         self._cache: EmbeddingCache[ImageEmbedding] = EmbeddingCache(self.config.cache.max_bytes)
@@ -344,11 +348,15 @@ def _effective_config(
         "device": ("runtime", "device"),
         "precision": ("runtime", "precision"),
         "checkpoint_path": ("model", "checkpoint_path"),
+        "encoder_variant": ("model", "variant"),
     }
     overrides: dict[str, dict[str, Any]] = {}
     for name, value in shortcuts.items():
         if value is not None:
             section, field = sections[name]
+            previous = overrides.get(section, {}).get(field)
+            if previous is not None and previous != value:
+                raise ConfigError(f"conflicting values for {section}.{field}: {previous!r} and {value!r} ({name}=)")
             overrides.setdefault(section, {})[field] = str(value) if isinstance(value, Path) else value
     if isinstance(config, SegmentorConfig):
         if not overrides:

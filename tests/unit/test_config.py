@@ -87,3 +87,62 @@ def test_unknown_env_key_in_a_section_is_rejected(monkeypatch: pytest.MonkeyPatc
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         SegmentorConfig.load("/nonexistent/config.yaml")
+
+
+# --- the original README's model.encoder_variant, and output formats checked at load time -------------------
+
+
+def test_encoder_variant_is_variant_in_yaml_env_and_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = _yaml(tmp_path, "model:\n  name: sam_v1\n  encoder_variant: vit_h\n")  # the original README's file
+    config = SegmentorConfig.load(original)
+    assert config.model.variant == "vit_h" and "encoder_variant" not in config.model.model_dump()
+    monkeypatch.setenv("SEGMENTOR_MODEL_ENCODER_VARIANT", "vit_l")  # env beats YAML, whichever name each uses
+    assert SegmentorConfig.load(original).model.variant == "vit_l"
+    monkeypatch.setenv("SEGMENTOR_MODEL_VARIANT", "vit_l")  # both names, same value: fine
+    assert SegmentorConfig.load(original).model.variant == "vit_l"
+    assert SegmentorConfig.load(original, model={"variant": "vit_b"}).model.variant == "vit_b"  # arguments win
+    assert SegmentorConfig.load(None, model={"name": "sam_v1", "encoder_variant": "vit_b"}).model.variant == "vit_b"
+
+
+def test_conflicting_encoder_variant_and_variant_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    both = _yaml(tmp_path, "model:\n  name: sam_v1\n  variant: vit_b\n  encoder_variant: vit_h\n")
+    with pytest.raises(ConfigError, match=r"model.encoder_variant \('vit_h'\) and model.variant \('vit_b'\) disagree"):
+        SegmentorConfig.load(both)
+    with pytest.raises(ConfigError, match="disagree"):
+        SegmentorConfig.load(None, model={"variant": "vit_b", "encoder_variant": "vit_l"})
+    monkeypatch.setenv("SEGMENTOR_MODEL_VARIANT", "vit_b")
+    monkeypatch.setenv("SEGMENTOR_MODEL_ENCODER_VARIANT", "vit_l")
+    with pytest.raises(ConfigError, match="disagree"):
+        SegmentorConfig.load()
+
+
+def test_segmentor_encoder_variant_keyword(monkeypatch: pytest.MonkeyPatch) -> None:
+    from perceptra_seg import Segmentor
+    from perceptra_seg.core import _effective_config
+
+    assert _effective_config(None, model="sam_v1", encoder_variant="vit_l").model.variant == "vit_l"
+    assert _effective_config({"model": {"variant": "vit_b"}}, encoder_variant="vit_h").model.variant == "vit_h"
+    with pytest.raises(ConfigError, match="conflicting values for model.variant"):
+        Segmentor(model="sam_v1", variant="vit_b", encoder_variant="vit_h")
+
+
+@pytest.mark.parametrize("source", ["yaml", "env", "argument"])
+def test_unknown_output_format_fails_when_the_config_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    path = None
+    if source == "yaml":
+        path = _yaml(tmp_path, "outputs:\n  formats: [rle, polygon]\n")
+    elif source == "env":
+        monkeypatch.setenv("SEGMENTOR_OUTPUTS_FORMATS", '["rle", "polygon"]')
+    overrides = {"outputs": {"formats": ["rle", "polygon"]}} if source == "argument" else {}
+    with pytest.raises(ConfigError, match=r"outputs.formats: .*unknown output format 'polygon'; valid formats: "
+                       r"numpy, rle, png, polygons"):
+        SegmentorConfig.load(path, **overrides)
+
+
+def test_output_formats_are_normalised_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGMENTOR_OUTPUTS_FORMATS", '["RLE", " polygons", "rle"]')
+    assert SegmentorConfig.load().outputs.formats == ["rle", "polygons"]
