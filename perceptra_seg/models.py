@@ -56,11 +56,12 @@ class EmbeddedImage:
     height: int
 
 
-@dataclass
+@dataclass(repr=False)
 class SegmentationResult:
     """One mask and everything derived from it.
 
-    Only the formats asked for are filled in; the others stay ``None``.
+    Only the formats asked for are filled in; the others stay ``None``. ``repr()`` is a one-line summary (shape,
+    score, area, bbox, formats present), never the arrays or bytes themselves.
 
     Attributes:
         mask: bool ``[H, W]`` (format ``numpy``).
@@ -94,3 +95,25 @@ class SegmentationResult:
     png_bytes: bytes | None = None
     low_res_logits: np.ndarray | None = field(default=None, repr=False)
     overlay_png: bytes | None = field(default=None, repr=False)
+
+    @property
+    def formats(self) -> list[str]:
+        """The output formats this result carries (``numpy``, ``rle``, ``png``, ``polygons``), in that order."""
+        present = {"numpy": self.mask, "rle": self.rle, "png": self.png_bytes, "polygons": self.polygons}
+        return [name for name, value in present.items() if value is not None]
+
+    def __repr__(self) -> str:
+        if self.mask is not None:
+            shape: tuple[int, ...] | None = tuple(int(v) for v in self.mask.shape)
+        elif self.rle is not None and "size" in self.rle:
+            shape = tuple(int(v) for v in self.rle["size"])
+        else:
+            shape = None
+        extras = [name for name, value in (("overlay", self.overlay_png), ("low_res_logits", self.low_res_logits))
+                  if value is not None]
+        return (
+            f"SegmentationResult(prompt_index={self.prompt_index}, shape={shape}, score={self.score:.4f}, "
+            f"area={self.area}, bbox={tuple(int(v) for v in self.bbox)}, formats={self.formats}"
+            + (f", with={extras}" if extras else "")
+            + f", latency_ms={self.latency_ms:.1f})"
+        )

@@ -44,6 +44,7 @@ from .common import (
     one_line,
     read_json,
     require_output_dirs,
+    require_suffix,
     write_atomic,
 )
 
@@ -93,6 +94,7 @@ def batch(
 ) -> None:
     """Segment many images; write a COCO results file (resumable; failed images are reported, the run goes on)."""
     opts.load_config()  # an invalid configuration is an error even when every image is already done
+    require_suffix(out, (".json",), "--out")
     require_output_dirs(out)
     jobs, unmatched_images, unmatched_entries = plan_jobs(images, prompts)
     existing = _read_existing(out)

@@ -5,7 +5,9 @@ Every command is registered through :func:`command`, which
 * appends the common options (``--config``, ``--backend``, ``--model``, ``--variant``, ``--checkpoint``,
   ``--device``, ``--precision``, ``--json``, ``--debug``) to the command's own and hands them over as one
   :class:`CommonOptions`;
-* turns every failure into one line ``error: ...`` on stderr and an exit code: **2** for bad input or configuration
+* turns every failure into one line ``error: ...`` on stderr (with ``--json``, also a JSON object
+  ``{"error": {"code": ..., "message": ..., "exit_code": ...}}`` on stdout) and an exit code: **2** for bad input or
+  configuration
   (:class:`~perceptra_seg.exceptions.InvalidInputError`, :class:`~perceptra_seg.exceptions.ConfigError`,
   :class:`~perceptra_seg.exceptions.NotFoundError`, unreadable files, malformed JSON), **1** for everything else
   (a checkpoint that cannot be loaded, a backend failure, an unexpected exception). ``--debug`` adds the traceback
@@ -40,9 +42,11 @@ __all__ = [
     "CommonOptions",
     "command",
     "emit_json",
+    "error_document",
     "exit_code_for",
     "read_json",
     "require_output_dirs",
+    "require_suffix",
     "result_summary",
     "write_atomic",
 ]
@@ -208,6 +212,8 @@ def command(
                     if opts.debug:
                         traceback.print_exc(file=sys.stderr)
                     typer.echo(f"error: {one_line(exc)}", err=True)
+                    if opts.json:
+                        emit_json({"error": error_document(exc)})
                     raise typer.Exit(exit_code_for(exc)) from None
 
         parameters = own + common
@@ -228,6 +234,35 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, (OSError, ValueError)):
         return EXIT_BAD_INPUT
     return EXIT_FAILURE
+
+
+def error_document(exc: BaseException) -> dict[str, Any]:
+    """``{"code", "message", "exit_code"}`` of a failure, for ``--json``; codes are the REST service's
+    (``invalid_input``, ``invalid_config``, ``model_load_error``, ...; ``internal_error`` for anything unexpected)."""
+    if isinstance(exc, SegmentorError):
+        code = exc.code
+    elif isinstance(exc, (OSError, ValueError)):
+        code = "invalid_input"
+    else:
+        code = "internal_error"
+    return {"code": code, "message": one_line(exc), "exit_code": exit_code_for(exc)}
+
+
+def require_suffix(path: Path | None, suffixes: tuple[str, ...], what: str) -> None:
+    """Refuse an output file whose extension says another format than the one written (``mask.jpg`` for a PNG).
+
+    Raises:
+        InvalidInputError: ``path``'s extension (case-insensitive) is not one of ``suffixes``.
+    """
+    if path is not None and path.suffix.lower() not in suffixes:
+        found = f"'{path.suffix}'" if path.suffix else "no extension"
+        raise InvalidInputError(
+            f"{what} {path} has {found}, but it is written as {' or '.join(_FILE_KIND[s] for s in suffixes)}; "
+            f"name it {' or '.join('*' + s for s in suffixes)}"
+        )
+
+
+_FILE_KIND = {".png": "PNG (.png)", ".json": "JSON (.json)"}
 
 
 def one_line(exc: BaseException) -> str:

@@ -26,6 +26,7 @@ from .common import (
     emit_json,
     read_json,
     require_output_dirs,
+    require_suffix,
     result_summary,
     write_atomic,
 )
@@ -49,13 +50,19 @@ _SDK_FORMATS = {
     MaskFormat.json: ["rle", "polygons"],
 }
 
-OutOption = Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the mask (see --format).")]
+OutOption = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Where to write the mask: a .png file (the mask as PNG) or a .json file."),
+]
 FormatOption = Annotated[
     MaskFormat | None,
-    typer.Option("--format", "-f", help="Format of --out; default: png for a .png file name, else json."),
+    typer.Option(
+        "--format", "-f", help="Format of --out: png needs a .png name, rle/polygons/json a .json name; "
+        "default: from the name.",
+    ),
 ]
 OverlayOption = Annotated[
-    Path | None, typer.Option("--overlay", help="Also write a PNG of the image with masks and prompts drawn.")
+    Path | None, typer.Option("--overlay", help="Also write a PNG (.png) of the image with masks and prompts drawn.")
 ]
 MultimaskOption = Annotated[
     bool, typer.Option("--multimask", help="Predict 3 candidate masks and keep the best scored one.")
@@ -175,6 +182,8 @@ def segment(
     polygons}, ...]}.
     """
     _require_file(image)
+    require_suffix(out, (".json",), "--out")
+    require_suffix(overlay, (".png",), "--overlay")
     require_output_dirs(out, overlay)
     prompt_list = load_prompt_list(prompts)
     with opts.segmentor() as seg:
@@ -223,8 +232,9 @@ def _single(
 ) -> None:
     """Shared body of the one-prompt commands: check paths, run ``call(seg, **options)``, write the outputs."""
     _require_file(image)
-    require_output_dirs(out, overlay)
     mask_format = _mask_format(fmt, out)
+    require_suffix(overlay, (".png",), "--overlay")
+    require_output_dirs(out, overlay)
     with opts.segmentor() as seg:
         result = call(
             seg, output_formats=_SDK_FORMATS[mask_format], multimask=multimask, return_overlay=overlay is not None
@@ -239,11 +249,25 @@ def _require_file(image: Path) -> None:
 
 
 def _mask_format(fmt: MaskFormat | None, out: Path | None) -> MaskFormat:
-    if fmt is not None:
-        return fmt
-    if out is not None and out.suffix.lower() == ".png":
-        return MaskFormat.png
-    return MaskFormat.json
+    """The format of ``--out``: ``--format`` if given, else from the name; the name must say what is written.
+
+    ``.png`` holds the mask as a PNG image, ``.json`` the JSON formats (rle, polygons, json). Any other name
+    (``mask.jpg``: a lossy format that cannot hold an exact mask) is refused, as is a ``--format`` that contradicts
+    the name.
+
+    Raises:
+        InvalidInputError: the name's extension is neither ``.png`` nor ``.json``, or does not match ``--format``.
+    """
+    if out is None:
+        return fmt or MaskFormat.json
+    require_suffix(out, (".png", ".json"), "--out")
+    by_name = MaskFormat.png if out.suffix.lower() == ".png" else MaskFormat.json
+    if fmt is None:
+        return by_name
+    if (fmt is MaskFormat.png) != (by_name is MaskFormat.png):
+        kind = "a PNG image" if fmt is MaskFormat.png else "JSON"
+        raise InvalidInputError(f"--format {fmt.value} writes {kind}, but --out {out} is named {out.suffix}")
+    return fmt
 
 
 def _mask_payload(result: SegmentationResult, mask_format: MaskFormat) -> bytes | str:

@@ -173,3 +173,70 @@ def test_debug_shows_the_traceback(cli: Callable[..., Run], config_file: Path, i
     assert run.exit_code == 2
     assert "Traceback (most recent call last)" in run.stderr and "InvalidInputError" in run.stderr
     assert run.stderr.rstrip().splitlines()[-1].startswith("error: box")
+
+
+# --- output names must say what is written; --json errors on stdout ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "message"),
+    [
+        ("mask.jpg", [], "--out {out} has '.jpg', but it is written as PNG (.png) or JSON (.json)"),
+        ("mask", [], "--out {out} has no extension"),
+        ("mask.json", ["--format", "png"], "--format png writes a PNG image, but --out {out} is named .json"),
+        ("mask.png", ["--format", "rle"], "--format rle writes JSON, but --out {out} is named .png"),
+    ],
+)
+def test_out_name_that_contradicts_the_format_is_refused_before_any_work(
+    cli: Callable[..., Run], config_file: Path, images: dict[str, Path], tmp_path: Path, name: str,
+    extra: list[str], message: str,
+) -> None:
+    out = tmp_path / name
+    run = cli("segment-box", "-c", config_file, "-i", images["coffee"], "-b", *BOX, "--out", out, *extra)
+    assert run.exit_code == 2 and message.format(out=out) in run.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_overlay_and_results_names_are_checked_too(
+    cli: Callable[..., Run], config_file: Path, images: dict[str, Path], tmp_path: Path
+) -> None:
+    overlay = tmp_path / "overlay.jpg"
+    run = cli("segment-box", "-c", config_file, "-i", images["coffee"], "-b", *BOX, "--overlay", overlay)
+    assert run.exit_code == 2 and f"--overlay {overlay} has '.jpg'" in run.stderr
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"box": list(BOX)}]))
+    run = cli("segment", "-c", config_file, "-i", images["coffee"], "--prompts", prompts, "--out", tmp_path / "r.txt")
+    assert run.exit_code == 2 and "written as JSON (.json)" in run.stderr
+    run = cli("batch", "-c", config_file, "--images", tmp_path, "--prompts", prompts, "--out", tmp_path / "r.csv")
+    assert run.exit_code == 2 and "written as JSON (.json)" in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.json"]
+
+
+def test_upper_case_png_name_gets_the_png_mask(
+    cli: Callable[..., Run], config_file: Path, images: dict[str, Path], small_segmentor: Any, tmp_path: Path
+) -> None:
+    out = tmp_path / "MASK.PNG"
+    run = cli("segment-box", "-c", config_file, "-i", images["coffee"], "-b", *BOX, "--out", out)
+    assert run.exit_code == 0, run.stderr
+    expected = small_segmentor.segment_from_box(images["coffee"], box=BOX, output_formats=["numpy"])
+    np.testing.assert_array_equal(png_to_mask(out.read_bytes()), expected.mask)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "exit_code", "message"),
+    [
+        (["--out", "mask.jpg"], "invalid_input", 2, "has '.jpg'"),
+        (["--checkpoint", "missing.pth"], "model_load_error", 1, "checkpoint not found"),
+        (["--device", "tpu"], "invalid_config", 2, "unknown device 'tpu'"),
+    ],
+)
+def test_json_mode_reports_errors_as_json_on_stdout(
+    cli: Callable[..., Run], images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    args: list[str], code: str, exit_code: int, message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    run = cli("segment-box", "--model", "sam_v1", "-i", images["coffee"], "-b", *BOX, *args, "--json")
+    assert run.exit_code == exit_code
+    error = run.json()["error"]
+    assert error["code"] == code and error["exit_code"] == exit_code and message in error["message"]
+    assert run.stderr.startswith("error: ") and message in run.stderr  # the human line stays on stderr
