@@ -31,6 +31,7 @@ from ..backends import Backend, create_backend
 from ..config import SegmentorConfig
 from ..core import Segmentor
 from .context import RequestContextMiddleware
+from .docs import install_docs
 from .errors import install_error_handlers
 from .inference import InferenceService, TimedBackend
 from .limits import BodySizeLimitMiddleware, InferenceRunner
@@ -106,10 +107,12 @@ def create_app(
         version=__version__,
         description="Segment Anything (SAM 1, SAM 2 / 2.1) as a REST service.",
         lifespan=lifespan,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
+        docs_url=None,  # /docs is served from packaged assets (install_docs), never from a CDN
+        redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
     )
+    if docs:
+        install_docs(app)
     app.state.service = state
     install_error_handlers(app)
     guard = principal_dependency(authenticator, limiter)
