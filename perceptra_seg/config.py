@@ -187,7 +187,7 @@ class ServerConfig(_Section):
     max_body_bytes: int = Field(72 * 1024 * 1024, gt=0, description="request body limit (413), checked while reading")
     cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins; empty = no CORS")
     cors_allow_credentials: bool = Field(False, description="CORS credentials; refused with the '*' origin")
-    docs_enabled: bool = Field(True, description="serve /docs, /redoc and /openapi.json")
+    docs_enabled: bool = Field(True, description="serve /docs (packaged Swagger UI, works offline) and /openapi.json")
     url_allowed_networks: list[str] = Field(
         default_factory=list,
         description="CIDR ranges image URLs may resolve to although not public (e.g. an internal image store)",

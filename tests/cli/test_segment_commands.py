@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -240,3 +242,19 @@ def test_json_mode_reports_errors_as_json_on_stdout(
     error = run.json()["error"]
     assert error["code"] == code and error["exit_code"] == exit_code and message in error["message"]
     assert run.stderr.startswith("error: ") and message in run.stderr  # the human line stays on stderr
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_outputs_honour_the_umask(
+    cli: Callable[..., Run], config_file: Path, images: dict[str, Path], tmp_path: Path, mask: int, mode: int
+) -> None:
+    """Shared volumes need to read what the CLI writes: the mode is open()'s (0644 under 022), not mkstemp's 0600."""
+    out, overlay = tmp_path / "mask.png", tmp_path / "overlay.png"
+    previous = os.umask(mask)  # process-wide: restored below whatever happens
+    try:
+        run = cli("segment-box", "-c", config_file, "-i", images["coffee"], "-b", *BOX, "--out", out,
+                  "--overlay", overlay)
+    finally:
+        os.umask(previous)
+    assert run.exit_code == 0, run.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == mode and stat.S_IMODE(overlay.stat().st_mode) == mode
