@@ -43,23 +43,28 @@ def __getattr__(name: str) -> Any:
 
 def uvicorn_config(app: Any, config: SegmentorConfig) -> uvicorn.Config:
     """uvicorn settings for ``app``: ``server.host``/``server.port``; logging is left to the app's lifespan."""
+    uvicorn = _import_uvicorn()
+    return uvicorn.Config(app, host=config.server.host, port=config.server.port, log_config=None, access_log=False)
+
+
+def serve(config: SegmentorConfig | None = None) -> None:
+    """Run the service with uvicorn on ``server.host``:``server.port`` (blocks until stopped)."""
+    uvicorn = _import_uvicorn()
+    from . import create_app
+
+    cfg = config if config is not None else load_config_from_env()
+    uvicorn.Server(uvicorn_config(create_app(cfg), cfg)).run()
+
+
+def _import_uvicorn() -> Any:
+    """``uvicorn``, or a :class:`~perceptra_seg.exceptions.ConfigError` naming the server extra's install line."""
     try:
         import uvicorn
     except ImportError as exc:
         from ..extras import missing_extra
 
         raise missing_extra("server", exc) from exc
-    return uvicorn.Config(app, host=config.server.host, port=config.server.port, log_config=None, access_log=False)
-
-
-def serve(config: SegmentorConfig | None = None) -> None:
-    """Run the service with uvicorn on ``server.host``:``server.port`` (blocks until stopped)."""
-    import uvicorn
-
-    from . import create_app
-
-    cfg = config if config is not None else load_config_from_env()
-    uvicorn.Server(uvicorn_config(create_app(cfg), cfg)).run()
+    return uvicorn
 
 
 if __name__ == "__main__":
