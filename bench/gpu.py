@@ -67,22 +67,27 @@ def run_gpu_suite(plan: GpuPlan, out_dir: Path, work_dir: Path, device: str, dea
         results["ious"] = mask_ious(gpu_rows_by_key(results))
         write_gpu_report(results, out_dir)
 
+    steps = [(kind, variant) for variant in plan.variants for kind in ("checkpoint", "gpu-ours", "gpu-meta")]
+    checkpoints: dict[str, str] = {}
+    done = 0
     try:
-        for variant in plan.variants:
-            names = [f"checkpoint_{variant}", f"gpu-ours_{variant}", f"gpu-meta_{variant}"]
+        for kind, variant in steps:
             if deadline.passed():
-                results["skipped"] += names
-                continue
-            checkpoint = runner.run("checkpoint", variant)
-            if checkpoint["status"] != "ok":
-                write()
-                continue
-            for kind in ("gpu-ours", "gpu-meta"):
-                if deadline.passed():
-                    results["skipped"].append(f"{kind}_{variant}")
-                    continue
-                runner.run(kind, variant, checkpoint=checkpoint["checkpoint"], gpu_plan=plan.as_dict())
-                write()
+                results["skipped"].append(f"{kind}_{variant}")
+            elif kind != "checkpoint" and variant not in checkpoints:
+                results["skipped"].append(f"{kind}_{variant} (no checkpoint)")
+            elif kind == "checkpoint":
+                result = runner.run(kind, variant)
+                if result["status"] == "ok":
+                    checkpoints[variant] = result["checkpoint"]
+            else:
+                runner.run(kind, variant, checkpoint=checkpoints[variant], gpu_plan=plan.as_dict())
+            done += 1
+            write()
+    except BaseException:
+        # stopped from outside (SIGTERM from `timeout`, Ctrl-C): the running worker and the rest did not finish
+        results["interrupted"] = [f"{kind}_{variant}" for kind, variant in steps[done:]]
+        raise
     finally:
         write()
     return results

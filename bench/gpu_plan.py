@@ -71,10 +71,11 @@ GPU_FULL = GpuPlan(
     variants=("vit_b", "hiera_tiny", "hiera_large", "vit_h"),  # smallest first: a cut-short run keeps them
     precisions=PRECISIONS,
     batch=8,
-    embed=Budget(warmup=3, min_repeats=5, max_repeats=30, seconds=2.0),
-    encoder=Budget(warmup=3, min_repeats=5, max_repeats=30, seconds=2.0),
-    encoder_batch=Budget(warmup=2, min_repeats=3, max_repeats=10, seconds=3.0),
-    decoder=Budget(warmup=5, min_repeats=20, max_repeats=100, seconds=1.5),
+    # about a second of timed calls per row: process starts and model loads dominate the run's time
+    embed=Budget(warmup=2, min_repeats=5, max_repeats=20, seconds=1.0),
+    encoder=Budget(warmup=2, min_repeats=5, max_repeats=20, seconds=1.0),
+    encoder_batch=Budget(warmup=1, min_repeats=3, max_repeats=8, seconds=1.5),
+    decoder=Budget(warmup=5, min_repeats=20, max_repeats=60, seconds=0.75),
     iou_boxes=4,
     worker_timeout_s=240.0,
 )
@@ -82,7 +83,8 @@ GPU_FULL = GpuPlan(
 GPU_QUICK = GpuPlan(
     mode="quick",
     variants=("vit_b", "hiera_tiny"),
-    precisions=PRECISIONS,
+    # fp16 autocast on a CPU without fp16 matrix units takes minutes per vit_b encode: ask for it with --precisions
+    precisions=("fp32", "bf16"),
     batch=2,
     embed=Budget(warmup=0, min_repeats=1, max_repeats=1, seconds=0.0),
     encoder=Budget(warmup=0, min_repeats=1, max_repeats=1, seconds=0.0),

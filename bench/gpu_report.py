@@ -140,8 +140,12 @@ def analyse_gpu(results: dict[str, Any]) -> dict[str, Any]:
         {"name": f"{w['name']} {row['precision']}", "status": "failed", "detail": row["error"].splitlines()[0][:300]}
         for w in _ok_gpu_workers(results) for row in w.get("rows", []) if "error" in row
     ]
-    problems += [{"name": name, "status": "skipped", "detail": "not started: the run's deadline had passed"}
+    problems += [{"name": name, "status": "skipped",
+                  "detail": "no checkpoint" if name.endswith("(no checkpoint)") else
+                  "not started: the run's deadline had passed"}
                  for name in results.get("skipped", [])]
+    problems += [{"name": name, "status": "interrupted", "detail": "the run was stopped (signal) before it finished"}
+                 for name in results.get("interrupted", [])]
     return {"encoder": encoder, "decoder": decoder, "ious": ious, "problems": problems}
 
 
