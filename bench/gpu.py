@@ -48,6 +48,21 @@ def _environment(workers: list[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """One progress line per precision of a GPU worker's result (the run's log stays useful if it is cut short)."""
+    lines = []
+    for row in result.get("rows", []):
+        if "error" in row:
+            lines.append(f"{row['precision']}: {row['error'].splitlines()[0][:160]}")
+            continue
+        parts = [f"{name} {row[key]['median_ms']:.2f} ms ({row[key]['images_per_s']:.2f} img/s)"
+                 for name, key in (("embed", "embed"), ("b1", "encoder_b1"), (f"b{row['encoder_batch']['batch']}",
+                                                                           "encoder_batch"))]
+        parts.append(f"decoder p50 {row['decoder']['median_ms']:.2f} ms")
+        lines.append(f"{row['precision']}: " + ", ".join(parts))
+    return lines
+
+
 def run_gpu_suite(plan: GpuPlan, out_dir: Path, work_dir: Path, device: str, deadline: Deadline,
                   command: str) -> dict[str, Any]:
     """Run every planned worker, rewriting the report after each one; returns the results document."""
@@ -81,7 +96,9 @@ def run_gpu_suite(plan: GpuPlan, out_dir: Path, work_dir: Path, device: str, dea
                 if result["status"] == "ok":
                     checkpoints[variant] = result["checkpoint"]
             else:
-                runner.run(kind, variant, checkpoint=checkpoints[variant], gpu_plan=plan.as_dict())
+                result = runner.run(kind, variant, checkpoint=checkpoints[variant], gpu_plan=plan.as_dict())
+                for line in summary_lines(result):
+                    print(f"    {line}", file=sys.stderr, flush=True)
             done += 1
             write()
     except BaseException:
@@ -105,7 +122,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="override the plan's precisions (fp32 always runs: the IoU reference)")
     parser.add_argument("--batch", type=int, default=None, help="batch of the batched encoder row (8; quick: 2)")
     parser.add_argument("--deadline-s", type=float, default=None,
-                        help="start no worker after this many seconds (default 400; quick: none; 0: none)")
+                        help="start no worker after this many seconds (default 360; quick: none; 0: none)")
     return parser.parse_args(argv)
 
 
@@ -123,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             print("--device cuda: torch sees no CUDA device", file=sys.stderr)
             return 2
-    deadline_s = args.deadline_s if args.deadline_s is not None else (0.0 if args.quick else 400.0)
+    deadline_s = args.deadline_s if args.deadline_s is not None else (0.0 if args.quick else 360.0)
     out_dir: Path = args.out.resolve()
     work_dir: Path = args.work_dir.resolve()
     signal.signal(signal.SIGTERM, _terminate)

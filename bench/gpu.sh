@@ -12,6 +12,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export PYTHONUNBUFFERED=1
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"   # every model is a local file: never wait on a network that is not there
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 
 python="${PYTHON:-}"

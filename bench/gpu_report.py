@@ -149,6 +149,11 @@ def analyse_gpu(results: dict[str, Any]) -> dict[str, Any]:
     return {"encoder": encoder, "decoder": decoder, "ious": ious, "problems": problems}
 
 
+def _rate(value: float | None) -> str:
+    """images/s: two decimals below 10 (CPU smoke runs), one above."""
+    return "–" if value is None else f"{value:.2f}" if value < 10 else fmt(value)
+
+
 def _iou_cell(value: dict[str, float] | None) -> str:
     return "–" if not value else f"{value['mean']:.3f} / {value['min']:.3f}"
 
@@ -188,8 +193,9 @@ def render_gpu_markdown(results: dict[str, Any], derived: dict[str, Any]) -> str
               f"encoder b{batch} ms", f"b{batch} img/s", "mask IoU vs fp32 (mean / min)", "GPU peak MiB",
               f"ours ÷ Meta img/s (embed / b1 / b{batch})"]
     rows = [
-        [e["variant"], e["precision"], _LABELS[e["implementation"]], e["embed_ms"], e["embed_images_per_s"],
-         e["encoder_b1_ms"], e["encoder_b1_images_per_s"], e["encoder_batch_ms"], e["encoder_batch_images_per_s"],
+        [e["variant"], e["precision"], _LABELS[e["implementation"]], e["embed_ms"], _rate(e["embed_images_per_s"]),
+         e["encoder_b1_ms"], _rate(e["encoder_b1_images_per_s"]), e["encoder_batch_ms"],
+         _rate(e["encoder_batch_images_per_s"]),
          _iou_cell(e["iou_vs_fp32"]) if e["precision"] != "fp32" else "(reference)", e["gpu_peak_mb"],
          _speedups(e.get("speedup_vs_meta"))]
         for e in derived["encoder"]

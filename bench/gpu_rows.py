@@ -87,11 +87,11 @@ def time_module(forward: Callable[[Any], Any], pixels: Any, budget: Budget, sync
     """Median / p95 ms of ``forward(pixels)`` and images per second at the median (``batch × 1000 / median``)."""
     stats = summarize(time_calls(lambda _: forward(pixels), budget, sync))
     batch = int(pixels.shape[0])
-    return {**stats, "batch": batch, "images_per_s": round(batch * 1000 / stats["median_ms"], 2)}
+    return {**stats, "batch": batch, "images_per_s": round(batch * 1000 / stats["median_ms"], 3)}
 
 
 def _per_image(stats: dict[str, Any]) -> dict[str, Any]:
-    return {**stats, "images_per_s": round(1000 / stats["median_ms"], 2)}
+    return {**stats, "images_per_s": round(1000 / stats["median_ms"], 3)}
 
 
 def _masks_path(work_dir: Path, variant: Variant, side: str, precision: str) -> Path:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bench.agreement import save_masks
-from bench.gpu import Deadline
+from bench.gpu import Deadline, summary_lines
 from bench.gpu_plan import GPU_FULL, GpuPlan, make_gpu_plan
 from bench.gpu_report import analyse_gpu, render_gpu_markdown, write_gpu_report
 from bench.gpu_rows import _each_precision
@@ -151,3 +151,11 @@ def test_markdown_tables_and_rebuild_without_masks(tmp_path: Path) -> None:
     rebuilt = analyse_gpu(saved)
     assert rebuilt["decoder"][0]["iou_ours_vs_meta"] == {"mean": 1.0, "min": 1.0}
     assert render_gpu_markdown(saved, rebuilt) == md_path.read_text()
+
+
+def test_progress_lines_per_precision(tmp_path: Path) -> None:
+    ours, meta = _results(tmp_path)["workers"][1:3]
+    assert summary_lines(ours)[0] == ("fp32: embed 20.00 ms (50.00 img/s), b1 10.00 ms (100.00 img/s), "
+                                      "b8 64.00 ms (125.00 img/s), decoder p50 4.00 ms")
+    assert summary_lines(meta)[1] == "bf16: TypeError: bf16"
+    assert summary_lines({"status": "failed", "error": "boom"}) == []
