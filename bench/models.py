@@ -5,8 +5,9 @@ Real weights cannot be downloaded here, so each variant is Meta's own reference 
 file through its normal checkpoint path, the reference predictors use the very same module. Latency does not depend
 on the weights' values; mask agreement between precisions does a little (see ``bench/README.md``).
 
-The reference packages import torchvision at import time; :func:`reference_packages` imports them through the
-stand-in in ``tests/reference_support.py``, which must happen before anything imports transformers.
+The reference packages import torchvision at import time; where torchvision is not installed (our CPU machines),
+:func:`reference_packages` imports them through the stand-in in ``tests/reference_support.py``, which must happen
+before anything imports transformers. Where it is installed (a CUDA machine), they import the real one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 Family = Literal["sam1", "sam2"]
-Runtime = Literal["torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8"]
+Runtime = Literal["torch-fp32", "torch-fp16", "torch-bf16", "onnx-fp32", "onnx-int8"]
 
 RUNTIMES: tuple[Runtime, ...] = ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8")
 #: the output encodings of every interactive measurement
@@ -54,6 +55,7 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     "vit_b": Variant("vit_b", "sam_v1", "sam1", "vit_b", "bench_sam_vit_b.pth", 11),
     "vit_l": Variant("vit_l", "sam_v1", "sam1", "vit_l", "bench_sam_vit_l.pth", 12),
+    "vit_h": Variant("vit_h", "sam_v1", "sam1", "vit_h", "bench_sam_vit_h.pth", 13),
     "hiera_tiny": Variant(
         "hiera_tiny", "sam_v2", "sam2", "configs/sam2.1/sam2.1_hiera_t.yaml", "bench_sam2.1_hiera_tiny.pt", 21
     ),
@@ -62,6 +64,9 @@ VARIANTS: dict[str, Variant] = {
     ),
     "hiera_base_plus": Variant(
         "hiera_base_plus", "sam_v2", "sam2", "configs/sam2.1/sam2.1_hiera_b+.yaml", "bench_sam2.1_hiera_b+.pt", 23
+    ),
+    "hiera_large": Variant(
+        "hiera_large", "sam_v2", "sam2", "configs/sam2.1/sam2.1_hiera_l.yaml", "bench_sam2.1_hiera_large.pt", 24
     ),
 }
 
@@ -85,10 +90,19 @@ def clean_environment() -> dict[str, str]:
 
 @functools.cache
 def reference_packages() -> tuple[ModuleType, ModuleType, ModuleType]:
-    """``segment_anything``, ``sam2.build_sam`` and ``sam2.sam2_image_predictor``, imported with the stand-in.
+    """``segment_anything``, ``sam2.build_sam`` and ``sam2.sam2_image_predictor``: with the real torchvision where
+    it is installed, else through the stand-in.
 
     Call this before anything imports transformers in the process.
     """
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None:
+        import sam2.build_sam as build_sam
+        import sam2.sam2_image_predictor as sam2_predictor
+        import segment_anything
+
+        return segment_anything, build_sam, sam2_predictor
     from tests.reference_support import import_reference_packages
 
     return import_reference_packages()

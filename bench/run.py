@@ -86,7 +86,11 @@ class Runner:
                 return None
             except BaseException:
                 process.send_signal(signal.SIGTERM)
-                process.wait(timeout=60)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:  # stuck in native code: do not leave it running
+                    process.kill()
+                    process.wait()
                 raise
 
     def _read(self, path: Path, task: dict[str, Any], returncode: int | None, log_path: Path) -> dict[str, Any]:

@@ -1,10 +1,10 @@
 """One benchmark configuration in its own process: ``python -m bench.worker TASK.json``.
 
 The task file names the kind of work (``calibrate``, ``checkpoint``, ``onnx-export``, ``ours``, ``meta``,
-``transformers``, ``rest``), the variant and runtime, the plan and where to write the result (JSON). Running each
-configuration in a fresh process keeps peak-memory figures apart and stops one configuration's caches or thread
-pools from colouring the next one's timings. The result always carries ``status`` (``ok``, ``unavailable`` with a
-reason, or ``failed`` with the error) and the process's peak RSS.
+``transformers``, ``rest``, and the GPU benchmark's ``gpu-ours`` / ``gpu-meta``), the variant and runtime, the plan
+and where to write the result (JSON). Running each configuration in a fresh process keeps peak-memory figures apart
+and stops one configuration's caches or thread pools from colouring the next one's timings. The result always
+carries ``status`` (``ok``, ``unavailable`` with a reason, or ``failed`` with the error) and the process's peak RSS.
 """
 
 from __future__ import annotations
@@ -262,11 +262,28 @@ def rest(task: dict[str, Any], plan: Plan, variant: Variant) -> dict[str, Any]:
     }
 
 
+def gpu(task: dict[str, Any], plan: Plan, variant: Variant) -> dict[str, Any]:
+    """A GPU-benchmark worker (``bench/gpu_rows.py``): ours or Meta's predictor, every precision of the plan."""
+    if task["kind"] == "gpu-meta":
+        reference_packages()  # before transformers (the torchvision stand-in where torchvision is missing)
+    from .gpu_plan import GpuPlan
+    from .gpu_rows import environment, gpu_meta, gpu_ours
+
+    _set_threads()
+    gpu_plan = GpuPlan.from_dict(task["gpu_plan"])
+    device = task["device"]
+    measure = gpu_ours if task["kind"] == "gpu-ours" else gpu_meta
+    body = measure(task, gpu_plan, variant, _sync(device))
+    return {**body, "environment": environment(device)}
+
+
 _KINDS: dict[str, Callable[..., dict[str, Any]]] = {
     "ours": ours,
     "meta": meta,
     "transformers": transformers_path,
     "rest": rest,
+    "gpu-ours": gpu,
+    "gpu-meta": gpu,
 }
 
 
