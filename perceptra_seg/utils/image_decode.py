@@ -120,8 +120,8 @@ def decode_memory_estimate(img: Image.Image) -> int:
     """Worst-case bytes a decode of the opened (not yet loaded) ``img`` holds at once, from its header.
 
     The sum of Pillow's decoded image (1 byte a pixel for ``1``/``L``/``P``, 2 for ``I;16*``, 4 otherwise), the
-    decoder's own buffer (TIFF: one strip or tile of raw samples; WebP: one RGBA frame; JPEG, PNG and BMP decode
-    row by row), the ``uint8`` RGB result (3 bytes a pixel) and one conversion block.
+    decoder's own buffer (TIFF: one strip or tile of raw samples; WebP: an RGBA frame and its copy; JPEG, PNG and
+    BMP decode row by row), the ``uint8`` RGB result (3 bytes a pixel) and one conversion block.
     """
     pixels = img.width * img.height
     pillow = pixels * (2 if img.mode.startswith("I;16") else _PILLOW_PIXEL_BYTES.get(img.mode, 4))
@@ -129,8 +129,8 @@ def decode_memory_estimate(img: Image.Image) -> int:
 
 
 def _decoder_buffer(img: Image.Image) -> int:
-    if img.format == "WEBP":
-        return 4 * img.width * img.height
+    if img.format == "WEBP":  # libwebp's RGBA frame and the bytes copy Pillow loads it from
+        return 8 * img.width * img.height
     if img.format != "TIFF":
         return 0
     tags = getattr(img, "tag_v2", {})

@@ -67,18 +67,21 @@ def _save(array: np.ndarray, path: Path, fmt: str, **kwargs: object) -> Path:
 
 
 def _kinds(tmp: Path) -> dict[str, tuple[Path, int]]:
-    """The three reported kinds at :data:`SIDE`² (mostly zero, a patch at [100:200, 100:300]) and the patch's
-    expected 8-bit value under the documented rules."""
+    """The three reported kinds and a WebP (whose decoder holds whole frames) at :data:`SIDE`² (mostly zero, a patch
+    at [100:200, 100:300]) and the patch's expected 8-bit value under the documented rules."""
     f = np.zeros((SIDE, SIDE), np.float32)
     f[100:200, 100:300] = 0.75  # [0, 1] data: round(0.75 * 255) = 191
     i = np.zeros((SIDE, SIDE), np.int32)
     i[100:200, 100:300] = 40000  # round(40000 / 257) = 156
     u = np.zeros((SIDE, SIDE), np.uint16)
     u[100:200, 100:300] = 40000
+    rgb = np.zeros((SIDE, SIDE, 3), np.uint8)
+    rgb[100:200, 100:300] = 200
     return {
         "float32-tiff": (_save(f, tmp / "f.tif", "TIFF", compression="tiff_adobe_deflate"), 191),
         "int32-tiff": (_save(i, tmp / "i.tif", "TIFF", compression="tiff_adobe_deflate"), 156),
         "uint16-png": (_save(u, tmp / "u.png", "PNG"), 156),
+        "rgb-webp": (_save(rgb, tmp / "rgb.webp", "WEBP", lossless=True), 200),
     }
 
 
@@ -88,10 +91,10 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, in
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not _clear_refs_works(), reason="needs Linux VmHWM reset")
-@pytest.mark.parametrize("kind", ["float32-tiff", "int32-tiff", "uint16-png"])
+@pytest.mark.parametrize("kind", ["float32-tiff", "int32-tiff", "uint16-png", "rgb-webp"])
 def test_decode_peak_memory_stays_near_the_result(images: dict[str, tuple[Path, int]], kind: str) -> None:
-    """Peak memory of the decode ≤ its header estimate ≤ Pillow's image + RGB result + 65 MiB, and the
-    pixels follow the documented scaling rules."""
+    """Peak memory of the decode ≤ its header estimate ≤ Pillow's image + decoder buffer + RGB result + 65 MiB,
+    and the pixels follow the documented scaling rules."""
     path, patch_value = images[kind]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run(
@@ -105,11 +108,12 @@ def test_decode_peak_memory_stays_near_the_result(images: dict[str, tuple[Path, 
     with Image.open(path) as img:
         estimate = decode_memory_estimate(img)
         pillow_bytes = SIDE * SIDE * (2 if img.mode.startswith("I;16") else 4)
+        decoder_bytes = SIDE * SIDE * 8 if img.format == "WEBP" else 2**20  # two RGBA frames; a TIFF strip
     result_bytes = SIDE * SIDE * 3
-    assert estimate <= pillow_bytes + result_bytes + 64 * 2**20 + 2**20  # + one TIFF strip (a few rows)
+    assert estimate <= pillow_bytes + decoder_bytes + result_bytes + 64 * 2**20
     assert report["peak"] <= estimate, (report["peak"], estimate)
-    # before: 36 / 29 / 21 bytes a pixel (576 / 464 / 336 MB here)
-    assert report["peak"] < 12 * SIDE * SIDE
+    if kind != "rgb-webp":  # before: 36 / 29 / 21 bytes a pixel (604 / 476 / 338 MB here)
+        assert report["peak"] < 12 * SIDE * SIDE
 
 
 def _float_tiff_header(width: int, height: int) -> bytes:
