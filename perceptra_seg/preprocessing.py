@@ -151,6 +151,8 @@ def logits_to_mask(
     A bilinear sample is a convex combination of its source taps, so it can exceed ``threshold`` only next to a
     source value that does. The full-resolution logits are therefore evaluated only inside the bounding region of
     the source's above-threshold values (plus one tap), which keeps a 100-megapixel image at the cost of its mask.
+    An image smaller than the logits' frame samples them at spaced taps; when every tap misses the above-threshold
+    values the mask is empty, as the whole-array resize would be.
 
     Args:
         low_res_logits: float32 ``[L, L]`` (256 for Meta's models) in the 1024-input frame.
