@@ -231,7 +231,7 @@ def edge_prompts(height: int, width: int, extra_box: tuple[int, int, int, int], 
 
 
 @settings(
-    max_examples=4,
+    max_examples=3,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
     derandomize=True,
