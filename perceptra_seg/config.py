@@ -108,6 +108,9 @@ class InputConfig(_Section):
 
     max_pixels: int = Field(100_000_000, gt=0, description="width × height limit, checked before decoding pixels")
     max_bytes: int = Field(50 * 1024 * 1024, gt=0, description="encoded image size limit")
+    max_decode_bytes: int = Field(
+        1 << 30, gt=0, description="largest memory estimate of one image decode, checked from the header"
+    )
     allow_urls: bool = Field(False, description="accept http(s) URLs as image sources")
     url_timeout_s: float = Field(10.0, gt=0, description="connect/read timeout when fetching an image URL")
     max_prompts: int = Field(256, ge=1, description="prompts per call")

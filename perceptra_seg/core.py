@@ -283,6 +283,7 @@ class Segmentor:
             max_bytes=limits.max_bytes,
             allow_urls=limits.allow_urls,
             url_timeout_s=limits.url_timeout_s,
+            max_decode_bytes=limits.max_decode_bytes,
         )
 
     def _encode(self, pixels: np.ndarray) -> ImageEmbedding:

@@ -125,9 +125,17 @@ def _resample(src: np.ndarray, out_size: tuple[int, int], rows: tuple[int, int],
 
 
 def _span(out_len: int, in_len: int, first: int, last: int) -> tuple[int, int]:
-    """Output positions whose two bilinear source taps can touch source indices ``first..last``."""
-    i0 = bilinear_taps(out_len, in_len, 0, out_len)[0]
-    hit = np.flatnonzero((i0 >= first - 1) & (i0 <= last))
+    """Half-open range of output positions whose bilinear taps ``i0``/``i1`` touch source indices ``first..last``.
+
+    Both taps are non-decreasing in the output position, so the positions form one contiguous run. When the resize
+    shrinks (``out_len < in_len``: an image smaller than the logits' frame) consecutive outputs skip source indices,
+    and a narrow source region can lie between two outputs' taps: then no output sees it and the span is empty,
+    ``(0, 0)`` — exactly what resizing the whole array would give there (nothing above the threshold).
+    """
+    i0, i1, _ = bilinear_taps(out_len, in_len, 0, out_len)
+    hit = np.flatnonzero((i1 >= first) & (i0 <= last))
+    if hit.size == 0:
+        return 0, 0
     return int(hit[0]), int(hit[-1]) + 1
 
 
@@ -143,6 +151,8 @@ def logits_to_mask(
     A bilinear sample is a convex combination of its source taps, so it can exceed ``threshold`` only next to a
     source value that does. The full-resolution logits are therefore evaluated only inside the bounding region of
     the source's above-threshold values (plus one tap), which keeps a 100-megapixel image at the cost of its mask.
+    An image smaller than the logits' frame samples them at spaced taps; when every tap misses the above-threshold
+    values the mask is empty, as the whole-array resize would be.
 
     Args:
         low_res_logits: float32 ``[L, L]`` (256 for Meta's models) in the 1024-input frame.
@@ -165,5 +175,7 @@ def logits_to_mask(
     rows, cols = np.flatnonzero(above.any(axis=1)), np.flatnonzero(above.any(axis=0))
     r0, r1 = _span(height, source.shape[0], int(rows[0]), int(rows[-1]))
     c0, c1 = _span(width, source.shape[1], int(cols[0]), int(cols[-1]))
+    if r0 == r1 or c0 == c1:  # every output's taps miss the above-threshold values: the mask is empty
+        return mask
     mask[r0:r1, c0:c1] = _resample(source, (height, width), (r0, r1), (c0, c1)) > threshold
     return mask
