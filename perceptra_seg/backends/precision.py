@@ -26,6 +26,8 @@ __all__ = [
     "BF16_CPU_MEASURED",
     "CUDA_AUTO_NOTE",
     "EMULATED_BF16_SLOWDOWN",
+    "EMULATED_FP16_SLOWDOWN",
+    "auto_reason",
     "resolve_torch_precision",
     "warn_if_emulated",
 ]
@@ -39,6 +41,9 @@ BF16_CPU_MEASURED: frozenset[tuple[Family, str]] = frozenset({("sam1", "vit_b"),
 CUDA_AUTO_NOTE = "fp16 autocast on GPUs with tensor cores (compute capability ≥ 7.0), else fp32"
 #: how much slower emulated bf16 autocast ran than fp32 on a CPU without native bf16 (see docs/config.md)
 EMULATED_BF16_SLOWDOWN = "5.6× slower than fp32 measured (hiera_tiny encoder, torch and oneDNN on AVX2 kernels)"
+
+#: how much slower fp16 autocast ran than fp32 on CPU (see docs/config.md)
+EMULATED_FP16_SLOWDOWN = "3.2× slower measured (hiera_tiny encoder, torch and oneDNN on AVX2 kernels)"
 
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
@@ -100,8 +105,8 @@ def warn_if_emulated(precision: str, device_type: str) -> str | None:
         )
     else:
         message = (
-            "runtime.precision fp16 on CPU: CPUs have no fast fp16 path for these models, it runs slower than fp32;"
-            " use precision auto or fp32 (fp16 is for CUDA)"
+            "runtime.precision fp16 on CPU: CPUs have no fast fp16 path for these models, it runs slower than fp32"
+            f" ({EMULATED_FP16_SLOWDOWN}); use precision auto or fp32 (fp16 is for CUDA)"
         )
     with _warned_lock:
         first = precision not in _warned
