@@ -3,8 +3,9 @@
 The torch backend resolves ``auto`` per device and CPU (no torch import here, so ``segmentor-cli info`` can show the
 choice without loading a model):
 
-* CUDA: fp16 autocast on GPUs with tensor cores (compute capability 7.0 and later), else fp32. fp16 keeps 3 more
-  mantissa bits than bf16 (measured: :data:`CUDA_AUTO_NOTE`), and autocast keeps softmax and normalisation in fp32.
+* CUDA: SAM 2 / 2.1 (Hiera) in fp16 autocast on GPUs with tensor cores (compute capability 7.0 and later); SAM 1 and
+  older GPUs in fp32. Measured on an H200 with random weights (:data:`CUDA_FP16_MEASURED`): fp16 kept Hiera masks at
+  IoU ≥ 0.998 against fp32 (bf16: 0.369 worst for hiera_small), but not vit_b's (fp16 0.723, bf16 0.600 worst).
 * CPU with native bf16 (AVX512-BF16 or AMX-BF16): bf16 autocast for the Meta architectures whose masks were measured
   to stay at IoU ≥ 0.97 against fp32 (:data:`BF16_CPU_MEASURED`), fp32 for the others (hiera_small missed the floor
   with 0.968; vit_l, vit_h, hiera_base_plus and hiera_large were not measured; neither were custom architectures
@@ -25,6 +26,7 @@ from .base import Family
 __all__ = [
     "BF16_CPU_MEASURED",
     "CUDA_AUTO_NOTE",
+    "CUDA_FP16_MEASURED",
     "EMULATED_BF16_SLOWDOWN",
     "EMULATED_FP16_SLOWDOWN",
     "auto_reason",
@@ -37,8 +39,14 @@ logger = logging.getLogger(__name__)
 #: (family, variant) whose bf16 masks kept a worst-prompt IoU ≥ 0.97 against fp32 on a CPU with AVX512-BF16
 #: (BENCHMARKS.md, random weights: vit_b 0.981, hiera_tiny 0.980; hiera_small 0.968 did not).
 BF16_CPU_MEASURED: frozenset[tuple[Family, str]] = frozenset({("sam1", "vit_b"), ("sam2", "hiera_tiny")})
-#: why CUDA's auto is fp16 (see docs/config.md for the measurement)
-CUDA_AUTO_NOTE = "fp16 autocast on GPUs with tensor cores (compute capability ≥ 7.0), else fp32"
+#: families whose fp16-autocast masks kept a worst-prompt IoU ≥ 0.97 against fp32 on CUDA (H200, random weights:
+#: hiera_tiny 0.998, hiera_small 0.999; vit_b only 0.723, so SAM 1 stays fp32)
+CUDA_FP16_MEASURED: frozenset[Family] = frozenset({"sam2"})
+#: what CUDA's auto does (see docs/config.md for the measurement)
+CUDA_AUTO_NOTE = (
+    "CUDA: SAM 2 fp16 on compute capability >= 7.0 (masks measured at IoU >= 0.998 vs fp32); SAM 1 fp32 (fp16 and"
+    " bf16 measured below 0.97)"
+)
 #: how much slower emulated bf16 autocast ran than fp32 on a CPU without native bf16 (see docs/config.md)
 EMULATED_BF16_SLOWDOWN = "5.6× slower than fp32 measured (hiera_tiny encoder, torch and oneDNN on AVX2 kernels)"
 
@@ -70,7 +78,8 @@ def resolve_torch_precision(
     if requested != "auto":
         return requested
     if device_type == "cuda":
-        return "fp16" if cuda_capability is not None and cuda_capability >= (7, 0) else "fp32"
+        tensor_cores = cuda_capability is not None and cuda_capability >= (7, 0)
+        return "fp16" if tensor_cores and family in CUDA_FP16_MEASURED and not custom_architecture else "fp32"
     measured = (family, variant) in BF16_CPU_MEASURED and not custom_architecture
     return "bf16" if measured and hardware.cpu_features().native_bf16 else "fp32"
 
