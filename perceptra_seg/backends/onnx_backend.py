@@ -158,7 +158,7 @@ def _check_int8_kernels(manifest: OnnxManifest, directory: Path, command: str) -
         return
     raise ModelLoadError(
         f"the INT8 export in {directory} has signed (int8) weights without reduce_range (written by perceptra-seg"
-        f" {manifest.exported_with.get('perceptra-seg', 'before 0.x')}); on this CPU, which has no VNNI"
+        f" {manifest.exported_with.get('perceptra-seg', '(unknown version)')}); on this CPU, which has no VNNI"
         " (AVX512_VNNI/AVX_VNNI/AMX_INT8), its integer products saturate and masks come out wrong."
         f" Export it again (uint8 weights, exact on every CPU): {command}"
     )
