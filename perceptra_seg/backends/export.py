@@ -10,7 +10,9 @@ when there is no box; SAM 2: always). One graph thus serves boxes, points and bo
 points T. ``multimask_output`` changes the graph (SAM 2's single-mask output picks a multimask candidate when the
 first mask is unstable), so it is fixed per graph: ``decoder_single`` and ``decoder_multi``.
 
-Options: ``quantize="int8"`` applies ONNX Runtime's dynamic INT8 quantisation to the MatMul weights of every graph;
+Options: ``quantize="int8"`` applies ONNX Runtime's dynamic INT8 quantisation to the MatMul weights of every graph,
+with uint8 weights and uint8 activations (U8U8, per output channel; recorded in the manifest): their integer products
+are exact on every x86-64 CPU, whereas signed weights saturate 16-bit pair sums on CPUs without VNNI (AVX2 only);
 ``fp16=True`` converts the encoder to float16 (inputs and outputs stay float32) and keeps the decoders in fp32.
 """
 
@@ -36,6 +38,7 @@ from .base import Family
 from .onnx_manifest import (
     DECODER_OUTPUTS,
     GRAPH_NAMES,
+    INT8_QUANTIZATION,
     MANIFEST_NAME,
     PREPROCESSING,
     GraphInfo,
@@ -226,14 +229,18 @@ def _convert_graph(source: Path, target: Path, precision: Precision) -> str | No
     if precision == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        scheme = INT8_QUANTIZATION
+        weight_type = QuantType.QUInt8 if scheme.weight_type == "uint8" else QuantType.QInt8
+
         with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
             quantized = Path(scratch) / target.name
             large = _has_external_data(source)
             root = logging.getLogger()
             root.addFilter(_drop_preprocessing_hint)
             try:
-                quantize_dynamic(source, quantized, op_types_to_quantize=["MatMul"], per_channel=True,
-                                 weight_type=QuantType.QInt8, use_external_data_format=large)
+                quantize_dynamic(source, quantized, op_types_to_quantize=["MatMul"], per_channel=scheme.per_channel,
+                                 reduce_range=scheme.reduce_range, weight_type=weight_type,
+                                 use_external_data_format=large)
             finally:
                 root.removeFilter(_drop_preprocessing_hint)
             return _save(onnx.load(str(quantized)), target)
@@ -324,7 +331,8 @@ def export_onnx(
             (:func:`~perceptra_seg.backends.onnx_manifest.default_onnx_dir`). An existing export there is replaced.
         model, variant, checkpoint_path: shortcuts overriding ``config.model`` (as in ``Segmentor``).
         opset: ONNX opset of the graphs (17 or later keeps LayerNormalization a single operator).
-        quantize: ``"int8"``: dynamic INT8 quantisation of all MatMul weights (per output channel).
+        quantize: ``"int8"``: dynamic INT8 quantisation of all MatMul weights (uint8, per output channel; see
+            :class:`~perceptra_seg.backends.onnx_manifest.Quantization`).
         fp16: float16 encoder (float32 inputs/outputs), float32 decoders.
 
     Raises:
@@ -345,6 +353,7 @@ def export_onnx(
     manifest = OnnxManifest(
         model=spec.name, variant=spec.variant, family=family, checkpoint=fingerprint, opset=opset,
         precision=precision, preprocessing=PREPROCESSING[family], graphs={}, exported_with=_versions(),
+        quantization=INT8_QUANTIZATION if precision == "int8" else None,
     )
     try:
         # the traced graphs live beside the staging folder, not in it: staging is renamed into place when published
@@ -373,7 +382,8 @@ def convert_export(
     if original.precision != "fp32":
         raise ConfigError(f"{source} is a {original.precision} export; convert from an fp32 export")
     directory = Path(out_dir).expanduser()
-    manifest = dataclasses.replace(original, precision=precision, graphs={}, exported_with=_versions())
+    manifest = dataclasses.replace(original, precision=precision, graphs={}, exported_with=_versions(),
+                                   quantization=INT8_QUANTIZATION if precision == "int8" else None)
     with _staging(directory) as staging:
         _finish({name: source / graph.file for name, graph in original.graphs.items()}, staging, directory, manifest)
     return directory / MANIFEST_NAME

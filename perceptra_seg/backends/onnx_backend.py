@@ -5,7 +5,9 @@ live: ``onnx.model_dir`` when set, else a per-model folder in the cache
 (:func:`~perceptra_seg.backends.onnx_manifest.default_onnx_dir`). When that folder holds no export, the backend
 exports one on first use if torch is installed and ``onnx.auto_export`` is on, and otherwise says which command to
 run. Its ``manifest.json`` must name the configured model, variant, precision and (when the checkpoint is available
-locally) checkpoint fingerprint, or the backend refuses to load it.
+locally) checkpoint fingerprint, or the backend refuses to load it. ``runtime.precision: auto`` takes the precision
+of the export found there. An INT8 export with signed weights (older perceptra-seg) is refused on a CPU without VNNI,
+where its integer products saturate, with the command that exports it again.
 
 Sessions are created once per backend (one encoder, one decoder per ``multimask`` setting) and are thread-safe.
 Memory: the CPU arena is on for every session; memory-pattern planning is on for the fixed-shape encoder and off for
@@ -16,11 +18,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from .. import hardware
 from ..config import SegmentorConfig
 from ..exceptions import BackendError, ConfigError, InvalidInputError, ModelLoadError, ResourceExhaustedError
 from ..extras import install_command
@@ -132,15 +136,33 @@ def _mask_size(decoder: Any) -> int:
     return int(shape[-1])
 
 
-def _precision(config: SegmentorConfig) -> Precision:
+def _requested_precision(config: SegmentorConfig) -> Precision | Literal["auto"]:
+    """``runtime.precision`` combined with ``onnx.quantize``: fp32, fp16, int8 or ``auto`` (decided by the export)."""
     precision = config.runtime.precision
     if precision == "bf16":
         raise ConfigError("the onnx backend runs fp32, fp16 or INT8 (onnx.quantize); bf16 is torch-only")
     if config.onnx.quantize == "int8":
-        if precision != "fp32":
-            raise ConfigError(f"onnx.quantize='int8' runs with runtime.precision fp32, not {precision}")
+        if precision not in ("fp32", "auto"):
+            raise ConfigError(f"onnx.quantize='int8' runs with runtime.precision auto or fp32, not {precision}")
         return "int8"
-    return "fp16" if precision == "fp16" else "fp32"
+    return precision
+
+
+def _check_int8_kernels(manifest: OnnxManifest, directory: Path, command: str) -> None:
+    """Refuse an INT8 export whose integer products saturate on this CPU (signed weights without VNNI).
+
+    Raises:
+        ModelLoadError: naming the export's quantisation, the CPU's missing feature and the command that re-exports.
+    """
+    scheme = manifest.quantization
+    if scheme is None or not scheme.saturates_without_vnni or hardware.cpu_features().int8_dot32:
+        return
+    raise ModelLoadError(
+        f"the INT8 export in {directory} has signed (int8) weights without reduce_range (written by perceptra-seg"
+        f" {manifest.exported_with.get('perceptra-seg', '(unknown version)')}); on this CPU, which has no VNNI"
+        " (AVX512_VNNI/AVX_VNNI/AMX_INT8), its integer products saturate and masks come out wrong."
+        f" Export it again (uint8 weights, exact on every CPU): {command}"
+    )
 
 
 def _local_fingerprint(config: SegmentorConfig, spec: ModelSpec) -> str | None:
@@ -179,12 +201,16 @@ class OnnxBackend:
     def __init__(self, config: SegmentorConfig) -> None:
         self.spec = get_model_spec(config.model.name, config.model.variant)
         self.family: Family = self.spec.family
-        self.precision: Precision = _precision(config)
+        wanted = _requested_precision(config)
         requested = config.runtime.device
         providers, self.device = select_providers(requested, ort.get_available_providers())
         checkpoint = _local_fingerprint(config, self.spec)
+        self.precision: Precision = self._found_precision(config, checkpoint) if wanted == "auto" else wanted
         self.directory = self._directory(config, checkpoint)
         self.manifest = self._load_manifest(config, checkpoint)
+        if self.precision == "int8" and self.device == "cpu":
+            _check_int8_kernels(self.manifest, self.directory, export_command(
+                self.spec.name, self.spec.variant, config.model.checkpoint_path, self.directory, "int8"))
         threads = config.runtime.num_threads
         self._sessions = {
             name: _session(self.directory / graph.file, providers, threads, static_shapes=name == "encoder")
@@ -206,6 +232,22 @@ class OnnxBackend:
         )
 
     # ------------------------------------------------------------------ loading
+
+    def _found_precision(self, config: SegmentorConfig, checkpoint: str | None) -> Precision:
+        """``precision: auto``: the precision of the export in ``onnx.model_dir``, else of the first export in the
+        cache (fp32, fp16, then INT8), else fp32 (exported on first use)."""
+        if config.onnx.model_dir is not None:
+            directory = Path(config.onnx.model_dir).expanduser()
+            found = read_manifest(directory).precision if (directory / MANIFEST_NAME).is_file() else "fp32"
+        else:
+            candidates: tuple[Precision, ...] = ("fp32", "fp16", "int8")
+            found = next((
+                precision for precision in candidates if checkpoint is not None and (default_onnx_dir(
+                    config.model.cache_dir, self.spec.name, self.spec.variant, precision, checkpoint
+                ) / MANIFEST_NAME).is_file()
+            ), "fp32")
+        logger.info("precision auto-selected for ONNX Runtime: %s (the export's)", found)
+        return found
 
     def _directory(self, config: SegmentorConfig, checkpoint: str | None) -> Path:
         if config.onnx.model_dir is not None:
@@ -275,6 +317,7 @@ class OnnxBackend:
             "precision": self.precision,
             "checkpoint": self.manifest.checkpoint,
             "providers": list(self.providers),
+            "quantization": asdict(self.manifest.quantization) if self.manifest.quantization else None,
         }
 
     def _run(self, name: str, outputs: Sequence[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:

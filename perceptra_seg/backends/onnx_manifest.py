@@ -14,7 +14,9 @@ An export directory holds three graphs and ``manifest.json``:
   ``S`` = 4 × the embedding grid: 256 for Meta's models (static in the graph; the backend reads it from there).
 
 The manifest names the model, variant, family, checkpoint fingerprint, opset, precision, each graph's file, size and
-input/output names, and the preprocessing, so that the runtime refuses a pair that does not belong together.
+input/output names, and the preprocessing, so that the runtime refuses a pair that does not belong together. INT8
+exports also record how they were quantised (:class:`Quantization`); manifests written before that field existed
+are read as the signed-weight scheme they used (:data:`LEGACY_INT8`).
 """
 
 from __future__ import annotations
@@ -34,11 +36,14 @@ __all__ = [
     "DECODER_OUTPUTS",
     "FORMAT_VERSION",
     "GRAPH_NAMES",
+    "INT8_QUANTIZATION",
+    "LEGACY_INT8",
     "MANIFEST_NAME",
     "PREPROCESSING",
     "GraphInfo",
     "OnnxManifest",
     "Precision",
+    "Quantization",
     "check_manifest",
     "decoder_inputs",
     "default_onnx_dir",
@@ -99,6 +104,39 @@ class GraphInfo:
 
 
 @dataclass(frozen=True)
+class Quantization:
+    """How an INT8 export was quantised: ONNX Runtime's dynamic quantisation of the MatMul weights.
+
+    Activations are quantised at run time to uint8. With int8 (signed) weights, CPUs without VNNI (AVX2 only) multiply
+    in 16-bit pair sums that saturate (255 × 127 × 2 > 32767), which wrecks masks; uint8 weights use exact 16 × 16 →
+    32-bit products there, and ``reduce_range`` (7-bit weights: 255 × 64 × 2 ≤ 32767) avoids the overflow at a
+    loss of precision.
+
+    Attributes:
+        weight_type: ``"uint8"`` (asymmetric, what exports use now) or ``"int8"`` (symmetric, older exports).
+        activation_type: always ``"uint8"`` (dynamic quantisation).
+        reduce_range: weights limited to 7 bits.
+        per_channel: one scale (and zero point) per output channel of each weight matrix.
+    """
+
+    weight_type: Literal["uint8", "int8"]
+    activation_type: Literal["uint8"] = "uint8"
+    reduce_range: bool = False
+    per_channel: bool = True
+
+    @property
+    def saturates_without_vnni(self) -> bool:
+        """Whether the integer products can overflow int16 on a CPU whose 8-bit kernels lack VNNI (AVX2 only)."""
+        return self.weight_type == "int8" and not self.reduce_range
+
+
+#: what ``export_onnx(quantize="int8")`` writes: exact integer arithmetic on every x86-64 CPU (AVX2 and AVX-512).
+INT8_QUANTIZATION = Quantization(weight_type="uint8")
+#: INT8 exports whose manifest has no ``quantization`` entry (perceptra-seg before it was recorded).
+LEGACY_INT8 = Quantization(weight_type="int8")
+
+
+@dataclass(frozen=True)
 class OnnxManifest:
     """What an export directory holds (see the module docstring)."""
 
@@ -112,6 +150,8 @@ class OnnxManifest:
     graphs: dict[str, GraphInfo]
     exported_with: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    #: how INT8 graphs were quantised; ``None`` for fp32 / fp16 exports
+    quantization: Quantization | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -130,6 +170,17 @@ class OnnxManifest:
             )
             for name, g in data["graphs"].items()
         }
+        quantization = None
+        if data["precision"] == "int8":
+            recorded = data.get("quantization")
+            quantization = LEGACY_INT8 if recorded is None else Quantization(
+                weight_type=recorded["weight_type"],
+                activation_type=recorded["activation_type"],
+                reduce_range=bool(recorded["reduce_range"]),
+                per_channel=bool(recorded["per_channel"]),
+            )
+            if quantization.weight_type not in ("uint8", "int8") or quantization.activation_type != "uint8":
+                raise ValueError(f"unknown INT8 quantisation {recorded}")
         return cls(
             model=str(data["model"]),
             variant=str(data["variant"]),
@@ -141,6 +192,7 @@ class OnnxManifest:
             graphs=graphs,
             exported_with={str(k): str(v) for k, v in dict(data.get("exported_with", {})).items()},
             format_version=int(data["format_version"]),
+            quantization=quantization,
         )
 
 

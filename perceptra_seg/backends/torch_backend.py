@@ -19,6 +19,7 @@ from ..preprocessing import preprocess_image
 from ..registry import ModelSpec, architecture_config, get_model_spec
 from ..weights import CheckpointSource, resolve_checkpoint
 from .base import DecoderOutput, Family, ImageEmbedding, PromptBatch
+from .precision import resolve_torch_precision, warn_if_emulated
 
 try:
     import torch
@@ -127,7 +128,11 @@ def _row(batch: PromptBatch, index: int) -> PromptBatch:
 
 
 class TorchBackend:
-    """Encode/decode with a transformers SAM model on CPU or CUDA, fp32 or autocast fp16/bf16."""
+    """Encode/decode with a transformers SAM model on CPU or CUDA, fp32 or autocast fp16/bf16.
+
+    ``runtime.precision: auto`` is resolved here (:func:`~perceptra_seg.backends.precision.resolve_torch_precision`);
+    :attr:`precision`, ``info()`` and the fingerprint hold the resolved value.
+    """
 
     def __init__(self, config: SegmentorConfig) -> None:
         self._config = config
@@ -135,7 +140,17 @@ class TorchBackend:
         self.family: Family = self.spec.family
         runtime = config.runtime
         self.device = resolve_device(runtime.device)
-        self.precision = runtime.precision
+        self.precision = resolve_torch_precision(
+            runtime.precision,
+            device_type=self.device.type,
+            family=self.family,
+            variant=self.spec.variant,
+            custom_architecture=bool(config.model.architecture),
+            cuda_capability=torch.cuda.get_device_capability(self.device) if self.device.type == "cuda" else None,
+        )
+        if runtime.precision == "auto":
+            logger.info("precision auto-selected: %s (device %s)", self.precision, self.device)
+        warn_if_emulated(self.precision, self.device.type)
         if runtime.num_threads is not None:
             torch.set_num_threads(runtime.num_threads)
         self.source: CheckpointSource = resolve_checkpoint(

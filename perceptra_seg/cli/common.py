@@ -163,7 +163,9 @@ _COMMON_PARAMETERS: dict[str, inspect.Parameter] = {
         ]
     ),
     "precision": _option(
-        Annotated[str | None, typer.Option("--precision", rich_help_panel=_COMMON_PANEL, help="fp32 | fp16 | bf16.")]
+        Annotated[
+            str | None, typer.Option("--precision", rich_help_panel=_COMMON_PANEL, help="auto | fp32 | fp16 | bf16.")
+        ]
     ),
     "json": _option(
         Annotated[bool, typer.Option("--json", rich_help_panel=_COMMON_PANEL, help="Machine-readable JSON on stdout.")],

@@ -13,6 +13,10 @@ from typing import Annotated, Any
 import typer
 import yaml
 
+from perceptra_seg import hardware
+from perceptra_seg.backends.onnx_manifest import MANIFEST_NAME
+from perceptra_seg.backends.precision import auto_reason, resolve_torch_precision
+from perceptra_seg.config import SegmentorConfig
 from perceptra_seg.exceptions import ConfigError, ModelLoadError, SegmentorError
 from perceptra_seg.extras import missing_extra
 from perceptra_seg.registry import get_model_spec, list_models
@@ -48,17 +52,21 @@ def register(app: typer.Typer) -> None:
 
 
 def info(opts: CommonOptions) -> None:
-    """Device, available backends, checkpoint cache and the effective configuration."""
+    """Device, CPU features, the precision ``auto`` picks, backends, checkpoint cache and the configuration."""
     config = opts.load_config()
     cache_dir = Path(config.model.cache_dir).expanduser() if config.model.cache_dir else default_cache_dir()
     cached = sorted({spec.filename for spec in list_models() if (cache_dir / spec.filename).is_file()})
     device, backends, settings = _device_info(config.runtime.device), _backends(), config.model_dump(mode="json")
     version, python = _version("perceptra-seg"), sys.version.split()[0]
+    cpu = hardware.cpu_features().as_dict()
+    precision = _precision_info(config, device)
     if opts.json:
         emit_json({
             "version": version,
             "python": python,
             "device": device,
+            "cpu": cpu,
+            "precision": precision,
             "backends": backends,
             "cache_dir": str(cache_dir),
             "cached_checkpoints": cached,
@@ -68,6 +76,9 @@ def info(opts: CommonOptions) -> None:
     selected = device["selected"] or f"unavailable: {device['error']}"
     typer.echo(f"perceptra-seg {version} (Python {python})")
     typer.echo(f"device:   {selected} (requested {device['requested']})")
+    flags = ", ".join(hardware.cpu_features().names()) or "none detected"
+    typer.echo(f"cpu:      {cpu['model'] or 'unknown model'}; features: {flags} (from {cpu['source']})")
+    typer.echo(f"precision: {precision['requested']} -> {precision['resolved']} ({precision['reason']})")
     for name, backend in backends.items():
         detail = ", ".join(f"{k} {v}" for k, v in backend.items() if k != "available" and v)
         typer.echo(f"backend:  {name}: {'available' if backend['available'] else 'not installed'} {detail}".rstrip())
@@ -188,10 +199,43 @@ def _device_info(requested: str) -> dict[str, Any]:
     if info["cuda_available"]:
         info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     try:
-        info["selected"] = str(resolve_device(requested))
+        selected = resolve_device(requested)
+        info["selected"] = str(selected)
+        if selected.type == "cuda":
+            info["cuda_capability"] = list(torch.cuda.get_device_capability(selected))
     except ConfigError as exc:
         info["error"] = str(exc)
     return info
+
+
+def _precision_info(config: SegmentorConfig, device: dict[str, Any]) -> dict[str, Any]:
+    """``runtime.precision`` as configured and as the configured backend would run it on this machine."""
+    requested = config.runtime.precision
+    spec = get_model_spec(config.model.name, config.model.variant)
+    if config.runtime.backend == "onnx":
+        model_dir = config.onnx.model_dir
+        if config.onnx.quantize == "int8":
+            resolved, reason = "int8", "onnx.quantize is int8"
+        elif requested != "auto":
+            resolved, reason = requested, "as configured"
+        elif model_dir and (Path(model_dir).expanduser() / MANIFEST_NAME).is_file():
+            from perceptra_seg.backends.onnx_manifest import read_manifest
+
+            resolved = read_manifest(Path(model_dir).expanduser()).precision
+            reason = f"the precision of the export in {model_dir}"
+        else:
+            resolved, reason = "fp32", "no export configured: fp32, or the precision of an export found in the cache"
+        return {"requested": requested, "resolved": resolved, "reason": reason}
+    selected = str(device.get("selected") or "cpu")
+    device_type = "cuda" if selected.startswith("cuda") else "cpu"
+    capability = tuple(device["cuda_capability"]) if device_type == "cuda" and device.get("cuda_capability") else None
+    custom = bool(config.model.architecture)
+    resolved = resolve_torch_precision(
+        requested, device_type=device_type, family=spec.family, variant=spec.variant, custom_architecture=custom,
+        cuda_capability=capability,
+    )
+    reason = auto_reason(device_type, spec.family, spec.variant, custom) if requested == "auto" else "as configured"
+    return {"requested": requested, "resolved": resolved, "reason": reason}
 
 
 def _backends() -> dict[str, dict[str, Any]]:

@@ -23,8 +23,10 @@ from rich.console import Console
 
 from perceptra_seg.cli import progress as progress_module
 from perceptra_seg.exceptions import ConfigError
+from perceptra_seg.hardware import CpuFeatures
 from perceptra_seg.utils.masks import png_to_mask
 
+from ..cpus import AVX2_ONLY, AVX512_BF16, pretend_cpu
 from .conftest import Run
 
 
@@ -335,3 +337,50 @@ def test_segment_box_draws_the_bar_while_it_downloads_the_checkpoint(
     assert handler.requests == ["/sam2.1_hiera_tiny.pt"] and (cache / "sam2.1_hiera_tiny.pt").is_file()
     assert "downloading sam2.1_hiera_tiny.pt" in screen.getvalue()
     assert run.exit_code == 1 and run.stderr.startswith("error: ")
+    with pytest.raises(ImportError, match=r"pip install 'perceptra-seg\[cli\]'"):
+        importlib.import_module("perceptra_seg.cli")
+
+
+@pytest.mark.parametrize(
+    ("cpu", "variant", "resolved", "reason"),
+    [
+        (AVX2_ONLY, "vit_b", "fp32", "without native bf16"),
+        (AVX512_BF16, "vit_b", "bf16", "measured at IoU >= 0.97"),
+        (AVX512_BF16, "vit_h", "fp32", "not measured to keep IoU >= 0.97"),
+    ],
+    ids=["avx2-vit_b", "avx512-bf16-vit_b", "avx512-bf16-vit_h"],
+)
+def test_info_shows_cpu_features_and_what_auto_picks(
+    cli: Callable[..., Run], monkeypatch: pytest.MonkeyPatch, cpu: CpuFeatures, variant: str, resolved: str,
+    reason: str,
+) -> None:
+    pretend_cpu(monkeypatch, cpu)
+    args = ("info", "--model", "sam_v1", "--variant", variant, "--device", "cpu")
+    report = cli(*args, "--json").json()
+    assert report["cpu"]["avx512_bf16"] is cpu.avx512_bf16 and report["cpu"]["native_bf16"] is cpu.native_bf16
+    assert report["cpu"]["model"] == cpu.model
+    assert report["precision"]["requested"] == "auto" and report["precision"]["resolved"] == resolved
+    assert reason in report["precision"]["reason"]
+    text = cli(*args).stdout
+    assert f"features: {', '.join(cpu.names())} (from test)" in text
+    assert f"precision: auto -> {resolved} (" in text
+    explicit = cli(*args, "--precision", "fp16", "--json").json()["precision"]
+    assert (explicit["resolved"], explicit["reason"]) == ("fp16", "as configured")
+
+
+def test_info_shows_the_onnx_exports_precision(cli: Callable[..., Run], tmp_path: Path) -> None:
+    from perceptra_seg.backends.onnx_manifest import GRAPH_NAMES, GraphInfo, OnnxManifest, write_manifest
+
+    directory = tmp_path / "export"
+    directory.mkdir()
+    graphs = {}
+    for name, file in GRAPH_NAMES.items():
+        (directory / file).write_bytes(b"graph")
+        graphs[name] = GraphInfo(file, None, 5, "fp16" if name == "encoder" else "fp32", (), ())
+    write_manifest(directory, OnnxManifest("sam_v1", "vit_b", "sam1", "0" * 16, 17, "fp16", "", graphs))
+    config = tmp_path / "onnx.yaml"
+    config.write_text(yaml.safe_dump({"runtime": {"backend": "onnx"}, "onnx": {"model_dir": str(directory)}}))
+    found = cli("info", "-c", config, "--json").json()["precision"]
+    assert (found["requested"], found["resolved"]) == ("auto", "fp16") and str(directory) in found["reason"]
+    assert cli("info", "-c", config, "--json", "--precision", "fp32").json()["precision"]["resolved"] == "fp32"
+    assert cli("info", "--backend", "onnx", "--json").json()["precision"]["resolved"] == "fp32"  # nothing exported

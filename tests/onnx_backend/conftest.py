@@ -132,7 +132,9 @@ def sam2_export(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     del model
     config = {
         "model": {"name": "sam_v2", "variant": "hiera_tiny", "checkpoint_path": str(checkpoint)},
-        "runtime": {"device": "cpu"},
+        # fp32 pinned: the reference of the agreement tests (precision auto would pick bf16 for hiera_tiny on a CPU
+        # with native bf16, and fp32 elsewhere)
+        "runtime": {"device": "cpu", "precision": "fp32"},
     }
     export_onnx(config, root / "fp32")
     return Exported("sam2", config, create_backend(SegmentorConfig.load(None, **config)), root / "fp32")

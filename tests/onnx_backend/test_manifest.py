@@ -13,8 +13,9 @@ import pytest
 from perceptra_seg import ConfigError, ModelLoadError, Segmentor
 from perceptra_seg.backends import export as export_module
 from perceptra_seg.backends.export import convert_export, export_precision
-from perceptra_seg.backends.onnx_manifest import MANIFEST_NAME, read_manifest
+from perceptra_seg.backends.onnx_manifest import LEGACY_INT8, MANIFEST_NAME, read_manifest
 
+from ..cpus import AVX2_ONLY, AVX512_BF16, pretend_cpu
 from .conftest import Exported, onnx_config
 
 
@@ -52,7 +53,7 @@ def test_mismatched_manifest_is_refused(
 ) -> None:
     directory = _copy(sam1_export, tmp_path, **changes)
     with pytest.raises(ModelLoadError, match="does not match the configuration") as caught:
-        _load(sam1_export, directory)
+        _load(sam1_export, directory, runtime={"precision": "fp32"})  # explicit: auto takes the export's
     assert named in str(caught.value) and str(directory) in str(caught.value)
 
 
@@ -120,7 +121,7 @@ def test_missing_export_without_auto_export_names_the_command(sam1_export: Expor
     ("sections", "match"),
     [
         ({"runtime": {"precision": "bf16"}}, "bf16 is torch-only"),
-        ({"runtime": {"precision": "fp16"}, "onnx": {"quantize": "int8"}}, "runtime.precision fp32"),
+        ({"runtime": {"precision": "fp16"}, "onnx": {"quantize": "int8"}}, "runtime.precision auto or fp32"),
     ],
 )
 def test_unsupported_precision_is_a_config_error(
@@ -178,3 +179,35 @@ def test_no_export_dir_and_no_local_checkpoint_explains_both(tmp_path: Path) -> 
     assert "segmentor-cli export-onnx --model sam_v2 --variant hiera_tiny --out <export dir>" in message
     assert message.endswith("then set onnx.model_dir to that folder")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_older_signed_int8_export_is_refused_without_vnni(
+    sam1_export: Exported, derive: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a manifest written before the quantisation was recorded: its graphs had signed weights
+    directory = tmp_path / "legacy"
+    shutil.copytree(derive(sam1_export, quantize="int8"), directory)
+    data = json.loads((directory / MANIFEST_NAME).read_text())
+    del data["quantization"]
+    (directory / MANIFEST_NAME).write_text(json.dumps(data))
+    assert read_manifest(directory).quantization == LEGACY_INT8 and LEGACY_INT8.saturates_without_vnni
+
+    pretend_cpu(monkeypatch, AVX2_ONLY)
+    with pytest.raises(ModelLoadError, match="saturate") as error:
+        _load(sam1_export, directory, onnx={"quantize": "int8"})
+    assert "segmentor-cli export-onnx --model sam_v1 --variant vit_b" in str(error.value)
+    assert f"--out {directory} --quantize int8" in str(error.value)
+
+    pretend_cpu(monkeypatch, AVX512_BF16)  # VNNI: the same export is exact, and still loads
+    info = _load(sam1_export, directory, onnx={"quantize": "int8"}).backend.info()
+    assert info["precision"] == "int8" and info["quantization"]["weight_type"] == "int8"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_auto_precision_is_the_exports(sam1_export: Exported, derive: Any, precision: str) -> None:
+    options = {"fp32": {}, "fp16": {"fp16": True}, "int8": {"quantize": "int8"}}[precision]
+    directory = derive(sam1_export, **options) if options else sam1_export.fp32_dir
+    segmentor = _load(sam1_export, directory, runtime={"precision": "auto"})
+    info = segmentor.backend.info()
+    assert info["precision"] == precision and f"|{precision}|" in segmentor.backend.fingerprint
+    assert (info["quantization"] or {}).get("weight_type") == ("uint8" if precision == "int8" else None)

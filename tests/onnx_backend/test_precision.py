@@ -11,16 +11,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from perceptra_seg import Segmentor
-from perceptra_seg.backends.onnx_manifest import read_manifest
+from perceptra_seg.backends.onnx_manifest import GRAPH_NAMES, INT8_QUANTIZATION, read_manifest
 
 from .conftest import CASES, Exported, iou, scaled
 
 # floors on (mean IoU, worst IoU, worst score difference) vs the torch backend, per precision and family
-# (measured on these models: INT8 0.985 / 0.977 / 0.005 for SAM 1, 0.988 / 0.985 / 0.001 for SAM 2; fp16 0.9996 /
-# 0.9995 / < 1e-4)
+# (measured on these models: INT8 0.984 / 0.972 / 0.006 for SAM 1, 0.989 / 0.987 / 0.001 for SAM 2; fp16 0.9996 /
+# 0.9995 / < 1e-4). The floors hold on both CPU classes: INT8 exports use uint8 weights, whose integer products are
+# exact with and without VNNI (test_int8_weights_cannot_saturate_without_vnni); the signed weights used before gave
+# 0.841 / 0.713 (SAM 1) and 0.908 / 0.876 (SAM 2) on an AVX2-only CPU. fp32/fp16 kernels differ between the classes
+# only in summation order.
 FLOORS = {
     ("int8", "sam1"): (0.95, 0.90, 0.05),
     ("int8", "sam2"): (0.95, 0.90, 0.05),
@@ -70,3 +74,22 @@ def test_reduced_precision_agreement(
     floor_mean, floor_worst, ceiling_score = FLOORS[(precision, family)]
     assert candidate.backend.info()["precision"] == precision
     assert mean_iou >= floor_mean and worst_iou >= floor_worst and worst_score <= ceiling_score
+
+
+def test_int8_weights_cannot_saturate_without_vnni(derive: Callable[..., Path], sam1_export: Exported) -> None:
+    """Every quantised MatMul has uint8 weights (U8U8): exact 32-bit products on AVX2 and AVX-512 alike.
+
+    Signed weights with uint8 activations (the old export) overflow the 16-bit pair sums of AVX2's u8 x s8 kernel
+    (255 x 127 x 2 = 64770 > 32767); uint8 x uint8 is computed with 16-bit operands and 32-bit sums there.
+    """
+    directory = derive(sam1_export, quantize="int8")
+    manifest = read_manifest(directory)
+    assert manifest.quantization == INT8_QUANTIZATION and not manifest.quantization.saturates_without_vnni
+    assert manifest.quantization.weight_type == "uint8"
+    for name in GRAPH_NAMES:
+        graph = onnx.load(str(directory / manifest.graphs[name].file)).graph
+        weights = {tensor.name: tensor.data_type for tensor in graph.initializer}
+        quantized = [node for node in graph.node if node.op_type == "MatMulInteger"]
+        assert quantized, f"{name}: no quantised MatMul"
+        kinds = {onnx.TensorProto.DataType.Name(weights[node.input[1]]) for node in quantized}
+        assert kinds == {"UINT8"}, f"{name}: MatMul weights {kinds}"

@@ -61,11 +61,11 @@ def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     if request.param == "sam1_vit_b":
         model = build_reference_sam1("vit_b", seed=3)
         path = save_meta_checkpoint(model, directory / "sam_vit_b_01ec64.pth", sam2=False)
-        ours = Segmentor(model="sam_v1", variant="vit_b", device="cpu", checkpoint_path=path)
+        ours = Segmentor(model="sam_v1", variant="vit_b", device="cpu", precision="fp32", checkpoint_path=path)
         return "sam1", lambda: segment_anything.SamPredictor(model), ours
     model = build_reference_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", seed=4)
     path = save_meta_checkpoint(model, directory / "sam2.1_hiera_tiny.pt", sam2=True)
-    ours = Segmentor(model="sam_v2", variant="hiera_tiny", device="cpu", checkpoint_path=path)
+    ours = Segmentor(model="sam_v2", variant="hiera_tiny", device="cpu", precision="fp32", checkpoint_path=path)
     return "sam2", lambda: sam2_predictor.SAM2ImagePredictor(model), ours
 
 

@@ -1,0 +1,125 @@
+"""``runtime.precision``: what ``auto`` resolves to, and a warning for precisions this CPU only emulates.
+
+The torch backend resolves ``auto`` per device and CPU (no torch import here, so ``segmentor-cli info`` can show the
+choice without loading a model):
+
+* CUDA: SAM 2 / 2.1 (Hiera) in fp16 autocast on GPUs with tensor cores (compute capability 7.0 and later); SAM 1 and
+  older GPUs in fp32. Measured on an H200 with random weights (:data:`CUDA_FP16_MEASURED`): fp16 kept Hiera masks at
+  IoU ≥ 0.998 against fp32 (bf16: 0.369 worst for hiera_small), but not vit_b's (fp16 0.723, bf16 0.600 worst).
+* CPU with native bf16 (AVX512-BF16 or AMX-BF16): bf16 autocast for the Meta architectures whose masks were measured
+  to stay at IoU ≥ 0.97 against fp32 (:data:`BF16_CPU_MEASURED`), fp32 for the others (hiera_small missed the floor
+  with 0.968; vit_l, vit_h, hiera_base_plus and hiera_large were not measured; neither were custom architectures
+  from ``model.architecture``).
+* CPU without native bf16: fp32 (bf16 is emulated there and several times slower; fp16 is never a fast CPU path).
+
+The ONNX backend's ``auto`` is the precision of the export it finds (see ``onnx_backend``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from .. import hardware
+from .base import Family
+
+__all__ = [
+    "BF16_CPU_MEASURED",
+    "CUDA_AUTO_NOTE",
+    "CUDA_FP16_MEASURED",
+    "EMULATED_BF16_SLOWDOWN",
+    "EMULATED_FP16_SLOWDOWN",
+    "auto_reason",
+    "resolve_torch_precision",
+    "warn_if_emulated",
+]
+
+logger = logging.getLogger(__name__)
+
+#: (family, variant) whose bf16 masks kept a worst-prompt IoU ≥ 0.97 against fp32 on a CPU with AVX512-BF16
+#: (BENCHMARKS.md, random weights: vit_b 0.981, hiera_tiny 0.980; hiera_small 0.968 did not).
+BF16_CPU_MEASURED: frozenset[tuple[Family, str]] = frozenset({("sam1", "vit_b"), ("sam2", "hiera_tiny")})
+#: families whose fp16-autocast masks kept a worst-prompt IoU ≥ 0.97 against fp32 on CUDA (H200, random weights:
+#: hiera_tiny 0.998, hiera_small 0.999; vit_b only 0.723, so SAM 1 stays fp32)
+CUDA_FP16_MEASURED: frozenset[Family] = frozenset({"sam2"})
+#: what CUDA's auto does (see docs/config.md for the measurement)
+CUDA_AUTO_NOTE = (
+    "CUDA: SAM 2 fp16 on compute capability >= 7.0 (masks measured at IoU >= 0.998 vs fp32); SAM 1 fp32 (fp16 and"
+    " bf16 measured below 0.97)"
+)
+#: how much slower emulated bf16 autocast ran than fp32 on a CPU without native bf16 (see docs/config.md)
+EMULATED_BF16_SLOWDOWN = "5.6× slower than fp32 measured (hiera_tiny encoder, torch and oneDNN on AVX2 kernels)"
+
+#: how much slower fp16 autocast ran than fp32 on CPU (see docs/config.md)
+EMULATED_FP16_SLOWDOWN = "3.2× slower measured (hiera_tiny encoder, torch and oneDNN on AVX2 kernels)"
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def resolve_torch_precision(
+    requested: str,
+    *,
+    device_type: str,
+    family: Family,
+    variant: str,
+    custom_architecture: bool = False,
+    cuda_capability: tuple[int, int] | None = None,
+) -> str:
+    """The precision the torch backend runs: ``requested`` itself unless it is ``auto``.
+
+    Args:
+        requested: ``auto``, ``fp32``, ``fp16`` or ``bf16`` (``runtime.precision``).
+        device_type: ``cpu`` or ``cuda``.
+        family, variant: the model (``variant`` as in the registry, e.g. ``vit_b``, ``hiera_tiny``).
+        custom_architecture: ``model.architecture`` overrides the variant's shape (measurements do not apply).
+        cuda_capability: ``(major, minor)`` compute capability of the CUDA device (``device_type == "cuda"``).
+    """
+    if requested != "auto":
+        return requested
+    if device_type == "cuda":
+        tensor_cores = cuda_capability is not None and cuda_capability >= (7, 0)
+        return "fp16" if tensor_cores and family in CUDA_FP16_MEASURED and not custom_architecture else "fp32"
+    measured = (family, variant) in BF16_CPU_MEASURED and not custom_architecture
+    return "bf16" if measured and hardware.cpu_features().native_bf16 else "fp32"
+
+
+def auto_reason(device_type: str, family: Family, variant: str, custom_architecture: bool = False) -> str:
+    """One sentence saying why ``auto`` resolves as it does on this machine (for ``segmentor-cli info``)."""
+    if device_type == "cuda":
+        return CUDA_AUTO_NOTE
+    features = hardware.cpu_features()
+    if not features.native_bf16:
+        return "CPU without native bf16 (no AVX512_BF16/AMX_BF16): fp32"
+    if custom_architecture:
+        return "CPU with native bf16, but model.architecture is custom (bf16 accuracy not measured): fp32"
+    if (family, variant) in BF16_CPU_MEASURED:
+        return f"CPU with native bf16; {variant} bf16 masks measured at IoU >= 0.97 vs fp32: bf16"
+    return f"CPU with native bf16, but {variant} in bf16 is not measured to keep IoU >= 0.97 vs fp32: fp32"
+
+
+def warn_if_emulated(precision: str, device_type: str) -> str | None:
+    """Log a warning, once per process and precision, when ``precision`` is slow on this CPU; returns its text.
+
+    bf16 on a CPU without AVX512-BF16/AMX-BF16 is emulated; fp16 on any CPU is not a fast path.
+    """
+    if device_type != "cpu" or precision not in ("bf16", "fp16"):
+        return None
+    if precision == "bf16":
+        if hardware.cpu_features().native_bf16:
+            return None
+        message = (
+            "runtime.precision bf16 on a CPU without AVX512_BF16 or AMX_BF16: bf16 is emulated there, "
+            f"{EMULATED_BF16_SLOWDOWN}; use precision auto or fp32"
+        )
+    else:
+        message = (
+            "runtime.precision fp16 on CPU: CPUs have no fast fp16 path for these models, it runs slower than fp32"
+            f" ({EMULATED_FP16_SLOWDOWN}); use precision auto or fp32 (fp16 is for CUDA)"
+        )
+    with _warned_lock:
+        first = precision not in _warned
+        _warned.add(precision)
+    if first:
+        logger.warning(message)
+    return message
