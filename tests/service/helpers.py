@@ -148,3 +148,57 @@ def live_server(app: Any, config: SegmentorConfig, *, ready_timeout_s: float = 6
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+@contextmanager
+def server_process(
+    sections: dict[str, Any], *, fake: dict[str, Any] | None = None, ready_timeout_s: float = 120.0
+) -> Iterator[str]:
+    """Serve the app in a separate uvicorn process on 127.0.0.1 (see ``serve_process.py``); yield the base URL.
+
+    ``sections`` are config sections (``server.port`` is chosen here); ``fake`` serves a :class:`FakeBackend` with
+    those attributes set after its warm-up, else the configured model is loaded. The process is stopped (SIGTERM,
+    then SIGKILL) when the block ends.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import httpx
+
+    root = Path(__file__).resolve().parents[2]
+    merged = {k: dict(v) for k, v in sections.items()}
+    merged.setdefault("logging", {"level": "WARNING"})
+    port = free_port()
+    merged.setdefault("server", {}).update(host="127.0.0.1", port=port)
+    with tempfile.TemporaryDirectory() as folder:
+        spec = Path(folder) / "spec.json"
+        spec.write_text(json.dumps({"config": merged, "fake": fake}))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+        process = subprocess.Popen([sys.executable, "-m", "tests.service.serve_process", str(spec)], cwd=root,
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + ready_timeout_s
+            while True:
+                if process.poll() is not None:
+                    raise AssertionError(process.stderr.read().decode() if process.stderr else "server exited")
+                try:
+                    if httpx.get(base + "/v1/readyz", timeout=5.0).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError("server process did not become ready")
+                time.sleep(0.1)
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()

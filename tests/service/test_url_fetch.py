@@ -1,0 +1,160 @@
+"""Image URLs: malformed ones are 400 (F2), and a slow image server never holds an inference slot (F3)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from perceptra_seg.exceptions import InvalidInputError
+from perceptra_seg.service import create_app
+from perceptra_seg.service.url_fetch import parse_image_url
+
+from .helpers import FakeBackend, b64_png, build_config, running, server_process
+
+MALFORMED_URLS = ["http://[::1", "http://[", "http://[127.0.0.1]/", "http://]/", "http://a]b/", "http://x:99999/a.png",
+                  "http:///a.png"]
+
+
+@pytest.mark.parametrize("url", MALFORMED_URLS)
+def test_parse_image_url_refuses_malformed_urls(url: str) -> None:
+    with pytest.raises(InvalidInputError, match="invalid image URL"):
+        parse_image_url(url)
+
+
+@pytest.mark.parametrize("allow_urls", [True, False])
+def test_malformed_urls_are_400_on_every_endpoint(allow_urls: bool) -> None:
+    """F2: urlsplit's ValueError used to escape as a 500 internal_error."""
+    backend = FakeBackend()
+    with running(create_app(build_config(input={"allow_urls": allow_urls}), backend=backend)) as client:
+        for url in MALFORMED_URLS:
+            for path, extra in (("/v1/embed", {}), ("/v1/segment/box", {"box": [1, 1, 5, 5]}),
+                                ("/v1/segment", {"boxes": [[1, 1, 5, 5]]})):
+                response = client.post(path, json={"image": url, **extra})
+                assert response.status_code == 400, (url, path, response.text)
+                error = response.json()["error"]
+                assert error["code"] == "invalid_input" and "invalid image URL" in error["message"]
+    assert backend.encode_calls == 1  # the warm-up only
+
+
+class TrickleServer:
+    """A TCP server on 127.0.0.1 that answers every request with one byte of an HTTP header every ``interval_s``
+    (for at most ``total_s``), and records when each connection was closed by the client."""
+
+    def __init__(self, interval_s: float, total_s: float) -> None:
+        self.interval_s = interval_s
+        self.total_s = total_s
+        self.closed_after: list[float] = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/slow.png"
+
+    def __enter__(self) -> TrickleServer:
+        thread = threading.Thread(target=self._accept, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._sock.close()
+        for thread in self._threads:
+            thread.join(timeout=self.total_s + 5)
+
+    def _accept(self) -> None:
+        self._sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            thread = threading.Thread(target=self._trickle, args=(conn,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _trickle(self, conn: socket.socket) -> None:
+        start = time.monotonic()
+        header = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nX-Padding: " + b"a" * 10_000
+        with conn:
+            conn.recv(65536)
+            for byte in header:
+                if self._stop.is_set() or time.monotonic() - start > self.total_s:
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                    conn.settimeout(self.interval_s)
+                    if conn.recv(1) == b"":  # the client shut the connection down
+                        self.closed_after.append(time.monotonic() - start)
+                        return
+                except TimeoutError:
+                    continue
+                except OSError:
+                    self.closed_after.append(time.monotonic() - start)
+                    return
+
+
+def _url_server_sections(**server: Any) -> dict[str, Any]:
+    return {
+        "input": {"allow_urls": True, "url_timeout_s": 10.0},
+        "server": {"url_allowed_networks": ["127.0.0.1/32"], "max_concurrency": 1, "max_queue": 0,
+                   "url_fetch_timeout_s": 2.0, **server},
+    }
+
+
+@contextmanager
+def _posting(base: str, url: str) -> Iterator[dict[str, Any]]:
+    outcome: dict[str, Any] = {}
+
+    def post() -> None:
+        start = time.monotonic()
+        response = httpx.post(base + "/v1/segment/box", json={"image": url, "box": [1, 1, 5, 5]}, timeout=60)
+        outcome.update(status=response.status_code, body=response.json(), seconds=time.monotonic() - start)
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    try:
+        yield outcome
+    finally:
+        thread.join(timeout=60)
+
+
+def test_a_trickling_url_never_holds_the_inference_slot() -> None:
+    """F3: a header byte every 0.5 s used to keep the only slot (max_queue 0: everyone else got 503) until the
+    image server gave up; now the download runs outside the slot and stops at its total deadline (2 s)."""
+    with TrickleServer(interval_s=0.5, total_s=30.0) as trickle, \
+            server_process(_url_server_sections(), fake={}) as base:
+        with _posting(base, trickle.url) as slow:
+            time.sleep(0.8)  # the download is under way
+            start = time.monotonic()
+            other = httpx.post(base + "/v1/segment/box", json={"image": b64_png(), "box": [1, 1, 20, 20]}, timeout=30)
+            other_s = time.monotonic() - start
+            assert other.status_code == 200, other.text
+            assert other_s < 5.0, f"the other request waited {other_s:.2f} s"
+        assert slow["status"] == 504 and slow["body"]["error"]["code"] == "url_timeout", slow
+        assert "server.url_fetch_timeout_s" in slow["body"]["error"]["message"]
+        assert slow["seconds"] < 2.0 + 3.0, slow["seconds"]  # the deadline plus slack for a loaded machine
+        deadline = time.monotonic() + 5.0
+        while not trickle.closed_after and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert trickle.closed_after and trickle.closed_after[0] < 2.0 + 3.0, trickle.closed_after
+        print(f"F3: other request {other_s * 1000:.0f} ms while trickling; trickle answered "
+              f"{slow['status']} after {slow['seconds']:.2f} s; image server saw the close after "
+              f"{trickle.closed_after[0]:.2f} s")
+
+
+def test_concurrent_downloads_are_capped() -> None:
+    with TrickleServer(interval_s=0.5, total_s=30.0) as trickle, \
+            server_process(_url_server_sections(max_url_fetches=1, url_fetch_timeout_s=3.0), fake={}) as base:
+        with _posting(base, trickle.url) as slow:
+            time.sleep(0.8)
+            second = httpx.post(base + "/v1/embed", json={"image": trickle.url}, timeout=30)
+            assert second.status_code == 503 and second.json()["error"]["code"] == "queue_full", second.text
+            assert second.headers["Retry-After"] == "1"
+        assert slow["status"] == 504
