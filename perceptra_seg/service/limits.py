@@ -37,6 +37,8 @@ __all__ = ["BodySizeLimitMiddleware", "InferenceRunner"]
 T = TypeVar("T")
 
 _QUEUE_RETRY_AFTER_S = 1
+#: Sent with answers given before the body was read to its end: the rest of it is not worth waiting for.
+_CLOSE = {"Connection": "close"}
 
 
 class BodySizeLimitMiddleware:
@@ -69,14 +71,16 @@ class BodySizeLimitMiddleware:
                 try:
                     message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
                 except asyncio.TimeoutError:
-                    raise HTTPException(408, f"request body not received within {self.body_timeout_s:g} s") from None
+                    raise HTTPException(
+                        408, f"request body not received within {self.body_timeout_s:g} s", headers=_CLOSE
+                    ) from None
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_done = True  # later receives wait for the disconnect: no deadline on those
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     # Raised inside the endpoint's body read; FastAPI re-raises HTTPException unchanged.
-                    raise HTTPException(413, f"request body is over the {self.max_bytes} byte limit")
+                    raise HTTPException(413, f"request body is over the {self.max_bytes} byte limit", headers=_CLOSE)
             return message
 
         await self.app(scope, counting_receive, send)
