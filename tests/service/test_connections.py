@@ -103,17 +103,17 @@ def test_a_hundred_slow_bodies_get_408_and_are_closed() -> None:
 
 
 def test_idle_keep_alive_connections_are_closed() -> None:
-    with _server(keep_alive_timeout_s=1, header_timeout_s=30.0) as (_, port):
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(b"GET /v1/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            first = sock.recv(65536)
-            start = time.monotonic()
-            sock.settimeout(6.0)
-            rest = b""
-            with suppress(OSError):
-                while chunk := sock.recv(65536):
-                    rest += chunk
-            idle_s = time.monotonic() - start
+    with _server(keep_alive_timeout_s=1, header_timeout_s=30.0) as (_, port), \
+            socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /v1/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        first = sock.recv(65536)
+        start = time.monotonic()
+        sock.settimeout(6.0)
+        rest = b""
+        with suppress(OSError):
+            while chunk := sock.recv(65536):
+                rest += chunk
+        idle_s = time.monotonic() - start
     assert first.startswith(b"HTTP/1.1 200") and rest == b""
     assert 0.5 < idle_s < 1.0 + 3.0, idle_s
 
