@@ -90,7 +90,7 @@ class RuntimeConfig(_Section):
         None, ge=1, description="intra-op threads of torch or ONNX Runtime; None = the runtime's default"
     )
     batch_size: int = Field(
-        64, ge=1, description="most prompts per mask-decoder call; larger requests are split (bounds peak memory)"
+        16, ge=1, description="most prompts per mask-decoder call; larger requests are split (bounds peak memory)"
     )
 
     @field_validator("device")
