@@ -202,3 +202,22 @@ def server_process(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.communicate()
+
+
+def metric(base: str, name: str) -> float:
+    """The value of an unlabelled metric from the server's ``/metrics`` (needs ``server.public_metrics``)."""
+    import httpx
+
+    for line in httpx.get(base + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+def wait_slot_free(base: str, timeout_s: float) -> float:
+    """Seconds until no inference call runs or waits (polled through ``/metrics``)."""
+    start = time.monotonic()
+    while metric(base, "segmentor_inflight_requests") + metric(base, "segmentor_queue_depth") > 0:
+        assert time.monotonic() - start < timeout_s, "the slot stayed taken"
+        time.sleep(0.02)
+    return time.monotonic() - start

@@ -1,21 +1,18 @@
-"""F5: work stops when its request is gone (deadline, disconnect), and a request's work is bounded up front."""
+"""F5: work stops when its cancel token is set, and a request's work is bounded up front (the service's deadline
+and disconnect handling run against a real server process in test_hostile_review.py)."""
 
 from __future__ import annotations
 
-import json
-import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 
 from perceptra_seg import Segmentor
 from perceptra_seg.backends.base import DecoderOutput, ImageEmbedding, PromptBatch
 from perceptra_seg.cancel import CancelToken, OperationCancelledError
 
-from .helpers import FakeBackend, b64_png, build_config, server_process
+from .helpers import FakeBackend, b64_png, build_config
 
 BOXES = [[1 + i % 20, 1, 30, 30] for i in range(100)]
 
@@ -81,56 +78,3 @@ def test_work_is_bounded_before_admission(fake_client: Callable[..., Any], fake_
                                                    "output_formats": ["rle", "png", "polygons"]})
         assert box.status_code == 413
     assert fake_backend.encode_calls == 2  # the warm-up and the first request
-
-
-def metric(base: str, name: str) -> float:
-    for line in httpx.get(base + "/metrics", timeout=10).text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"no metric {name}")
-
-
-def wait_slot_free(base: str, timeout_s: float) -> float:
-    """Seconds until no inference call runs or waits (polled through /metrics)."""
-    start = time.monotonic()
-    while metric(base, "segmentor_inflight_requests") + metric(base, "segmentor_queue_depth") > 0:
-        assert time.monotonic() - start < timeout_s, "the slot stayed taken"
-        time.sleep(0.02)
-    return time.monotonic() - start
-
-
-# 100 boxes in decoder calls of one prompt, 0.1 s each: 10 s of work unless it is cancelled.
-SLOW = {"runtime": {"batch_size": 1}, "server": {"public_metrics": True, "request_timeout_s": 0.6}}
-
-
-def test_a_timed_out_request_gives_its_slot_back_at_once() -> None:
-    with server_process(SLOW, fake={"decode_delay_s": 0.1}) as base:
-        start = time.monotonic()
-        response = httpx.post(base + "/v1/segment", json={"image": b64_png(), "boxes": BOXES}, timeout=60)
-        answered = time.monotonic() - start
-        freed = wait_slot_free(base, timeout_s=15)
-        assert response.status_code == 504 and response.json()["error"]["code"] == "timeout", response.text
-        assert answered < 0.6 + 2.0
-        assert freed < 1.0, f"slot freed {freed:.2f} s after the 504"
-        assert httpx.post(base + "/v1/segment/box", json={"image": b64_png(), "box": [1, 1, 9, 9]},
-                          timeout=30).status_code == 200
-    print(f"F5 deadline: 504 after {answered:.2f} s, slot free {freed:.3f} s later")
-
-
-def test_a_disconnected_client_gives_its_slot_back_at_once() -> None:
-    sections = {**SLOW, "server": {**SLOW["server"], "request_timeout_s": 60}}
-    with server_process(sections, fake={"decode_delay_s": 0.1}) as base:
-        port = int(base.rsplit(":", 1)[1])
-        body = json.dumps({"image": b64_png(), "boxes": BOXES}).encode()
-        head = (f"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(head + body)
-            deadline = time.monotonic() + 10
-            while metric(base, "segmentor_inflight_requests") < 1:
-                assert time.monotonic() < deadline, "the request never started"
-                time.sleep(0.02)
-            time.sleep(0.3)
-        freed = wait_slot_free(base, timeout_s=15)  # the socket is closed here
-        assert freed < 1.0, f"slot freed {freed:.2f} s after the disconnect"
-    print(f"F5 disconnect: slot free {freed:.3f} s after the client went away")
