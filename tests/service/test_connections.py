@@ -10,7 +10,7 @@ from contextlib import suppress
 import httpx
 import pytest
 
-from .helpers import server_process
+from .helpers import build_config, server_process
 
 HEAD = b"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 
@@ -133,3 +133,28 @@ def test_connection_cap_and_header_size_limit(server: tuple[str, int]) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:  # a head that never ends
         sock.sendall(b"GET /v1/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 4096)
         assert sock.recv(65536).startswith(b"HTTP/1.1 400")  # h11 stops buffering at max_header_bytes
+
+
+def test_uvicorn_settings_come_from_the_server_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from perceptra_seg.service import connections
+    from perceptra_seg.service.main import uvicorn_config
+
+    config = build_config(server={"header_timeout_s": 4.5, "keep_alive_timeout_s": 7, "max_connections": 33,
+                                  "max_header_bytes": 4096})
+    settings = uvicorn_config(object(), config)
+    assert settings.http is connections.HeaderTimeoutH11Protocol
+    assert (settings.timeout_keep_alive, settings.limit_concurrency, settings.h11_max_incomplete_event_size) == (
+        7, 33, 4096)
+    protocol = object.__new__(connections.HeaderTimeoutH11Protocol)
+    protocol.config = settings
+    assert protocol._header_timeout_s() == 4.5
+    # `segmentor-cli serve` / `uvicorn.run` build their own uvicorn config: the environment's value applies
+    monkeypatch.setenv("SEGMENTOR_SERVER_HEADER_TIMEOUT_S", "3.5")
+    connections._header_timeout_from_env.cache_clear()
+    protocol.config = SimpleNamespace()
+    try:
+        assert protocol._header_timeout_s() == 3.5
+    finally:
+        connections._header_timeout_from_env.cache_clear()
