@@ -79,9 +79,10 @@ class HeaderTimeoutH11Protocol(H11Protocol):
             self._disarm()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        # Armed first: uvicorn parses a pipelined request inside on_response_complete, and that disarms it again.
         if not self.transport.is_closing():
             self._arm()
+        super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

@@ -37,6 +37,7 @@ __all__ = ["BodySizeLimitMiddleware", "InferenceRunner"]
 T = TypeVar("T")
 
 _QUEUE_RETRY_AFTER_S = 1
+_DEADLINE_REASON = "request deadline passed"
 #: Sent with answers given before the body was read to its end: the rest of it is not worth waiting for.
 _CLOSE = {"Connection": "close"}
 
@@ -152,11 +153,11 @@ class InferenceRunner:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
         except asyncio.TimeoutError:
             if cancel is not None:
-                cancel.cancel("request deadline passed")
+                cancel.cancel(_DEADLINE_REASON)
             future.cancel()  # frees the slot at once if the call had not started yet
             raise RequestTimeoutError(message) from None
         except OperationCancelledError:
-            if cancel is not None and cancel.reason == "request deadline passed":
+            if cancel is not None and cancel.reason == _DEADLINE_REASON:
                 raise RequestTimeoutError(message) from None
             raise
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -10,17 +11,18 @@ from contextlib import suppress
 import httpx
 import pytest
 
-from .helpers import build_config, server_process
+from .helpers import b64_png, build_config, server_process
 
 HEAD = b"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, int]]:
-    """One server for the module: header deadline 2.5 s, body deadline 1 s, keep-alive 1 s, 120 connections."""
+    """One server for the module: header deadline 2.5 s, body deadline 1 s, keep-alive 1 s, 120 connections; an
+    inference call takes 3 s (longer than the header deadline)."""
     sections = {"server": {"max_queue": 8, "header_timeout_s": 2.5, "body_timeout_s": 1.0, "keep_alive_timeout_s": 1,
                            "max_connections": 120, "max_header_bytes": 2048}}
-    with server_process(sections, fake={}) as base:
+    with server_process(sections, fake={"encode_delay_s": 3.0}) as base:
         yield base, int(base.rsplit(":", 1)[1])
 
 
@@ -158,3 +160,21 @@ def test_uvicorn_settings_come_from_the_server_section(monkeypatch: pytest.Monke
         assert protocol._header_timeout_s() == 3.5
     finally:
         connections._header_timeout_from_env.cache_clear()
+
+
+def test_pipelined_requests_are_not_cut_off_by_the_header_deadline(server: tuple[str, int]) -> None:
+    """Two requests in one packet: the second one's headers are complete when the first response ends, so the
+    header deadline (2.5 s) must not run while the second request is answered (it takes 3 s)."""
+    body = json.dumps({"image": b64_png(), "box": [1, 1, 20, 20]}).encode()
+    second = (b"POST /v1/segment/box HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    with socket.create_connection(("127.0.0.1", server[1]), timeout=15) as sock:
+        sock.sendall(b"GET /v1/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + second)
+        received = b""
+        with suppress(OSError):
+            while received.count(b"HTTP/1.1 ") < 2 or b'"request_id"' not in received.split(b"HTTP/1.1 ")[-1]:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+    assert received.count(b"HTTP/1.1 200") == 2, received[-300:]
