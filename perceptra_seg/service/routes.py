@@ -86,11 +86,16 @@ def _prompt_kwargs(options: SegmentOptions) -> tuple[dict[str, Any], int]:
     return {"prompts": prompts, "boxes": options.boxes, "points": points}, count
 
 
+def _check_segment_work(state: ServiceState, options: SegmentOptions) -> None:
+    """413 before anything is fetched or admitted when the request asks for too many mask outputs."""
+    _, count = _prompt_kwargs(options)
+    state.check_work(count, multimask=options.multimask, formats=options.output_formats)
+
+
 async def _run_segment(
     state: ServiceState, request: Request, source: Source, options: SegmentOptions
 ) -> dict[str, Any]:
     kwargs, count = _prompt_kwargs(options)
-    state.check_work(count, multimask=options.multimask, formats=options.output_formats)
 
     def call(segmentor: Segmentor, target: Any, formats: list[str], cancel: CancelToken) -> list[SegmentationResult]:
         return segmentor.segment(
@@ -110,7 +115,6 @@ async def _run_single(
     source: Source,
     body: BoxRequest | PointsRequest,
 ) -> dict[str, Any]:
-    state.check_work(1, multimask=body.multimask, formats=body.output_formats)
 
     def call(segmentor: Segmentor, target: Any, formats: list[str], cancel: CancelToken) -> list[SegmentationResult]:
         if isinstance(body, BoxRequest):
@@ -193,6 +197,7 @@ def build_router(
         """The mask of the object inside one ``[x1, y1, x2, y2]`` box."""
         state = get_state(request)
         body = await read_json(request, BoxRequest, server)
+        state.check_work(1, multimask=body.multimask, formats=body.output_formats)
         source = await state.source(body.image, body.image_id, caller)
         return await _run_single(state, request, source, body)
 
@@ -202,6 +207,7 @@ def build_router(
         """The mask of one object from foreground/background clicks."""
         state = get_state(request)
         body = await read_json(request, PointsRequest, server)
+        state.check_work(1, multimask=body.multimask, formats=body.output_formats)
         source = await state.source(body.image, body.image_id, caller)
         return await _run_single(state, request, source, body)
 
@@ -211,6 +217,7 @@ def build_router(
         """Every prompt on one image; one result per mask unless ``strategy`` is ``largest`` or ``merge``."""
         state = get_state(request)
         body = await read_json(request, SegmentRequest, server)
+        _check_segment_work(state, body)
         source = await state.source(body.image, body.image_id, caller)
         return await _run_segment(state, request, source, body)
 
@@ -221,6 +228,7 @@ def build_router(
         state = get_state(request)
         data, text = await read_upload(request, server, state.config.input.max_bytes)
         options = await read_options(text or "{}", server)
+        _check_segment_work(state, options)
         return await _run_segment(state, request, data, options)
 
     return router
