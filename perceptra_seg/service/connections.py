@@ -24,6 +24,7 @@ import asyncio
 import functools
 from typing import Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..config import SegmentorConfig
@@ -75,7 +76,8 @@ class HeaderTimeoutH11Protocol(H11Protocol):
     def handle_events(self) -> None:
         cycle = self.cycle
         super().handle_events()
-        if self.cycle is not cycle:  # a request's headers were parsed
+        # A request's headers were parsed (a new cycle), or a protocol upgrade hands the connection over.
+        if self.cycle is not cycle or self.conn.their_state in (h11.MIGHT_SWITCH_PROTOCOL, h11.SWITCHED_PROTOCOL):
             self._disarm()
 
     def on_response_complete(self) -> None:
