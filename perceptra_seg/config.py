@@ -98,6 +98,9 @@ class RuntimeConfig(_Section):
     num_threads: int | None = Field(
         None, ge=1, description="intra-op threads of torch or ONNX Runtime; None = the runtime's default"
     )
+    batch_size: int = Field(
+        16, ge=1, description="most prompts per mask-decoder call; larger requests are split (bounds peak memory)"
+    )
 
     @field_validator("device")
     @classmethod
@@ -199,6 +202,22 @@ class ServerConfig(_Section):
         default_factory=list,
         description="CIDR ranges image URLs may resolve to although not public (e.g. an internal image store)",
     )
+    url_fetch_timeout_s: float = Field(
+        30.0, gt=0, description="total deadline of one image URL download (input.url_timeout_s is per read); 504"
+    )
+    max_url_fetches: int = Field(4, ge=1, description="image URL downloads at the same time; beyond that 503")
+    max_prompts: int = Field(256, ge=1, description="prompts (objects) per request, checked while parsing; 413")
+    max_points_per_prompt: int = Field(64, ge=1, description="points in one prompt, checked while parsing; 413")
+    max_mask_outputs: int = Field(
+        1024, ge=1, description="prompts x masks per prompt (3 with multimask) x output formats (at least 1); 413"
+    )
+    header_timeout_s: float = Field(10.0, gt=0, description="time a client has to send a request's headers")
+    body_timeout_s: float = Field(60.0, gt=0, description="time a client has to send a request's whole body; 408")
+    keep_alive_timeout_s: int = Field(5, ge=1, description="idle keep-alive connections are closed after this")
+    max_connections: int = Field(
+        256, ge=1, description="open connections plus requests in progress; beyond that uvicorn answers 503"
+    )
+    max_header_bytes: int = Field(16 * 1024, ge=1024, description="request line plus headers; larger is 400")
 
     @field_validator("url_allowed_networks")
     @classmethod

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .backends import Backend, ImageEmbedding, create_backend
+from .cancel import CancelToken, check
 from .config import SegmentorConfig
 from .decoding import MaskCandidate, Strategy, apply_strategy, decode_prompts
 from .exceptions import ConfigError, InvalidInputError, NotFoundError
@@ -118,16 +119,18 @@ class Segmentor:
     def backend(self) -> Backend:
         return self._backend
 
-    def embed(self, image: Any) -> EmbeddedImage:
+    def embed(self, image: Any, *, cancel: CancelToken | None = None) -> EmbeddedImage:
         """Decode and encode ``image`` now and keep its embedding cached; prompts sent later with the returned
         handle cost only the decoder.
 
         Raises:
             ConfigError: the embedding cache is disabled (``cache.enabled = false``).
+            OperationCancelledError: ``cancel`` was set before the encoder started.
         """
         if not self.config.cache.enabled:
             raise ConfigError("embed() needs the embedding cache (cache.enabled = true)")
         pixels = self._load(image)
+        check(cancel)
         key = self._cache_key(image_digest(pixels))
         self._cache.get_or_compute(key, lambda: self._encode(pixels))
         return EmbeddedImage(image_id=key, width=int(pixels.shape[1]), height=int(pixels.shape[0]))
@@ -147,9 +150,12 @@ class Segmentor:
         multimask: bool = False,
         mask_input: np.ndarray | None = None,
         return_overlay: bool = False,
+        cancel: CancelToken | None = None,
     ) -> SegmentationResult:
         """Segment the object inside one ``(x1, y1, x2, y2)`` box; with ``multimask`` the best of 3 masks."""
-        return self._best(image, {"box": box, "mask_input": mask_input}, output_formats, multimask, return_overlay)
+        return self._best(
+            image, {"box": box, "mask_input": mask_input}, output_formats, multimask, return_overlay, cancel
+        )
 
     def segment_from_points(
         self,
@@ -160,10 +166,12 @@ class Segmentor:
         multimask: bool = False,
         mask_input: np.ndarray | None = None,
         return_overlay: bool = False,
+        cancel: CancelToken | None = None,
     ) -> SegmentationResult:
         """Segment one object from ``(x, y, label)`` clicks (1 = foreground, 0 = background)."""
         return self._best(
-            image, {"points": list(points), "mask_input": mask_input}, output_formats, multimask, return_overlay
+            image, {"points": list(points), "mask_input": mask_input}, output_formats, multimask, return_overlay,
+            cancel,
         )
 
     def _best(
@@ -173,10 +181,12 @@ class Segmentor:
         output_formats: Sequence[str] | None,
         multimask: bool,
         return_overlay: bool,
+        cancel: CancelToken | None,
     ) -> SegmentationResult:
         """One prompt; the highest-scoring mask (the only one unless ``multimask``)."""
         results = self.segment(
-            image, prompts=[prompt], output_formats=output_formats, multimask=multimask, return_overlay=return_overlay
+            image, prompts=[prompt], output_formats=output_formats, multimask=multimask, return_overlay=return_overlay,
+            cancel=cancel,
         )
         return max(results, key=lambda r: r.score)
 
@@ -191,8 +201,10 @@ class Segmentor:
         output_formats: Sequence[str] | None = None,
         multimask: bool = False,
         return_overlay: bool = False,
+        cancel: CancelToken | None = None,
     ) -> list[SegmentationResult]:
-        """Segment every prompt on one image with one encoder pass and one decoder call per prompt shape.
+        """Segment every prompt on one image with one encoder pass and decoder calls of at most
+        ``runtime.batch_size`` prompts of one shape.
 
         Args:
             image: numpy ``[H, W]``/``[H, W, 3]``/``[H, W, 4]`` array, PIL image, path, bytes, base64 or URL
@@ -205,9 +217,14 @@ class Segmentor:
             output_formats: any of ``numpy``, ``rle``, ``png``, ``polygons``; default ``outputs.formats``.
             multimask: 3 masks per prompt instead of 1.
             return_overlay: attach a PNG of the image with the masks drawn.
+            cancel: a :class:`~perceptra_seg.cancel.CancelToken` another thread may set; checked after decoding the
+                image, after the encoder, between decoder batches and for every mask.
 
         Returns:
             Results in prompt order (``multimask``: 3 per prompt, best first is *not* applied; see ``score``).
+
+        Raises:
+            OperationCancelledError: ``cancel`` was set.
         """
         start = time.perf_counter()
         if strategy not in _STRATEGIES:
@@ -231,7 +248,8 @@ class Segmentor:
             max_points=limits.max_points_per_prompt,
             mask_size=self._backend.mask_size,
         )
-        candidates = apply_strategy(strategy, self._candidates(pixels, image, normalized, multimask))
+        check(cancel)
+        candidates = apply_strategy(strategy, self._candidates(pixels, image, normalized, multimask, cancel))
         masks = [c.mask for c in candidates]
         overlay = None
         if pixels is not None and return_overlay:
@@ -246,6 +264,7 @@ class Segmentor:
         outputs = self.config.outputs
         results = []
         for candidate in candidates:
+            check(cancel)
             mask = candidate.mask
             encoded = encode_mask(
                 mask,
@@ -309,10 +328,17 @@ class Segmentor:
         return embedding
 
     def _candidates(
-        self, pixels: np.ndarray | None, image: Any, prompts: list[Prompt], multimask: bool
+        self, pixels: np.ndarray | None, image: Any, prompts: list[Prompt], multimask: bool, cancel: CancelToken | None
     ) -> list[MaskCandidate]:
         """Masks for every prompt, from the whole image, an embedded handle, or tiling windows."""
-        decode = partial(decode_prompts, self._backend, multimask=multimask, postprocess=self.config.postprocess)
+        decode = partial(
+            decode_prompts,
+            self._backend,
+            multimask=multimask,
+            postprocess=self.config.postprocess,
+            batch_size=self.config.runtime.batch_size,
+            cancel=cancel,
+        )
         everything = list(range(len(prompts)))
         if pixels is None:
             embedding = self._embedded(image)
@@ -330,6 +356,7 @@ class Segmentor:
         shifted = {window: [shift_prompt(prompts[i], window) for i in window.prompt_indices] for window in windows}
         for window in windows:
             crop = np.ascontiguousarray(pixels[window.y0 : window.y1, window.x0 : window.x1])
+            check(cancel)
             embedding = self._embedding(crop, self._cache_key(digest, window))
             for candidate in decode(
                 embedding, shifted[window], window.prompt_indices, canvas_size=size, offset=(window.x0, window.y0)

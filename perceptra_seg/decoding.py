@@ -8,7 +8,8 @@ from typing import Literal
 
 import numpy as np
 
-from .backends.base import Backend, ImageEmbedding
+from .backends.base import Backend, ImageEmbedding, PromptBatch
+from .cancel import CancelToken, check
 from .config import PostprocessConfig
 from .models import Prompt
 from .preprocessing import logits_to_mask
@@ -48,30 +49,43 @@ def decode_prompts(
     postprocess: PostprocessConfig,
     canvas_size: tuple[int, int],
     offset: tuple[int, int] = (0, 0),
+    batch_size: int | None = None,
+    cancel: CancelToken | None = None,
 ) -> list[MaskCandidate]:
-    """Answer ``prompts`` (in the embedding's pixel frame) with one decoder call per prompt structure.
+    """Answer ``prompts`` (in the embedding's pixel frame) with decoder calls of at most ``batch_size`` prompts of
+    one structure each.
 
     Args:
         prompts: prompts in the coordinates of the image (or window) that was encoded.
         prompt_indices: the request-level index of each prompt, carried into the candidates.
         canvas_size: ``(H, W)`` of the full image; masks of a window are pasted into it at ``offset``.
         offset: ``(x0, y0)`` of the encoded window in the full image (``(0, 0)`` for the whole image).
+        batch_size: most prompts per decoder call (``runtime.batch_size``); ``None`` = one call per structure.
+            Results do not depend on it; peak memory of the decoder grows with it.
+        cancel: checked before every decoder call and every mask (see :mod:`perceptra_seg.cancel`).
 
     Returns:
         Candidates in prompt order, K per prompt (3 with ``multimask``, else 1).
+
+    Raises:
+        OperationCancelledError: ``cancel`` was set.
     """
     family = backend.family
     answers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for rows, batch in build_batches(prompts, embedding.original_size, family):
-        output = backend.decode(embedding, batch, multimask=multimask)
-        for row, position in enumerate(rows):
-            answers[position] = (output.low_res_logits[row], output.iou_scores[row])
+        step = batch_size or max(1, len(rows))
+        for start in range(0, len(rows), step):
+            check(cancel)
+            output = backend.decode(embedding, _rows(batch, start, start + step), multimask=multimask)
+            for row, position in enumerate(rows[start : start + step]):
+                answers[position] = (output.low_res_logits[row], output.iou_scores[row])
     window_h, window_w = embedding.original_size
     x0, y0 = offset
     candidates = []
     for position, request_index in enumerate(prompt_indices):
         logits_k, scores_k = answers[position]
         for low_res, score in zip(logits_k, scores_k, strict=True):
+            check(cancel)
             mask = logits_to_mask(
                 low_res, embedding.original_size, embedding.input_size, family, postprocess.mask_threshold
             )
@@ -84,6 +98,22 @@ def decode_prompts(
             low = np.ascontiguousarray(low_res, dtype=np.float32)
             candidates.append(MaskCandidate(mask, float(score), low, request_index))
     return candidates
+
+
+def _rows(batch: PromptBatch, start: int, stop: int) -> PromptBatch:
+    """Prompts ``start:stop`` of ``batch`` (the whole batch when it fits)."""
+    if start == 0 and stop >= len(batch):
+        return batch
+
+    def part(array: np.ndarray | None) -> np.ndarray | None:
+        return None if array is None else array[start:stop]
+
+    return PromptBatch(
+        points=part(batch.points),
+        labels=part(batch.labels),
+        boxes=part(batch.boxes),
+        mask_inputs=part(batch.mask_inputs),
+    )
 
 
 def apply_strategy(strategy: Strategy, candidates: list[MaskCandidate]) -> list[MaskCandidate]:

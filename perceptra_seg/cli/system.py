@@ -155,6 +155,8 @@ def serve(
     if importlib.util.find_spec("perceptra_seg.service") is None:
         raise SegmentorError("this installation has no perceptra_seg.service package")
     os.environ.update(service_environment(opts))
+    from ..service.connections import uvicorn_options  # header deadline, keep-alive, connection cap, header size
+
     uvicorn.run(
         SERVICE_APP,
         host=host if host is not None else config.server.host,
@@ -162,6 +164,7 @@ def serve(
         workers=workers,
         factory=False,
         log_config=None,  # the service configures logging itself (logging section)
+        **uvicorn_options(config),
     )
 
 

@@ -4,7 +4,8 @@
 until the server runs the lifespan. The lifespan then
 
 1. installs the structured log handler (:mod:`perceptra_seg.service.logging`);
-2. starts the bounded inference runner and, when ``input.allow_urls`` is on, the SSRF-guarded URL client;
+2. starts the bounded inference runner and, when ``input.allow_urls`` is on, the SSRF-guarded URL client and the
+   bounded URL fetcher (downloads happen before admission, outside the inference slots);
 3. loads the model **in the background** — the app answers ``/v1/healthz`` at once, ``/v1/readyz`` says 503 until
    the model is loaded and one warm-up inference ran, and inference calls meanwhile get 503 with ``Retry-After``;
 4. on shutdown waits for a load still in progress and for inference calls still running, closes the Segmentor
@@ -40,6 +41,7 @@ from .metrics import ServiceMetrics
 from .routes import build_router
 from .security import Authenticator, RateLimiter, principal_dependency
 from .state import ServiceState
+from .url_fetch import UrlFetcher
 from .url_guard import guarded_client
 
 __all__ = ["create_app"]
@@ -87,11 +89,15 @@ def create_app(
         client = http_client
         if own_client:
             client = guarded_client(timeout_s=cfg.input.url_timeout_s, allowed_networks=server.url_allowed_networks)
-        loading = asyncio.create_task(_load(state, cfg, backend, client))
+        state.fetcher = UrlFetcher(client, cfg) if client is not None and cfg.input.allow_urls else None
+        loading = asyncio.create_task(_load(state, cfg, backend))
         try:
             yield
         finally:
             await asyncio.gather(loading, return_exceptions=True)
+            if state.fetcher is not None:
+                await asyncio.to_thread(state.fetcher.shutdown)
+                state.fetcher = None
             await asyncio.to_thread(state.runner.shutdown)  # the model is closed only after its last call
             service, state.service = state.service, None
             metrics.model_loaded.set(0)
@@ -119,7 +125,7 @@ def create_app(
     auth_only = principal_dependency(authenticator, None) if authenticator.enabled else None
     app.include_router(build_router(server, guard, auth_only))
     # Added innermost first: RequestContext wraps CORS wraps the body limit wraps the routes.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=server.max_body_bytes)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=server.max_body_bytes, body_timeout_s=server.body_timeout_s)
     if server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -133,9 +139,7 @@ def create_app(
     return app
 
 
-async def _load(
-    state: ServiceState, cfg: SegmentorConfig, backend: Backend | None, client: httpx.Client | None
-) -> None:
+async def _load(state: ServiceState, cfg: SegmentorConfig, backend: Backend | None) -> None:
     """Load the model and warm it up on a worker thread, then publish the pipeline (or the load error)."""
 
     def load() -> Segmentor:
@@ -156,5 +160,5 @@ async def _load(
         logger.error("model failed to load: %s: %s", type(exc).__name__, exc)
         return
     state.metrics.bind_cache(segmentor.cache_stats)
-    state.service = InferenceService(segmentor, config=cfg, http_client=client, ids=state.ids)
+    state.service = InferenceService(segmentor, config=cfg, ids=state.ids)
     state.metrics.model_loaded.set(1)

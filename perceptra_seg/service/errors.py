@@ -32,6 +32,7 @@ __all__ = [
     "QueueFullError",
     "RateLimitedError",
     "RequestTimeoutError",
+    "RequestTooLargeError",
     "error_response",
     "install_error_handlers",
 ]
@@ -44,6 +45,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
@@ -98,6 +100,14 @@ class PayloadTooLargeError(SegmentorError):
 
     http_status = 413
     code = "payload_too_large"
+
+
+class RequestTooLargeError(SegmentorError):
+    """More prompts, points or mask outputs than ``server.max_prompts`` / ``max_points_per_prompt`` /
+    ``max_mask_outputs`` allow."""
+
+    http_status = 413
+    code = "request_too_large"
 
 
 def error_response(

@@ -1,10 +1,14 @@
 """The service's inference pipeline: decode the request's image, call the SDK, shape the response, time each stage.
 
 Everything here is blocking and runs on the :class:`~perceptra_seg.service.limits.InferenceRunner`'s threads.
+Image URLs never get here: :class:`~perceptra_seg.service.url_fetch.UrlFetcher` downloads and decodes them before
+the request is admitted, and the pixels arrive as an array. Every call takes the request's
+:class:`~perceptra_seg.cancel.CancelToken` and hands it to the SDK.
 
 Stages (``segmentor_inference_stage_seconds{stage}``):
 
-* ``decode_image`` — base64 / URL / upload bytes → RGB pixels (absent for ``image_id`` requests);
+* ``fetch_image`` — download and decoding of an image URL (before admission, outside the inference slot);
+* ``decode_image`` — base64 / upload bytes → RGB pixels (absent for ``image_id`` and URL requests);
 * ``encode`` — the image encoder (absent on an embedding-cache hit);
 * ``decode_masks`` — prompt encoder + mask decoder;
 * ``outputs`` — the rest: upsampling, thresholding, post-processing, RLE/PNG/polygon encoding, JSON shaping.
@@ -23,22 +27,23 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import numpy as np
 
 from ..backends.base import Backend, DecoderOutput, ImageEmbedding, PromptBatch
+from ..cancel import CancelToken
 from ..config import SegmentorConfig
 from ..core import Segmentor
-from ..exceptions import InvalidInputError
 from ..models import EmbeddedImage, SegmentationResult
 from ..utils.image_io import load_image
 from .image_ids import ImageIdRegistry
+from .url_fetch import is_url, parse_image_url
 
 __all__ = ["InferenceService", "Outcome", "TimedBackend"]
 
-#: A request's image: base64/data-URI/URL text, uploaded bytes, or an embedded image handle.
-Source = str | bytes | EmbeddedImage
-SegmentCall = Callable[[Segmentor, Any, list[str]], list[SegmentationResult]]
+#: A request's image: base64/data-URI text, uploaded bytes, pixels fetched from a URL, or an embedded image handle.
+Source = str | bytes | np.ndarray | EmbeddedImage
+#: ``call(segmentor, image_or_handle, formats, cancel)``: one SDK call bound to the request's prompts.
+SegmentCall = Callable[[Segmentor, Any, list[str], CancelToken], list[SegmentationResult]]
 
 
 class _Record(threading.local):
@@ -141,52 +146,45 @@ class InferenceService:
     Args:
         segmentor: the loaded Segmentor (built over a :class:`TimedBackend`).
         config: the effective configuration (input limits, default output formats).
-        http_client: client used for image URLs (the SSRF-guarded one), or ``None`` when URLs are disabled.
         ids: the registry that scopes public image ids to API keys.
     """
 
-    def __init__(
-        self,
-        segmentor: Segmentor,
-        *,
-        config: SegmentorConfig,
-        http_client: httpx.Client | None,
-        ids: ImageIdRegistry,
-    ) -> None:
+    def __init__(self, segmentor: Segmentor, *, config: SegmentorConfig, ids: ImageIdRegistry) -> None:
         self.segmentor = segmentor
         self.config = config
-        self.http_client = http_client
         self.ids = ids
         configured = [f for f in config.outputs.formats if f != "numpy"]
         self.default_formats = configured or ["rle"]
 
-    def load_pixels(self, source: str | bytes) -> np.ndarray:
-        """Decode an image from request text (base64, data: URI, URL when allowed) or uploaded bytes.
+    def load_pixels(self, source: str | bytes | np.ndarray) -> np.ndarray:
+        """Decode an image from request text (base64, data: URI) or uploaded bytes; fetched pixels pass through.
 
-        A server-side path is never opened: text that is not a data: URI or an http(s) URL is read as base64.
+        A server-side path is never opened: text that is not a data: URI is read as base64. URL text is never
+        fetched here (that happens before admission): a malformed URL is 400 ``invalid_input``, any other URL means
+        URL images are disabled (400).
         """
+        if isinstance(source, np.ndarray):
+            return source
+        if isinstance(source, str) and is_url(source):
+            parse_image_url(source)
         limits = self.config.input
-        allow_urls = limits.allow_urls and self.http_client is not None
-        try:
-            return load_image(
-                _as_image_text(source) if isinstance(source, str) else source,
-                max_pixels=limits.max_pixels,
-                max_bytes=limits.max_bytes,
-                allow_urls=allow_urls,
-                url_timeout_s=limits.url_timeout_s,
-                http_client=self.http_client,
-            )
-        except httpx.InvalidURL as exc:
-            raise InvalidInputError(f"invalid image URL: {exc}") from None
+        return load_image(
+            _as_image_text(source) if isinstance(source, str) else source,
+            max_pixels=limits.max_pixels,
+            max_bytes=limits.max_bytes,
+            max_decode_bytes=limits.max_decode_bytes,
+            allow_urls=False,
+        )
 
-    def embed(self, source: str | bytes, scope: str) -> Outcome:
+    def embed(self, source: str | bytes | np.ndarray, scope: str, cancel: CancelToken) -> Outcome:
         """Decode and encode the image, keep its embedding, and return ``{image_id, width, height}``."""
         stages: dict[str, float] = {}
         with _recording(stages):
             start = time.perf_counter()
             pixels = self.load_pixels(source)
-            stages["decode_image"] = time.perf_counter() - start
-            handle = self.segmentor.embed(pixels)
+            if not isinstance(source, np.ndarray):
+                stages["decode_image"] = time.perf_counter() - start
+            handle = self.segmentor.embed(pixels, cancel=cancel)
         body = {
             "image_id": self.ids.public_id(scope, handle),
             "width": handle.width,
@@ -195,8 +193,19 @@ class InferenceService:
         }
         return Outcome(body=body, prompts=0, cache_hit="encode" not in stages, stages=stages)
 
+    def formats(self, output_formats: Sequence[str] | None) -> list[str]:
+        """The request's output formats, or the configured defaults for ``None``."""
+        return self.default_formats if output_formats is None else list(output_formats)
+
     def segment(
-        self, source: Source, call: SegmentCall, output_formats: Sequence[str] | None, *, prompts: int, single: bool
+        self,
+        source: Source,
+        call: SegmentCall,
+        output_formats: Sequence[str] | None,
+        *,
+        prompts: int,
+        single: bool,
+        cancel: CancelToken,
     ) -> Outcome:
         """Run ``call(segmentor, image_or_handle, formats)`` and shape its results.
 
@@ -206,18 +215,19 @@ class InferenceService:
             output_formats: the request's formats, or ``None`` for the defaults.
             prompts: number of prompts, for the log line.
             single: answer one mask at the top level (box/points endpoints) instead of ``results``.
+            cancel: the request's token, handed to ``call``.
         """
-        formats = self.default_formats if output_formats is None else list(output_formats)
+        formats = self.formats(output_formats)
         stages: dict[str, float] = {}
         start = time.perf_counter()
         with _recording(stages):
-            if isinstance(source, EmbeddedImage):
+            if isinstance(source, (EmbeddedImage, np.ndarray)):
                 target: Any = source
             else:
                 target = self.load_pixels(source)
                 stages["decode_image"] = time.perf_counter() - start
             model_start = time.perf_counter()
-            results = call(self.segmentor, target, formats)
+            results = call(self.segmentor, target, formats, cancel)
             model_seconds = time.perf_counter() - model_start
         shaping_start = time.perf_counter()
         masks = [mask_result(r) for r in results]

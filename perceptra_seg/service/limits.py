@@ -1,13 +1,17 @@
-"""Admission limits: request body size, and a bounded inference queue with a per-request deadline.
+"""Admission limits: request body size and read deadline, and a bounded inference queue with a per-request deadline.
 
 * :class:`BodySizeLimitMiddleware` answers 413 from the ``Content-Length`` header before any body byte is read,
-  and stops a body without that header (chunked) as soon as it grows past the limit.
+  and stops a body without that header (chunked) as soon as it grows past the limit. It also gives the client
+  ``body_timeout_s`` (``server.body_timeout_s``) from the end of the headers to deliver the whole body; a slower
+  body gets 408 and its connection is closed (uvicorn has no body-read timeout of its own).
 * :class:`InferenceRunner` runs the blocking :class:`~perceptra_seg.Segmentor` calls on its own thread pool of
   ``max_concurrency`` threads, so the event loop (and ``/v1/healthz``) stays responsive. At most
   ``max_concurrency + max_queue`` requests are admitted at once; the next one gets :class:`QueueFullError` (503 with
   ``Retry-After``) immediately. A request whose queue wait plus run time exceeds ``timeout_s`` gets
-  :class:`RequestTimeoutError` (504). A call that already started cannot be interrupted: its slot stays taken until
-  it really finishes, so a burst of timeouts never oversubscribes the device.
+  :class:`RequestTimeoutError` (504) at once, and its :class:`~perceptra_seg.cancel.CancelToken` is set: a call
+  that already started stops at its next check (between decoder batches, per mask) and only then gives its slot
+  back, so a burst of timeouts never oversubscribes the device. The caller sets the same token when the client
+  disconnects.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
@@ -22,6 +27,7 @@ from typing import TypeVar
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..cancel import CancelToken, OperationCancelledError
 from ..exceptions import ResourceExhaustedError
 from .errors import PayloadTooLargeError, QueueFullError, RequestTimeoutError, error_response
 from .metrics import ServiceMetrics
@@ -31,14 +37,19 @@ __all__ = ["BodySizeLimitMiddleware", "InferenceRunner"]
 T = TypeVar("T")
 
 _QUEUE_RETRY_AFTER_S = 1
+_DEADLINE_REASON = "request deadline passed"
+#: Sent with answers given before the body was read to its end: the rest of it is not worth waiting for.
+_CLOSE = {"Connection": "close"}
 
 
 class BodySizeLimitMiddleware:
-    """413 for request bodies over ``max_bytes`` (declared or actually streamed)."""
+    """413 for request bodies over ``max_bytes`` (declared or actually streamed); 408 for a body not complete
+    ``body_timeout_s`` after the headers."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, body_timeout_s: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,15 +61,27 @@ class BodySizeLimitMiddleware:
             await error_response(413, error.code, str(error))(scope, receive, send)
             return
         received = 0
+        deadline = None if self.body_timeout_s is None else time.monotonic() + self.body_timeout_s
+        body_done = False
 
         async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if deadline is None or body_done:
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    raise HTTPException(
+                        408, f"request body not received within {self.body_timeout_s:g} s", headers=_CLOSE
+                    ) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True  # later receives wait for the disconnect: no deadline on those
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     # Raised inside the endpoint's body read; FastAPI re-raises HTTPException unchanged.
-                    raise HTTPException(413, f"request body is over the {self.max_bytes} byte limit")
+                    raise HTTPException(413, f"request body is over the {self.max_bytes} byte limit", headers=_CLOSE)
             return message
 
         await self.app(scope, counting_receive, send)
@@ -97,12 +120,17 @@ class InferenceRunner:
         with self._lock:
             return self._admitted
 
-    async def run(self, func: Callable[[], T]) -> T:
+    async def run(self, func: Callable[[], T], *, cancel: CancelToken | None = None) -> T:
         """Run ``func`` on a worker thread (with the caller's context variables) and return its result.
+
+        Args:
+            func: the blocking call; it should pass ``cancel`` to the SDK so that it stops when the token is set.
+            cancel: set here when the deadline passes (the caller may set it too, e.g. on a disconnect).
 
         Raises:
             QueueFullError: no free slot (503, ``Retry-After``), raised before anything is queued.
-            RequestTimeoutError: the deadline passed (504); a started call runs on but its result is dropped.
+            RequestTimeoutError: the deadline passed (504); a started call is cancelled through ``cancel`` and keeps
+                its slot until it stopped.
             ResourceExhaustedError: the call ran out of (device) memory (503).
         """
         with self._lock:
@@ -120,11 +148,18 @@ class InferenceRunner:
             self._release(None)
             raise ResourceExhaustedError("server is shutting down") from None
         future.add_done_callback(self._release)
+        message = f"request took longer than {self.timeout_s:g} s"
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
         except asyncio.TimeoutError:
+            if cancel is not None:
+                cancel.cancel(_DEADLINE_REASON)
             future.cancel()  # frees the slot at once if the call had not started yet
-            raise RequestTimeoutError(f"request took longer than {self.timeout_s:g} s") from None
+            raise RequestTimeoutError(message) from None
+        except OperationCancelledError:
+            if cancel is not None and cancel.reason == _DEADLINE_REASON:
+                raise RequestTimeoutError(message) from None
+            raise
 
     def _call(self, func: Callable[[], T]) -> T:
         with self._lock:

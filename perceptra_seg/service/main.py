@@ -42,9 +42,17 @@ def __getattr__(name: str) -> Any:
 
 
 def uvicorn_config(app: Any, config: SegmentorConfig) -> uvicorn.Config:
-    """uvicorn settings for ``app``: ``server.host``/``server.port``; logging is left to the app's lifespan."""
+    """uvicorn settings for ``app``: ``server.host``/``server.port`` and the connection limits of
+    :mod:`perceptra_seg.service.connections`; logging is left to the app's lifespan."""
     uvicorn = _import_uvicorn()
-    return uvicorn.Config(app, host=config.server.host, port=config.server.port, log_config=None, access_log=False)
+    from .connections import uvicorn_options
+
+    settings = uvicorn.Config(
+        app, host=config.server.host, port=config.server.port, log_config=None, access_log=False,
+        **uvicorn_options(config),
+    )
+    setattr(settings, "header_timeout_s", config.server.header_timeout_s)  # noqa: B010 - read by the protocol
+    return settings
 
 
 def serve(config: SegmentorConfig | None = None) -> None:

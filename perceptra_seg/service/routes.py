@@ -11,6 +11,11 @@
 ``GET /v1/readyz``            readiness: 200 only after the model loaded and a warm-up ran
 ``GET /metrics``              Prometheus text format
 ============================  ==========================================================================
+
+The inference routes authenticate (and rate-limit) from the headers first; only then is the body read and parsed,
+off the event loop and with bounded cost (:mod:`perceptra_seg.service.bodies`). Image URLs are fetched before
+admission (:mod:`perceptra_seg.service.url_fetch`); the work a request asks for is bounded before admission
+(``server.max_mask_outputs``), and every SDK call gets the request's cancel token (deadline, disconnect).
 """
 
 # No ``from __future__ import annotations``: FastAPI must see the dependency types built inside build_router.
@@ -18,16 +23,17 @@
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
+import numpy as np
+from fastapi import APIRouter, Depends, Request
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import Response
-from pydantic import ValidationError
 
+from ..cancel import CancelToken
 from ..config import ServerConfig
 from ..core import Segmentor
-from ..exceptions import ImageTooLargeError, SegmentorError
-from ..models import SegmentationResult
+from ..exceptions import SegmentorError
+from ..models import EmbeddedImage, SegmentationResult
+from .bodies import json_body_doc, read_json, read_options, read_upload, upload_body_doc
 from .errors import error_response
 from .inference import InferenceService, Outcome, Source
 from .metrics import CONTENT_TYPE_LATEST
@@ -45,7 +51,7 @@ from .schemas import (
     SegmentResponse,
 )
 from .security import Principal
-from .state import get_state
+from .state import Job, ServiceState, get_state
 
 __all__ = ["build_router"]
 
@@ -56,11 +62,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (401, "missing API key"),
         (403, "invalid API key"),
         (404, "unknown image_id"),
-        (413, "body, image bytes or pixels over the limit"),
+        (408, "request body not received within server.body_timeout_s"),
+        (413, "body, image bytes or pixels, prompts, points or mask outputs over the limit"),
         (422, "malformed request body"),
         (429, "rate limit exceeded (Retry-After)"),
         (503, "model not ready, queue full or out of memory (Retry-After when worth retrying)"),
-        (504, "request deadline exceeded"),
+        (504, "request deadline exceeded, or the image URL took longer than server.url_fetch_timeout_s"),
     )
 }
 
@@ -79,27 +86,57 @@ def _prompt_kwargs(options: SegmentOptions) -> tuple[dict[str, Any], int]:
     return {"prompts": prompts, "boxes": options.boxes, "points": points}, count
 
 
-def _segment_job(
-    source: Source, options: SegmentOptions
-) -> tuple[Callable[[InferenceService], Outcome], int]:
+def _check_segment_work(state: ServiceState, options: SegmentOptions) -> None:
+    """413 before anything is fetched or admitted when the request asks for too many mask outputs."""
+    _, count = _prompt_kwargs(options)
+    state.check_work(count, multimask=options.multimask, formats=options.output_formats)
+
+
+async def _run_segment(
+    state: ServiceState, request: Request, source: Source, options: SegmentOptions
+) -> dict[str, Any]:
     kwargs, count = _prompt_kwargs(options)
 
-    def call(segmentor: Segmentor, target: Any, formats: list[str]) -> list[SegmentationResult]:
+    def call(segmentor: Segmentor, target: Any, formats: list[str], cancel: CancelToken) -> list[SegmentationResult]:
         return segmentor.segment(
-            target, **kwargs, strategy=options.strategy, output_formats=formats, multimask=options.multimask
+            target, **kwargs, strategy=options.strategy, output_formats=formats, multimask=options.multimask,
+            cancel=cancel,
         )
 
-    def job(service: InferenceService) -> Outcome:
-        return service.segment(source, call, options.output_formats, prompts=count, single=False)
+    def job(service: InferenceService, cancel: CancelToken) -> Outcome:
+        return service.segment(source, call, options.output_formats, prompts=count, single=False, cancel=cancel)
 
-    return job, count
+    return await state.execute(job, prompts=count, request=request)
 
 
-async def _read_upload(file: UploadFile, max_bytes: int) -> bytes:
-    data = await file.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ImageTooLargeError(f"uploaded image is over the {max_bytes} byte limit")
-    return data
+async def _run_single(
+    state: ServiceState,
+    request: Request,
+    source: Source,
+    body: BoxRequest | PointsRequest,
+) -> dict[str, Any]:
+
+    def call(segmentor: Segmentor, target: Any, formats: list[str], cancel: CancelToken) -> list[SegmentationResult]:
+        if isinstance(body, BoxRequest):
+            return [segmentor.segment_from_box(
+                target, body.box, output_formats=formats, multimask=body.multimask, cancel=cancel
+            )]
+        points = [(p.x, p.y, p.label) for p in body.points]
+        return [segmentor.segment_from_points(
+            target, points, output_formats=formats, multimask=body.multimask, cancel=cancel
+        )]
+
+    def job(service: InferenceService, cancel: CancelToken) -> Outcome:
+        return service.segment(source, call, body.output_formats, prompts=1, single=True, cancel=cancel)
+
+    return await state.execute(job, prompts=1, request=request)
+
+
+def _embed_job(source: str | bytes | np.ndarray, scope: str) -> Job:
+    def job(service: InferenceService, cancel: CancelToken) -> Outcome:
+        return service.embed(source, scope, cancel)
+
+    return job
 
 
 def build_router(
@@ -136,73 +173,63 @@ def build_router(
     async def metrics(request: Request) -> Response:
         return Response(get_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @router.post("/v1/embed", response_model=EmbedResponse, responses=_ERRORS, tags=["inference"])
-    async def embed(body: EmbedRequest, request: Request, caller: Caller) -> Any:
+    @router.post("/v1/embed", response_model=EmbedResponse, responses=_ERRORS, tags=["inference"],
+                 openapi_extra=json_body_doc(EmbedRequest))
+    async def embed(request: Request, caller: Caller) -> Any:
         """Decode and encode an image once; segment it later by ``image_id`` (valid for this API key only)."""
         state = get_state(request)
-        return await state.execute(lambda s: s.embed(body.image, caller.scope), prompts=0)
+        body = await read_json(request, EmbedRequest, server)
+        source = await state.source(body.image, None, caller)
+        assert not isinstance(source, EmbeddedImage)  # no image_id here
+        return await state.execute(_embed_job(source, caller.scope), prompts=0, request=request)
 
-    @router.post("/v1/embed/upload", response_model=EmbedResponse, responses=_ERRORS, tags=["inference"])
-    async def embed_upload(request: Request, caller: Caller, file: Annotated[UploadFile, File()]) -> Any:
+    @router.post("/v1/embed/upload", response_model=EmbedResponse, responses=_ERRORS, tags=["inference"],
+                 openapi_extra=upload_body_doc(with_options=False))
+    async def embed_upload(request: Request, caller: Caller) -> Any:
         """``/v1/embed`` with the image as a multipart file."""
         state = get_state(request)
-        data = await _read_upload(file, state.config.input.max_bytes)
-        return await state.execute(lambda s: s.embed(data, caller.scope), prompts=0)
+        data, _ = await read_upload(request, server, state.config.input.max_bytes)
+        return await state.execute(_embed_job(data, caller.scope), prompts=0, request=request)
 
     @router.post("/v1/segment/box", response_model=SegmentResponse, response_model_exclude_none=True,
-                 responses=_ERRORS, tags=["inference"])
-    async def segment_box(body: BoxRequest, request: Request, caller: Caller) -> Any:
+                 responses=_ERRORS, tags=["inference"], openapi_extra=json_body_doc(BoxRequest))
+    async def segment_box(request: Request, caller: Caller) -> Any:
         """The mask of the object inside one ``[x1, y1, x2, y2]`` box."""
         state = get_state(request)
-        source = state.source(body.image, body.image_id, caller)
-
-        def call(segmentor: Segmentor, target: Any, formats: list[str]) -> list[SegmentationResult]:
-            return [segmentor.segment_from_box(target, body.box, output_formats=formats, multimask=body.multimask)]
-
-        return await state.execute(
-            lambda s: s.segment(source, call, body.output_formats, prompts=1, single=True), prompts=1
-        )
+        body = await read_json(request, BoxRequest, server)
+        state.check_work(1, multimask=body.multimask, formats=body.output_formats)
+        source = await state.source(body.image, body.image_id, caller)
+        return await _run_single(state, request, source, body)
 
     @router.post("/v1/segment/points", response_model=SegmentResponse, response_model_exclude_none=True,
-                 responses=_ERRORS, tags=["inference"])
-    async def segment_points(body: PointsRequest, request: Request, caller: Caller) -> Any:
+                 responses=_ERRORS, tags=["inference"], openapi_extra=json_body_doc(PointsRequest))
+    async def segment_points(request: Request, caller: Caller) -> Any:
         """The mask of one object from foreground/background clicks."""
         state = get_state(request)
-        source = state.source(body.image, body.image_id, caller)
-        points = [(p.x, p.y, p.label) for p in body.points]
-
-        def call(segmentor: Segmentor, target: Any, formats: list[str]) -> list[SegmentationResult]:
-            return [segmentor.segment_from_points(target, points, output_formats=formats, multimask=body.multimask)]
-
-        return await state.execute(
-            lambda s: s.segment(source, call, body.output_formats, prompts=1, single=True), prompts=1
-        )
+        body = await read_json(request, PointsRequest, server)
+        state.check_work(1, multimask=body.multimask, formats=body.output_formats)
+        source = await state.source(body.image, body.image_id, caller)
+        return await _run_single(state, request, source, body)
 
     @router.post("/v1/segment", response_model=SegmentListResponse, response_model_exclude_none=True,
-                 responses=_ERRORS, tags=["inference"])
-    async def segment(body: SegmentRequest, request: Request, caller: Caller) -> Any:
+                 responses=_ERRORS, tags=["inference"], openapi_extra=json_body_doc(SegmentRequest))
+    async def segment(request: Request, caller: Caller) -> Any:
         """Every prompt on one image; one result per mask unless ``strategy`` is ``largest`` or ``merge``."""
         state = get_state(request)
-        job, count = _segment_job(state.source(body.image, body.image_id, caller), body)
-        return await state.execute(job, prompts=count)
+        body = await read_json(request, SegmentRequest, server)
+        _check_segment_work(state, body)
+        source = await state.source(body.image, body.image_id, caller)
+        return await _run_segment(state, request, source, body)
 
     @router.post("/v1/segment/upload", response_model=SegmentListResponse, response_model_exclude_none=True,
-                 responses=_ERRORS, tags=["inference"])
-    async def segment_upload(
-        request: Request,
-        caller: Caller,
-        file: Annotated[UploadFile, File(description="the image file")],
-        options: Annotated[str, Form(alias="request", description="JSON of the /v1/segment options")] = "{}",
-    ) -> Any:
+                 responses=_ERRORS, tags=["inference"], openapi_extra=upload_body_doc(with_options=True))
+    async def segment_upload(request: Request, caller: Caller) -> Any:
         """``/v1/segment`` with the image as a multipart ``file`` and the options as the ``request`` field."""
         state = get_state(request)
-        try:
-            parsed = SegmentOptions.model_validate_json(options)
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False, include_input=False)
-            raise RequestValidationError([{**e, "loc": ("body", "request", *e["loc"])} for e in errors]) from None
-        data = await _read_upload(file, state.config.input.max_bytes)
-        job, count = _segment_job(data, parsed)
-        return await state.execute(job, prompts=count)
+        data, text = await read_upload(request, server, state.config.input.max_bytes)
+        options = await read_options(text or "{}", server)
+        _check_segment_work(state, options)
+        return await _run_segment(state, request, data, options)
 
     return router
+

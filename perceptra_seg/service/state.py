@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
 
+from ..cancel import CancelToken
 from ..config import SegmentorConfig
 from ..exceptions import ModelLoadError
-from ..models import EmbeddedImage
 from .context import current_context, current_request_id
-from .errors import ModelNotReadyError
+from .errors import ModelNotReadyError, RequestTooLargeError
 from .image_ids import ImageIdRegistry
-from .inference import InferenceService, Outcome
+from .inference import InferenceService, Outcome, Source
 from .limits import InferenceRunner
 from .metrics import ServiceMetrics
 from .security import Principal
+from .url_fetch import UrlFetcher, is_url
+
+#: A job for the runner: ``job(service, cancel) -> Outcome`` (blocking).
+Job = Callable[[InferenceService, CancelToken], Outcome]
 
 __all__ = ["ServiceState", "get_state"]
 
@@ -33,6 +39,7 @@ class ServiceState:
     ids: ImageIdRegistry = field(default_factory=ImageIdRegistry)
     runner: InferenceRunner | None = None
     service: InferenceService | None = None
+    fetcher: UrlFetcher | None = None
     load_error: BaseException | None = None
 
     def require_service(self) -> tuple[InferenceService, InferenceRunner]:
@@ -48,24 +55,69 @@ class ServiceState:
             raise ModelNotReadyError("the model is loading; retry shortly", retry_after=_LOADING_RETRY_AFTER_S)
         return self.service, self.runner
 
-    def source(self, image: str | None, image_id: str | None, principal: Principal) -> str | EmbeddedImage:
-        """The request's image, or the handle its ``image_id`` names within the caller's scope (else 404)."""
+    async def source(self, image: str | None, image_id: str | None, principal: Principal) -> Source:
+        """The request's image, or the handle its ``image_id`` names within the caller's scope (else 404).
+
+        An image URL (when ``input.allow_urls`` is on) is downloaded and decoded here, before admission to the
+        inference runner, by the bounded :class:`UrlFetcher`; the pixels are returned.
+        """
         if image_id is not None:
             return self.ids.resolve(principal.scope, image_id)
         assert image is not None  # the request schemas require exactly one of the two
+        if self.fetcher is not None and is_url(image):
+            self.require_service()  # no download for a server that cannot answer anyway
+            start = time.perf_counter()
+            pixels = await self.fetcher.load(image)
+            self.metrics.observe_stages({"fetch_image": time.perf_counter() - start})
+            return pixels
         return image
 
-    async def execute(self, job: Callable[[InferenceService], Outcome], *, prompts: int) -> dict[str, Any]:
-        """Run ``job`` through the bounded runner; record stages, prompt count and cache hit; add ``request_id``."""
+    def check_work(self, prompts: int, *, multimask: bool, formats: Sequence[str] | None) -> None:
+        """413 when ``prompts`` × masks per prompt × output formats is over ``server.max_mask_outputs``."""
+        service, _ = self.require_service()
+        masks = 3 if multimask else 1
+        encodings = max(1, len(service.formats(formats)))
+        work = prompts * masks * encodings
+        limit = self.config.server.max_mask_outputs
+        if work > limit:
+            raise RequestTooLargeError(
+                f"request asks for {prompts} prompts x {masks} masks x {encodings} output formats = {work} mask "
+                f"outputs, over the limit of {limit} (server.max_mask_outputs)"
+            )
+
+    async def execute(self, job: Job, *, prompts: int, request: Request | None = None) -> dict[str, Any]:
+        """Run ``job`` through the bounded runner; record stages, prompt count and cache hit; add ``request_id``.
+
+        The job gets a :class:`CancelToken` that is set when the deadline passes (by the runner) or when the client
+        of ``request`` disconnects (watched here once the body has been read), so abandoned work stops early.
+        """
         service, runner = self.require_service()
         context = current_context()
         if context is not None:
             context.prompts = prompts
-        outcome = await runner.run(lambda: job(service))
+        token = CancelToken()
+        watcher = asyncio.create_task(_watch_disconnect(request, token)) if request is not None else None
+        try:
+            outcome = await runner.run(lambda: job(service, token), cancel=token)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
         if context is not None:
             context.cache_hit = outcome.cache_hit
         self.metrics.observe_stages(outcome.stages)
         return {**outcome.body, "request_id": current_request_id() or ""}
+
+
+async def _watch_disconnect(request: Request, token: CancelToken) -> None:
+    """Set ``token`` when the client goes away (the body was read already: the next message is the disconnect)."""
+    try:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                token.cancel("client disconnected")
+                return
+    except Exception:  # a broken receive channel means the client is gone as well
+        token.cancel("client disconnected")
 
 
 def get_state(request: Request) -> ServiceState:

@@ -223,7 +223,11 @@ def test_serve_runs_uvicorn_with_the_service_app_and_passes_config_and_flags(
     assert run.exit_code == 0, run.stderr
     ((args, kwargs),) = calls
     assert args == ("perceptra_seg.service.main:app",)
-    assert kwargs == {"host": "127.0.0.1", "port": 9123, "workers": 2, "factory": False, "log_config": None}
+    from perceptra_seg.service.connections import HeaderTimeoutH11Protocol
+
+    assert kwargs == {"host": "127.0.0.1", "port": 9123, "workers": 2, "factory": False, "log_config": None,
+                      "http": HeaderTimeoutH11Protocol, "timeout_keep_alive": 5, "limit_concurrency": 256,
+                      "h11_max_incomplete_event_size": 16384}
     assert os.environ["SEGMENTOR_CONFIG"] == str(config_file.resolve())
     assert os.environ["SEGMENTOR_RUNTIME_DEVICE"] == "cpu" and os.environ["SEGMENTOR_MODEL_VARIANT"] == "vit_b"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -148,3 +149,138 @@ def live_server(app: Any, config: SegmentorConfig, *, ready_timeout_s: float = 6
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+@contextmanager
+def server_process(
+    sections: dict[str, Any], *, fake: dict[str, Any] | None = None, ready_timeout_s: float = 120.0
+) -> Iterator[str]:
+    """Serve the app in a separate uvicorn process on 127.0.0.1 (see ``serve_process.py``); yield the base URL.
+
+    ``sections`` are config sections (``server.port`` is chosen here); ``fake`` serves a :class:`FakeBackend` with
+    those attributes set after its warm-up, else the configured model is loaded. The process is stopped (SIGTERM,
+    then SIGKILL) when the block ends.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import httpx
+
+    root = Path(__file__).resolve().parents[2]
+    merged = {k: dict(v) for k, v in sections.items()}
+    merged.setdefault("logging", {"level": "WARNING"})
+    port = free_port()
+    merged.setdefault("server", {}).update(host="127.0.0.1", port=port)
+    with tempfile.TemporaryDirectory() as folder:
+        spec = Path(folder) / "spec.json"
+        spec.write_text(json.dumps({"config": merged, "fake": fake}))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+        process = subprocess.Popen([sys.executable, "-m", "tests.service.serve_process", str(spec)], cwd=root,
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + ready_timeout_s
+            while True:
+                if process.poll() is not None:
+                    raise AssertionError(process.stderr.read().decode() if process.stderr else "server exited")
+                try:
+                    if httpx.get(base + "/v1/readyz", timeout=5.0).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError("server process did not become ready")
+                time.sleep(0.1)
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+
+
+def metric(base: str, name: str) -> float:
+    """The value of an unlabelled metric from the server's ``/metrics`` (needs ``server.public_metrics``)."""
+    import httpx
+
+    for line in httpx.get(base + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+def wait_slot_free(base: str, timeout_s: float) -> float:
+    """Seconds until no inference call runs or waits (polled through ``/metrics``)."""
+    start = time.monotonic()
+    while metric(base, "segmentor_inflight_requests") + metric(base, "segmentor_queue_depth") > 0:
+        assert time.monotonic() - start < timeout_s, "the slot stayed taken"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+#: URLs that urllib.parse or httpx cannot read (issue #15 F2 plus a bad port and a missing host).
+MALFORMED_URLS = ["http://[::1", "http://[", "http://[127.0.0.1]/", "http://]/", "http://a]b/", "http://x:99999/a.png",
+                  "http:///a.png"]
+
+
+class TrickleServer:
+    """A TCP server on 127.0.0.1 that answers every request with one byte of an HTTP header every ``interval_s``
+    (for at most ``total_s``), and records when each connection was closed by the client."""
+
+    def __init__(self, interval_s: float, total_s: float) -> None:
+        self.interval_s = interval_s
+        self.total_s = total_s
+        self.closed_after: list[float] = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/slow.png"
+
+    def __enter__(self) -> TrickleServer:
+        thread = threading.Thread(target=self._accept, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._sock.close()
+        for thread in self._threads:
+            thread.join(timeout=self.total_s + 5)
+
+    def _accept(self) -> None:
+        self._sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            thread = threading.Thread(target=self._trickle, args=(conn,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _trickle(self, conn: socket.socket) -> None:
+        start = time.monotonic()
+        header = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nX-Padding: " + b"a" * 10_000
+        with conn:
+            conn.recv(65536)
+            for byte in header:
+                if self._stop.is_set() or time.monotonic() - start > self.total_s:
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                    conn.settimeout(self.interval_s)
+                    if conn.recv(1) == b"":  # the client shut the connection down
+                        self.closed_after.append(time.monotonic() - start)
+                        return
+                except TimeoutError:
+                    continue
+                except OSError:
+                    self.closed_after.append(time.monotonic() - start)
+                    return

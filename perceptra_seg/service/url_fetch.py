@@ -1,0 +1,221 @@
+"""Image URLs in the service: checked, then downloaded and decoded *before* the request is admitted to inference.
+
+* :func:`parse_image_url` turns the request's text into an :class:`httpx.URL` or raises
+  :class:`~perceptra_seg.exceptions.InvalidInputError` (400): unbalanced brackets, an IPv4 address in brackets, a
+  port out of range, a missing host or a scheme other than http(s) are the client's mistake, never a 500.
+* :class:`UrlFetcher` downloads on its own pool of ``server.max_url_fetches`` threads (beyond that: 503 with
+  ``Retry-After``), so a slow image server never holds an inference slot. Each download has a **total** deadline,
+  ``server.url_fetch_timeout_s``, on top of the per-read ``input.url_timeout_s``: when it passes, the request gets
+  504 ``url_timeout`` at once and the download's socket is shut down, which ends the worker thread's blocked read
+  (the socket is taken from httpx's ``trace`` extension when the connection is made). The body is capped at
+  ``input.max_bytes`` and decoded (pixel limit ``input.max_pixels``) on the same thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import numpy as np
+
+from ..config import SegmentorConfig
+from ..exceptions import ImageTooLargeError, InvalidInputError, ResourceExhaustedError, SegmentorError
+from ..utils.image_io import load_image
+from .errors import QueueFullError
+
+__all__ = ["UrlFetchTimeoutError", "UrlFetcher", "is_url", "parse_image_url"]
+
+_RETRY_AFTER_S = 1
+
+
+class UrlFetchTimeoutError(SegmentorError):
+    """The image URL did not deliver its whole body within ``server.url_fetch_timeout_s``."""
+
+    http_status = 504
+    code = "url_timeout"
+
+
+def is_url(text: str) -> bool:
+    """Whether request text is an ``http(s)://`` URL (case-insensitive, leading blanks ignored)."""
+    head = text[:9].lstrip().lower()
+    return head.startswith(("http://", "https://"))
+
+
+def parse_image_url(text: str) -> httpx.URL:
+    """The URL in ``text``, checked the way both :mod:`urllib.parse` and httpx read it.
+
+    Raises:
+        InvalidInputError: the URL cannot be parsed, has no host, a bad port, or a scheme other than http(s).
+    """
+    stripped = text.strip()
+    shown = stripped if len(stripped) <= 100 else stripped[:97] + "..."
+    try:
+        parts = urllib.parse.urlsplit(stripped)
+        _ = parts.port  # raises ValueError for a port that is not a number in 0..65535
+        url = httpx.URL(stripped)
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise InvalidInputError(f"invalid image URL {shown!r}: {exc}") from None
+    if url.scheme not in ("http", "https"):
+        raise InvalidInputError(f"invalid image URL {shown!r}: only http and https are allowed")
+    if not parts.hostname or not url.host:
+        raise InvalidInputError(f"invalid image URL {shown!r}: no host")
+    return url
+
+
+class _Abort:
+    """Shuts down the socket(s) of one download from another thread; later connections are shut at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self.triggered = False
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpx/httpcore ``trace`` callback: remember the socket of every connection this download opens."""
+        if event != "connection.connect_tcp.complete":
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if not isinstance(sock, socket.socket):
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            triggered = self.triggered
+        if triggered:
+            _shutdown(sock)
+
+    def trigger(self) -> None:
+        with self._lock:
+            self.triggered = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class UrlFetcher:
+    """Bounded, deadline-limited downloads of image URLs, off the event loop and outside the inference slots.
+
+    Args:
+        client: the (SSRF-guarded) client; its timeouts are the per-operation ones.
+        config: ``server.max_url_fetches``, ``server.url_fetch_timeout_s``, ``input.max_bytes`` / ``max_pixels``.
+            ``input.max_decode_bytes`` bounds the decode as for any other image.
+    """
+
+    def __init__(self, client: httpx.Client, config: SegmentorConfig) -> None:
+        self.client = client
+        self.capacity = config.server.max_url_fetches
+        self.deadline_s = config.server.url_fetch_timeout_s
+        self.max_bytes = config.input.max_bytes
+        self.max_pixels = config.input.max_pixels
+        self.max_decode_bytes = config.input.max_decode_bytes
+        self._executor = ThreadPoolExecutor(max_workers=self.capacity, thread_name_prefix="segmentor-url-fetch")
+        self._lock = threading.Lock()
+        self._active = 0
+        self._aborts: set[_Abort] = set()
+
+    @property
+    def active(self) -> int:
+        """Downloads holding a fetch thread (a timed-out one until its thread really ended)."""
+        with self._lock:
+            return self._active
+
+    async def load(self, text: str) -> np.ndarray:
+        """Download and decode the image at URL ``text``: RGB ``uint8`` ``[H, W, 3]``.
+
+        Raises:
+            InvalidInputError: bad URL, refused address (``url_not_allowed``), HTTP error status, network error.
+            ImageTooLargeError: body over ``input.max_bytes`` or image over ``input.max_pixels`` (413).
+            UrlFetchTimeoutError: not done within ``server.url_fetch_timeout_s`` (504).
+            QueueFullError: ``server.max_url_fetches`` downloads already running (503, ``Retry-After``).
+        """
+        url = parse_image_url(text)
+        with self._lock:
+            if self._active >= self.capacity:
+                raise QueueFullError(
+                    f"server busy: {self.capacity} image downloads in progress; retry later", retry_after=_RETRY_AFTER_S
+                )
+            self._active += 1
+            abort = _Abort()
+            self._aborts.add(abort)
+        deadline = time.monotonic() + self.deadline_s
+        try:
+            future = self._executor.submit(self._fetch, url, abort, deadline)
+        except RuntimeError:  # executor shut down: the app is stopping
+            self._release(abort)
+            raise ResourceExhaustedError("server is shutting down") from None
+        future.add_done_callback(lambda _: self._release(abort))
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.deadline_s)
+        except asyncio.TimeoutError:
+            abort.trigger()
+            future.cancel()
+            raise UrlFetchTimeoutError(
+                f"fetching image from {_where(url)} took longer than {self.deadline_s:g} s "
+                "(server.url_fetch_timeout_s)"
+            ) from None
+        except asyncio.CancelledError:  # the request itself was abandoned
+            abort.trigger()
+            raise
+
+    def _release(self, abort: _Abort) -> None:
+        with self._lock:
+            self._active -= 1
+            self._aborts.discard(abort)
+
+    def _fetch(self, url: httpx.URL, abort: _Abort, deadline: float) -> np.ndarray:
+        body = self._download(url, abort, deadline)
+        return load_image(
+            body, max_pixels=self.max_pixels, max_bytes=self.max_bytes, max_decode_bytes=self.max_decode_bytes
+        )
+
+    def _download(self, url: httpx.URL, abort: _Abort, deadline: float) -> bytes:
+        where = _where(url)
+        try:
+            with self.client.stream("GET", url, extensions={"trace": abort.trace}) as response:
+                if not 200 <= response.status_code < 300:
+                    raise InvalidInputError(f"fetching image from {where} failed with HTTP {response.status_code}")
+                declared = response.headers.get("content-length", "").strip()
+                if declared.isdigit() and int(declared) > self.max_bytes:
+                    raise ImageTooLargeError(f"image at {where} is {declared} bytes, over the {self.max_bytes} limit")
+                chunks: list[bytes] = []
+                received = 0
+                for chunk in response.iter_bytes():
+                    received += len(chunk)
+                    if received > self.max_bytes:
+                        raise ImageTooLargeError(f"image at {where} is larger than the {self.max_bytes} byte limit")
+                    if time.monotonic() > deadline:
+                        raise UrlFetchTimeoutError(
+                            f"fetching image from {where} took longer than {self.deadline_s:g} s"
+                        )
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.TimeoutException:
+            raise InvalidInputError(f"timed out reading image from {where} (input.url_timeout_s)") from None
+        except httpx.HTTPError as exc:
+            if abort.triggered:
+                raise UrlFetchTimeoutError(f"fetching image from {where} was stopped at its deadline") from None
+            raise InvalidInputError(f"could not fetch image from {where}: {type(exc).__name__}") from None
+
+    def shutdown(self) -> None:
+        """Stop accepting downloads, stop the running ones (their sockets are shut down) and wait for them."""
+        with self._lock:
+            aborts = list(self._aborts)
+        for abort in aborts:
+            abort.trigger()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _where(url: httpx.URL) -> str:
+    return f"{url.scheme}://{url.host}"
