@@ -18,7 +18,6 @@ import contextlib
 import socket
 import threading
 import time
-import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,7 +26,7 @@ import numpy as np
 
 from ..config import SegmentorConfig
 from ..exceptions import ImageTooLargeError, InvalidInputError, ResourceExhaustedError, SegmentorError
-from ..utils.image_io import load_image
+from ..utils.image_io import is_url, load_image, parse_image_url
 from .errors import QueueFullError
 
 __all__ = ["UrlFetchTimeoutError", "UrlFetcher", "is_url", "parse_image_url"]
@@ -40,33 +39,6 @@ class UrlFetchTimeoutError(SegmentorError):
 
     http_status = 504
     code = "url_timeout"
-
-
-def is_url(text: str) -> bool:
-    """Whether request text is an ``http(s)://`` URL (case-insensitive, leading blanks ignored)."""
-    head = text[:9].lstrip().lower()
-    return head.startswith(("http://", "https://"))
-
-
-def parse_image_url(text: str) -> httpx.URL:
-    """The URL in ``text``, checked the way both :mod:`urllib.parse` and httpx read it.
-
-    Raises:
-        InvalidInputError: the URL cannot be parsed, has no host, a bad port, or a scheme other than http(s).
-    """
-    stripped = text.strip()
-    shown = stripped if len(stripped) <= 100 else stripped[:97] + "..."
-    try:
-        parts = urllib.parse.urlsplit(stripped)
-        _ = parts.port  # raises ValueError for a port that is not a number in 0..65535
-        url = httpx.URL(stripped)
-    except (ValueError, httpx.InvalidURL) as exc:
-        raise InvalidInputError(f"invalid image URL {shown!r}: {exc}") from None
-    if url.scheme not in ("http", "https"):
-        raise InvalidInputError(f"invalid image URL {shown!r}: only http and https are allowed")
-    if not parts.hostname or not url.host:
-        raise InvalidInputError(f"invalid image URL {shown!r}: no host")
-    return url
 
 
 class _Abort:

@@ -136,7 +136,7 @@ def _load_str(
             raise InvalidInputError("data: URI must have the form 'data:image/<type>;base64,<payload>'")
         data = _b64decode(payload, max_bytes=max_bytes)
         return limits.decode(data)
-    if stripped[:7].lower() == "http://" or stripped[:8].lower() == "https://":
+    if is_url(stripped):
         if not allow_urls:
             raise InvalidInputError("URL image sources are disabled (allow_urls=False); send the image bytes instead")
         body = fetch_url(stripped, timeout_s=url_timeout_s, max_bytes=max_bytes, client=http_client)
@@ -187,6 +187,33 @@ def _b64decode(payload: str, *, max_bytes: int) -> bytes:
     return data
 
 
+def is_url(text: str) -> bool:
+    """Whether request text is an ``http(s)://`` URL (case-insensitive, leading blanks ignored)."""
+    head = text[:9].lstrip().lower()
+    return head.startswith(("http://", "https://"))
+
+
+def parse_image_url(text: str) -> httpx.URL:
+    """The URL in ``text``, checked the way both :mod:`urllib.parse` and httpx read it.
+
+    Raises:
+        InvalidInputError: the URL cannot be parsed, has no host, a bad port, or a scheme other than http(s).
+    """
+    stripped = text.strip()
+    shown = stripped if len(stripped) <= 100 else stripped[:97] + "..."
+    try:
+        parts = urllib.parse.urlsplit(stripped)
+        _ = parts.port  # raises ValueError for a port that is not a number in 0..65535
+        url = httpx.URL(stripped)
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise InvalidInputError(f"invalid image URL {shown!r}: {exc}") from None
+    if url.scheme not in ("http", "https"):
+        raise InvalidInputError(f"invalid image URL {shown!r}: only http and https are allowed")
+    if not parts.hostname or not url.host:
+        raise InvalidInputError(f"invalid image URL {shown!r}: no host")
+    return url
+
+
 def fetch_url(url: str, *, timeout_s: float, max_bytes: int, client: httpx.Client | None = None) -> bytes:
     """Download ``url`` with a streaming GET and return the body.
 
@@ -200,10 +227,8 @@ def fetch_url(url: str, *, timeout_s: float, max_bytes: int, client: httpx.Clien
         InvalidInputError: bad scheme or URL, non-2xx status, timeout, network error.
         ImageTooLargeError: body over ``max_bytes``.
     """
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise InvalidInputError(f"only http(s) URLs with a host can be fetched; got scheme {parts.scheme!r}")
-    where = f"{parts.scheme}://{parts.hostname}"
+    parsed = parse_image_url(url)
+    where = f"{parsed.scheme}://{parsed.host}"
     timeout = httpx.Timeout(timeout_s)
     own_client = client is None
     http = httpx.Client(follow_redirects=False, timeout=timeout) if client is None else client
