@@ -7,26 +7,23 @@
   ``Retry-After``), so a slow image server never holds an inference slot. Each download has a **total** deadline,
   ``server.url_fetch_timeout_s``, on top of the per-read ``input.url_timeout_s``: when it passes, the request gets
   504 ``url_timeout`` at once and the download's socket is shut down, which ends the worker thread's blocked read
-  (the socket is taken from httpx's ``trace`` extension when the connection is made). The body is capped at
+  (:func:`~perceptra_seg.utils.url_download.download_image_body`, shared with the SDK). The body is capped at
   ``input.max_bytes`` and decoded (pixel limit ``input.max_pixels``) on the same thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import httpx
 import numpy as np
 
 from ..config import SegmentorConfig
-from ..exceptions import ImageTooLargeError, InvalidInputError, ResourceExhaustedError, SegmentorError
+from ..exceptions import ResourceExhaustedError, SegmentorError
 from ..utils.image_io import is_url, load_image, parse_image_url
+from ..utils.url_download import SocketAbort, download_image_body, url_origin
 from .errors import QueueFullError
 
 __all__ = ["UrlFetchTimeoutError", "UrlFetcher", "is_url", "parse_image_url"]
@@ -39,41 +36,6 @@ class UrlFetchTimeoutError(SegmentorError):
 
     http_status = 504
     code = "url_timeout"
-
-
-class _Abort:
-    """Shuts down the socket(s) of one download from another thread; later connections are shut at once."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self.triggered = False
-
-    def trace(self, event: str, info: dict[str, Any]) -> None:
-        """httpx/httpcore ``trace`` callback: remember the socket of every connection this download opens."""
-        if event != "connection.connect_tcp.complete":
-            return
-        stream = info.get("return_value")
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        if not isinstance(sock, socket.socket):
-            return
-        with self._lock:
-            self._sockets.append(sock)
-            triggered = self.triggered
-        if triggered:
-            _shutdown(sock)
-
-    def trigger(self) -> None:
-        with self._lock:
-            self.triggered = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _shutdown(sock)
-
-
-def _shutdown(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already closed
-        sock.shutdown(socket.SHUT_RDWR)
 
 
 class UrlFetcher:
@@ -95,7 +57,7 @@ class UrlFetcher:
         self._executor = ThreadPoolExecutor(max_workers=self.capacity, thread_name_prefix="segmentor-url-fetch")
         self._lock = threading.Lock()
         self._active = 0
-        self._aborts: set[_Abort] = set()
+        self._aborts: set[SocketAbort] = set()
 
     @property
     def active(self) -> int:
@@ -119,11 +81,10 @@ class UrlFetcher:
                     f"server busy: {self.capacity} image downloads in progress; retry later", retry_after=_RETRY_AFTER_S
                 )
             self._active += 1
-            abort = _Abort()
+            abort = SocketAbort()
             self._aborts.add(abort)
-        deadline = time.monotonic() + self.deadline_s
         try:
-            future = self._executor.submit(self._fetch, url, abort, deadline)
+            future = self._executor.submit(self._fetch, url, abort)
         except RuntimeError:  # executor shut down: the app is stopping
             self._release(abort)
             raise ResourceExhaustedError("server is shutting down") from None
@@ -133,52 +94,28 @@ class UrlFetcher:
         except asyncio.TimeoutError:
             abort.trigger()
             future.cancel()
-            raise UrlFetchTimeoutError(
-                f"fetching image from {_where(url)} took longer than {self.deadline_s:g} s "
-                "(server.url_fetch_timeout_s)"
-            ) from None
+            where = url_origin(url)
+            raise _fetch_timeout(f"fetching image from {where} took longer than {self.deadline_s:g} s") from None
         except asyncio.CancelledError:  # the request itself was abandoned
             abort.trigger()
             raise
 
-    def _release(self, abort: _Abort) -> None:
+    def _release(self, abort: SocketAbort) -> None:
         with self._lock:
             self._active -= 1
             self._aborts.discard(abort)
 
-    def _fetch(self, url: httpx.URL, abort: _Abort, deadline: float) -> np.ndarray:
-        body = self._download(url, abort, deadline)
+    def _fetch(self, url: httpx.URL, abort: SocketAbort) -> np.ndarray:
+        body = self._download(url, abort)
         return load_image(
             body, max_pixels=self.max_pixels, max_bytes=self.max_bytes, max_decode_bytes=self.max_decode_bytes
         )
 
-    def _download(self, url: httpx.URL, abort: _Abort, deadline: float) -> bytes:
-        where = _where(url)
-        try:
-            with self.client.stream("GET", url, extensions={"trace": abort.trace}) as response:
-                if not 200 <= response.status_code < 300:
-                    raise InvalidInputError(f"fetching image from {where} failed with HTTP {response.status_code}")
-                declared = response.headers.get("content-length", "").strip()
-                if declared.isdigit() and int(declared) > self.max_bytes:
-                    raise ImageTooLargeError(f"image at {where} is {declared} bytes, over the {self.max_bytes} limit")
-                chunks: list[bytes] = []
-                received = 0
-                for chunk in response.iter_bytes():
-                    received += len(chunk)
-                    if received > self.max_bytes:
-                        raise ImageTooLargeError(f"image at {where} is larger than the {self.max_bytes} byte limit")
-                    if time.monotonic() > deadline:
-                        raise UrlFetchTimeoutError(
-                            f"fetching image from {where} took longer than {self.deadline_s:g} s"
-                        )
-                    chunks.append(chunk)
-                return b"".join(chunks)
-        except httpx.TimeoutException:
-            raise InvalidInputError(f"timed out reading image from {where} (input.url_timeout_s)") from None
-        except httpx.HTTPError as exc:
-            if abort.triggered:
-                raise UrlFetchTimeoutError(f"fetching image from {where} was stopped at its deadline") from None
-            raise InvalidInputError(f"could not fetch image from {where}: {type(exc).__name__}") from None
+    def _download(self, url: httpx.URL, abort: SocketAbort) -> bytes:
+        return download_image_body(
+            self.client, url, max_bytes=self.max_bytes, deadline_s=self.deadline_s,
+            deadline_error=_fetch_timeout, abort=abort,
+        )
 
     def shutdown(self) -> None:
         """Stop accepting downloads, stop the running ones (their sockets are shut down) and wait for them."""
@@ -189,5 +126,6 @@ class UrlFetcher:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _where(url: httpx.URL) -> str:
-    return f"{url.scheme}://{url.host}"
+def _fetch_timeout(message: str) -> UrlFetchTimeoutError:
+    """The 504 of a download past its deadline (raised by the request or by the download thread, whichever is first)."""
+    return UrlFetchTimeoutError(f"{message} (server.url_fetch_timeout_s)")

@@ -20,7 +20,7 @@ For every request — the first one and each redirect hop, since httpx sends eve
 A refused URL raises :class:`UrlNotAllowedError` (400 ``url_not_allowed``) before any socket is opened.
 The client follows at most :data:`MAX_REDIRECTS` redirects, ignores proxy environment variables (a proxy would
 connect on our behalf, unchecked) and has connect/read timeouts; the byte cap is applied by
-:func:`perceptra_seg.utils.image_io.fetch_url`.
+:func:`perceptra_seg.utils.url_download.download_image_body`.
 """
 
 from __future__ import annotations

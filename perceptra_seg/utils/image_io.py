@@ -26,7 +26,6 @@ import base64
 import binascii
 import hashlib
 import os
-import time
 import urllib.parse
 from typing import Any
 
@@ -45,6 +44,7 @@ from perceptra_seg.utils.image_decode import (
     decode_stream,
     pil_to_rgb_array,
 )
+from perceptra_seg.utils.url_download import download_image_body, url_origin
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -218,43 +218,27 @@ def fetch_url(url: str, *, timeout_s: float, max_bytes: int, client: httpx.Clien
     """Download ``url`` with a streaming GET and return the body.
 
     Only ``http`` and ``https`` are accepted. ``timeout_s`` is the connect/read/write timeout and also the deadline
-    for the whole download. The body is capped at ``max_bytes``: a larger ``Content-Length`` is refused up front and
-    the download stops as soon as more than ``max_bytes`` arrive. Redirects are not followed by the client created
-    here (a 3xx answer is an error); an injected ``client`` (for instance one with an SSRF-guarding transport) keeps
-    its own redirect policy.
+    for the whole download: when it passes, the connection is shut down, even in the middle of a response header
+    that trickles in byte by byte (:func:`~perceptra_seg.utils.url_download.download_image_body`). The body is
+    capped at ``max_bytes``: a larger ``Content-Length`` is refused up front and the download stops as soon as more
+    than ``max_bytes`` arrive. Redirects are not followed by the client created here (a 3xx answer is an error); an
+    injected ``client`` (for instance one with an SSRF-guarding transport) keeps its own redirect policy and
+    per-operation timeouts.
 
     Raises:
         InvalidInputError: bad scheme or URL, non-2xx status, timeout, network error.
         ImageTooLargeError: body over ``max_bytes``.
     """
     parsed = parse_image_url(url)
-    where = f"{parsed.scheme}://{parsed.host}"
-    timeout = httpx.Timeout(timeout_s)
+    where = url_origin(parsed)
     own_client = client is None
-    http = httpx.Client(follow_redirects=False, timeout=timeout) if client is None else client
-    deadline = time.monotonic() + timeout_s
+    http = httpx.Client(follow_redirects=False, timeout=httpx.Timeout(timeout_s)) if client is None else client
+
+    def too_late(_: str) -> InvalidInputError:
+        return InvalidInputError(f"timed out after {timeout_s:g} s fetching image from {where} (whole download)")
+
     try:
-        with http.stream("GET", url, timeout=timeout) as response:
-            if not 200 <= response.status_code < 300:
-                hint = " (redirects are not followed)" if 300 <= response.status_code < 400 else ""
-                raise InvalidInputError(f"fetching image from {where} failed with HTTP {response.status_code}{hint}")
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
-                raise ImageTooLargeError(f"image at {where} is {int(declared)} bytes, over the {max_bytes} limit")
-            chunks: list[bytes] = []
-            received = 0
-            for chunk in response.iter_bytes():
-                received += len(chunk)
-                if received > max_bytes:
-                    raise ImageTooLargeError(f"image at {where} is larger than the {max_bytes} byte limit")
-                if time.monotonic() > deadline:
-                    raise InvalidInputError(f"fetching image from {where} took longer than {timeout_s:g} s")
-                chunks.append(chunk)
-            return b"".join(chunks)
-    except httpx.TimeoutException:
-        raise InvalidInputError(f"timed out after {timeout_s:g} s fetching image from {where}") from None
-    except httpx.HTTPError as exc:
-        raise InvalidInputError(f"could not fetch image from {where}: {type(exc).__name__}: {exc}") from None
+        return download_image_body(http, parsed, max_bytes=max_bytes, deadline_s=timeout_s, deadline_error=too_late)
     finally:
         if own_client:
             http.close()

@@ -20,7 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from .helpers import KEY_A, MALFORMED_URLS, TrickleServer, auth, b64_png, metric, server_process, wait_slot_free
+from tests.trickle import TrickleServer
+
+from .helpers import KEY_A, MALFORMED_URLS, auth, b64_png, metric, server_process, wait_slot_free
 
 HEALTHZ_LIMIT_S = 0.25  # the issue asks < 100 ms; measured max is printed, the bound leaves room for a loaded CI
 SLOT_FREE_LIMIT_S = 1.0

@@ -14,8 +14,9 @@ import pytest
 from perceptra_seg.exceptions import InvalidInputError
 from perceptra_seg.service import create_app
 from perceptra_seg.service.url_fetch import parse_image_url
+from tests.trickle import TrickleServer
 
-from .helpers import MALFORMED_URLS, FakeBackend, TrickleServer, b64_png, build_config, running, server_process
+from .helpers import MALFORMED_URLS, FakeBackend, b64_png, build_config, running, server_process
 
 
 @pytest.mark.parametrize("url", MALFORMED_URLS)

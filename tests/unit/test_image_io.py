@@ -29,6 +29,7 @@ from perceptra_seg.utils.image_io import (
     load_image,
     pil_to_rgb_array,
 )
+from tests.trickle import TrickleServer
 
 RNG = np.random.default_rng(1234)
 PICTURE = RNG.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)  # asymmetric: H != W
@@ -480,6 +481,17 @@ def test_url_timeout(http_base: str) -> None:
     with pytest.raises(InvalidInputError, match="timed out"):
         load_image(f"{http_base}/slow", allow_urls=True, url_timeout_s=0.3)
     assert time.perf_counter() - start < 1.4
+
+
+def test_url_deadline_ends_a_trickling_header() -> None:
+    """``timeout_s`` bounds the whole download: a server that sends one header byte every 0.2 s (so no single read
+    ever times out) was read for as long as it kept trickling; now the socket is shut down at the deadline."""
+    with TrickleServer(interval_s=0.2, total_s=20.0) as trickle:
+        start = time.monotonic()
+        with pytest.raises(InvalidInputError, match="timed out"):
+            fetch_url(trickle.url, timeout_s=1.0, max_bytes=100_000)
+        elapsed = time.monotonic() - start
+    assert elapsed < 1.0 + 3.0, elapsed
 
 
 def test_url_connection_refused() -> None:
