@@ -179,7 +179,7 @@ def build_router(
         """Decode and encode an image once; segment it later by ``image_id`` (valid for this API key only)."""
         state = get_state(request)
         body = await read_json(request, EmbedRequest, server)
-        source = await state.source(body.image, None, caller)
+        source = await state.source(body.image, None, caller, request)
         assert not isinstance(source, EmbeddedImage)  # no image_id here
         return await state.execute(_embed_job(source, caller.scope), prompts=0, request=request)
 
@@ -198,7 +198,7 @@ def build_router(
         state = get_state(request)
         body = await read_json(request, BoxRequest, server)
         state.check_work(1, multimask=body.multimask, formats=body.output_formats)
-        source = await state.source(body.image, body.image_id, caller)
+        source = await state.source(body.image, body.image_id, caller, request)
         return await _run_single(state, request, source, body)
 
     @router.post("/v1/segment/points", response_model=SegmentResponse, response_model_exclude_none=True,
@@ -208,7 +208,7 @@ def build_router(
         state = get_state(request)
         body = await read_json(request, PointsRequest, server)
         state.check_work(1, multimask=body.multimask, formats=body.output_formats)
-        source = await state.source(body.image, body.image_id, caller)
+        source = await state.source(body.image, body.image_id, caller, request)
         return await _run_single(state, request, source, body)
 
     @router.post("/v1/segment", response_model=SegmentListResponse, response_model_exclude_none=True,
@@ -218,7 +218,7 @@ def build_router(
         state = get_state(request)
         body = await read_json(request, SegmentRequest, server)
         _check_segment_work(state, body)
-        source = await state.source(body.image, body.image_id, caller)
+        source = await state.source(body.image, body.image_id, caller, request)
         return await _run_segment(state, request, source, body)
 
     @router.post("/v1/segment/upload", response_model=SegmentListResponse, response_model_exclude_none=True,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 
-from ..cancel import CancelToken
+from ..cancel import CancelToken, OperationCancelledError
 from ..config import SegmentorConfig
 from ..exceptions import ModelLoadError
 from .context import current_context, current_request_id
@@ -26,6 +26,8 @@ from .url_fetch import UrlFetcher, is_url
 Job = Callable[[InferenceService, CancelToken], Outcome]
 
 __all__ = ["ServiceState", "get_state"]
+
+T = TypeVar("T")
 
 _LOADING_RETRY_AFTER_S = 5
 
@@ -55,11 +57,15 @@ class ServiceState:
             raise ModelNotReadyError("the model is loading; retry shortly", retry_after=_LOADING_RETRY_AFTER_S)
         return self.service, self.runner
 
-    async def source(self, image: str | None, image_id: str | None, principal: Principal) -> Source:
+    async def source(
+        self, image: str | None, image_id: str | None, principal: Principal, request: Request | None = None
+    ) -> Source:
         """The request's image, or the handle its ``image_id`` names within the caller's scope (else 404).
 
         An image URL (when ``input.allow_urls`` is on) is downloaded and decoded here, before admission to the
-        inference runner, by the bounded :class:`UrlFetcher`; the pixels are returned.
+        inference runner, by the bounded :class:`UrlFetcher`; the pixels are returned. When the client of
+        ``request`` disconnects meanwhile, the download is stopped at once (its socket is shut down) and
+        :class:`~perceptra_seg.cancel.OperationCancelledError` is raised, so it does not keep a download thread.
         """
         if image_id is not None:
             return self.ids.resolve(principal.scope, image_id)
@@ -67,7 +73,7 @@ class ServiceState:
         if self.fetcher is not None and is_url(image):
             self.require_service()  # no download for a server that cannot answer anyway
             start = time.perf_counter()
-            pixels = await self.fetcher.load(image)
+            pixels = await _unless_disconnected(self.fetcher.load(image), request)
             self.metrics.observe_stages({"fetch_image": time.perf_counter() - start})
             return pixels
         return image
@@ -106,6 +112,25 @@ class ServiceState:
             context.cache_hit = outcome.cache_hit
         self.metrics.observe_stages(outcome.stages)
         return {**outcome.body, "request_id": current_request_id() or ""}
+
+
+async def _unless_disconnected(work: Coroutine[Any, Any, T], request: Request | None) -> T:
+    """Await ``work``; cancel it and raise :class:`OperationCancelledError` if ``request``'s client goes away first."""
+    task = asyncio.ensure_future(work)
+    if request is None:
+        return await task
+    token = CancelToken()
+    watcher = asyncio.create_task(_watch_disconnect(request, token))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when this request's own task is cancelled
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        raise OperationCancelledError(f"operation cancelled: {token.reason or 'client disconnected'}")
+    return task.result()
 
 
 async def _watch_disconnect(request: Request, token: CancelToken) -> None:

@@ -91,3 +91,28 @@ def test_a_trickling_url_never_holds_the_inference_slot() -> None:
         print(f"F3: other request {other_s * 1000:.0f} ms while trickling; trickle answered "
               f"{slow['status']} after {slow['seconds']:.2f} s; image server saw the close after "
               f"{trickle.closed_after[0]:.2f} s")
+
+
+def test_a_client_that_disconnects_stops_its_url_download() -> None:
+    """Work must not outlive its request: a client that went away while its image URL trickled in used to keep the
+    download (and one of server.max_url_fetches threads) until server.url_fetch_timeout_s (20 s here)."""
+    import json
+    import socket
+
+    with TrickleServer(interval_s=0.5, total_s=30.0) as trickle, \
+            server_process(_url_server_sections(url_fetch_timeout_s=20.0), fake={}) as base:
+        port = int(base.rsplit(":", 1)[1])
+        body = json.dumps({"image": trickle.url}).encode()
+        head = (f"POST /v1/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(head + body)
+            time.sleep(1.0)  # the download is under way
+        gone = time.monotonic()
+        while not trickle.closed_after and time.monotonic() - gone < 10.0:
+            time.sleep(0.05)
+        assert trickle.closed_after, "the download was still running 10 s after its client left"
+        stopped_s = trickle.closed_after[0] - 1.0
+        assert stopped_s < 3.0, f"the download stopped {stopped_s:.2f} s after the client left"
+        healthy = httpx.post(base + "/v1/segment/box", json={"image": b64_png(), "box": [1, 1, 20, 20]}, timeout=30)
+        assert healthy.status_code == 200, healthy.text
