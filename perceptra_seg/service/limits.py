@@ -143,7 +143,7 @@ class InferenceRunner:
             self._update_gauges()
         context = contextvars.copy_context()
         try:
-            future = self._executor.submit(context.run, self._call, func)
+            future = self._executor.submit(context.run, self._call, func, cancel)
         except RuntimeError:  # executor shut down: the app is stopping
             self._release(None)
             raise ResourceExhaustedError("server is shutting down") from None
@@ -161,7 +161,9 @@ class InferenceRunner:
                 raise RequestTimeoutError(message) from None
             raise
 
-    def _call(self, func: Callable[[], T]) -> T:
+    def _call(self, func: Callable[[], T], cancel: CancelToken | None) -> T:
+        if cancel is not None:
+            cancel.check()  # cancelled while it waited in the queue (its client left): do not start at all
         with self._lock:
             self._running += 1
             self._update_gauges()

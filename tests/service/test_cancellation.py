@@ -3,6 +3,8 @@ and disconnect handling run against a real server process in test_hostile_review
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +13,8 @@ import pytest
 from perceptra_seg import Segmentor
 from perceptra_seg.backends.base import DecoderOutput, ImageEmbedding, PromptBatch
 from perceptra_seg.cancel import CancelToken, OperationCancelledError
+from perceptra_seg.service.limits import InferenceRunner
+from perceptra_seg.service.metrics import ServiceMetrics
 
 from .helpers import FakeBackend, b64_png, build_config
 
@@ -78,3 +82,39 @@ def test_work_is_bounded_before_admission(fake_client: Callable[..., Any], fake_
                                                    "output_formats": ["rle", "png", "polygons"]})
         assert box.status_code == 413
     assert fake_backend.encode_calls == 2  # the warm-up and the first request
+
+
+def test_a_call_cancelled_while_queued_never_starts() -> None:
+    """A queued request whose client left used to start anyway once a worker was free (decoding its image, up to
+    input.max_decode_bytes, before the SDK's first check); now the runner drops it before it starts."""
+    release = threading.Event()
+    ran: list[str] = []
+
+    def blocking() -> str:
+        release.wait(10)
+        ran.append("first")
+        return "first"
+
+    def queued() -> str:
+        ran.append("queued")
+        return "queued"
+
+    async def scenario() -> None:
+        runner = InferenceRunner(max_concurrency=1, max_queue=1, timeout_s=30, metrics=ServiceMetrics())
+        try:
+            first = asyncio.ensure_future(runner.run(blocking))
+            token = CancelToken()
+            second = asyncio.ensure_future(runner.run(queued, cancel=token))
+            await asyncio.sleep(0.1)
+            token.cancel("client disconnected")
+            release.set()
+            assert await first == "first"
+            with pytest.raises(OperationCancelledError, match="client disconnected"):
+                await second
+            assert runner.admitted == 0
+        finally:
+            release.set()
+            runner.shutdown()
+
+    asyncio.run(scenario())
+    assert ran == ["first"]
