@@ -76,6 +76,20 @@ def test_backend_reports_and_keys_on_the_resolved_precision(
     assert segmentor.backend.fingerprint.split("|")[4] == "fp32" and "auto" not in segmentor.backend.fingerprint
 
 
+@pytest.mark.parametrize(("cpu", "expected"), [(AVX2_ONLY, "fp32"), (AVX512_BF16, "bf16")], ids=["avx2", "avx512-bf16"])
+def test_segmentor_resolves_auto_per_cpu_class(
+    monkeypatch: pytest.MonkeyPatch, cpu: CpuFeatures, expected: str
+) -> None:
+    """End to end through Segmentor and TorchBackend (the packaged demo model, counted as a measured variant here):
+    a CPU without native bf16 runs fp32, one with it bf16; info(), the fingerprint and cache keys say which."""
+    monkeypatch.setattr(precision_module, "BF16_CPU_MEASURED", frozenset({("sam1", "tiny")}))
+    pretend_cpu(monkeypatch, cpu)
+    segmentor = Segmentor(model="demo", device="cpu")
+    assert segmentor.config.runtime.precision == "auto"
+    assert segmentor.backend.info()["precision"] == expected
+    assert segmentor.backend.fingerprint.split("|")[4] == expected
+
+
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     name = precision_module.__name__
     return [r.getMessage() for r in caplog.records if r.name == name and r.levelno == logging.WARNING]
