@@ -2,7 +2,8 @@
 
 The graphs are traced from exactly the models :class:`~perceptra_seg.backends.torch_backend.TorchBackend` loads
 (same checkpoint resolution and conversion), so the ONNX backend reproduces the torch backend. Graph inputs and
-outputs are described in :mod:`perceptra_seg.backends.onnx_manifest`.
+outputs are described in :mod:`perceptra_seg.backends.onnx_manifest`; the tracing itself lives in
+:mod:`perceptra_seg.backends.export_graphs`, this module converts precision and publishes the export.
 
 Prompts reach the decoder as labelled points (the layout of Meta's own ONNX export): box corners are points with
 labels 2 and 3, and a padding point with label -1 closes the sequence where the torch model adds one (SAM 1: only
@@ -25,7 +26,6 @@ import logging
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -53,10 +53,8 @@ from .onnx_manifest import (
 
 try:
     import onnx
-    import onnxruntime as ort
-    import torch
-    from onnx.external_data_helper import uses_external_data
 
+    from .export_graphs import export_fp32_graphs, has_external_data
     from .torch_backend import TorchBackend
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(f"exporting to ONNX needs PyTorch, transformers and onnx: {install_command('export')}") from exc
@@ -78,132 +76,6 @@ def export_precision(quantize: str | None, fp16: bool) -> Precision:
     if quantize and fp16:
         raise ConfigError("choose either INT8 quantisation or fp16, not both")
     return "int8" if quantize else "fp16" if fp16 else "fp32"
-
-
-class _EncoderGraph(torch.nn.Module):
-    """``pixel_values [1, 3, 1024, 1024]`` → the features the torch backend caches (see ``encoder_outputs``)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model: Any = model
-
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features = self.model.get_image_embeddings(pixel_values)
-        return tuple(features) if isinstance(features, (list, tuple)) else (features,)
-
-
-class _DecoderGraph(torch.nn.Module):
-    """Prompt encoder + mask decoder for N prompts of T labelled points each (inputs: ``decoder_inputs``).
-
-    The N prompts run as N image-batch rows of one prompt each, so every prompt may carry its own mask input; the
-    per-row arithmetic is the torch model's own.
-    """
-
-    point_table: torch.Tensor
-    image_pe: torch.Tensor
-
-    def __init__(self, model: torch.nn.Module, family: Family, multimask: bool) -> None:
-        super().__init__()
-        self.model: Any = model
-        self.family = family
-        self.multimask = multimask
-        sam: Any = model
-        encoder = sam.prompt_encoder
-        if family == "sam1":
-            table = torch.cat([embedding.weight for embedding in encoder.point_embed], dim=0)
-        else:
-            table = encoder.point_embed.weight
-        # labels 0..3: background, foreground, box top-left, box bottom-right
-        self.register_buffer("point_table", table.detach().clone(), persistent=False)
-        self.register_buffer(
-            "image_pe", sam.get_image_wide_positional_embeddings().detach().clone(), persistent=False
-        )
-
-    def _sparse(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        encoder = self.model.prompt_encoder
-        normalised = (coords + 0.5) / encoder.input_image_size  # pixel centres, then [0, 1]
-        embedded = encoder.shared_embedding(normalised[None])[0]  # [N, T, C]
-        label = labels[..., None]
-        embedded = torch.where(label == -1, encoder.not_a_point_embed.weight, embedded)
-        for index in range(self.point_table.shape[0]):
-            embedded = embedded + (label == index).to(embedded.dtype) * self.point_table[index]
-        return embedded
-
-    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        *features, coords, labels, mask_input, has_mask_input = inputs
-        encoder = self.model.prompt_encoder
-        count = coords.shape[0]
-        sparse = self._sparse(coords, labels)
-        no_mask = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        dense = encoder.mask_embed(mask_input) * has_mask_input + (1 - has_mask_input) * no_mask
-        kwargs: dict[str, Any] = {
-            "image_embeddings": features[-1].expand(count, -1, -1, -1),
-            "image_positional_embeddings": self.image_pe.expand(count, -1, -1, -1),
-            "sparse_prompt_embeddings": sparse[:, None],
-            "dense_prompt_embeddings": dense,
-            "multimask_output": self.multimask,
-        }
-        if self.family == "sam2":
-            kwargs["high_resolution_features"] = [f.expand(count, -1, -1, -1) for f in features[:-1]]
-        masks, scores = self.model.mask_decoder(**kwargs)[:2]
-        return masks[:, 0], scores[:, 0]
-
-
-def _trace(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path, opset: int, **names: Any) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer and legacy-exporter notices; the graphs are checked by tests
-        torch.onnx.export(module.eval(), args, str(path), dynamo=False, opset_version=opset, **names)
-    _fold_constants(path)
-
-
-def _has_external_data(path: Path) -> bool:
-    """Whether the graph at ``path`` keeps (some of) its weights in separate files (models over 2 GiB)."""
-    proto = onnx.load(str(path), load_external_data=False)
-    return any(uses_external_data(tensor) for tensor in proto.graph.initializer)
-
-
-def _fold_constants(path: Path) -> None:
-    """Fold the traced shape arithmetic once, at export time, with ONNX Runtime's basic (EP-independent) passes.
-
-    Hiera's windowed position embedding traces to If/Tile subgraphs over constant shapes; folding them here turns
-    2,400 encoder nodes into about 500 and spares every later session load that work (and its shape warnings).
-    Graphs stored with external data are left as traced.
-    """
-    if _has_external_data(path):
-        return
-    folded = path.with_name(f"folded-{path.name}")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.optimized_model_filepath = str(folded)
-    options.log_severity_level = 3  # the If branches of traced shape code disagree on rank before folding
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    os.replace(folded, path)
-
-
-def _export_fp32(model: torch.nn.Module, family: Family, directory: Path, opset: int) -> dict[str, Path]:
-    """Trace the three graphs into ``directory`` as fp32 ONNX files."""
-    paths = {name: directory / file for name, file in GRAPH_NAMES.items()}
-    pixels = torch.zeros(1, 3, 1024, 1024)
-    with torch.no_grad():
-        features = _EncoderGraph(model)(pixels)
-        _trace(_EncoderGraph(model), (pixels,), paths["encoder"], opset,
-               input_names=["pixel_values"], output_names=list(encoder_outputs(family)))
-        # example sizes differ from every fixed dimension so that no dynamic axis is specialised by accident
-        coords = torch.tensor([[[100.0, 200.0], [300.0, 400.0], [0.0, 0.0]]] * 2)
-        labels = torch.tensor([[1, 2, 3], [0, 1, -1]])
-        mask_size = 4 * int(features[-1].shape[-1])  # the decoder's logits: 4 × the embedding grid (256 for Meta's)
-        prompt = (coords, labels, torch.zeros(2, 1, mask_size, mask_size), torch.ones(1))
-        dynamic = {
-            "point_coords": {0: "num_prompts", 1: "num_points"},
-            "point_labels": {0: "num_prompts", 1: "num_points"},
-            "mask_input": {0: "num_mask_inputs"},
-            "low_res_logits": {0: "num_prompts"},
-            "iou_scores": {0: "num_prompts"},
-        }
-        for name, multimask in (("decoder_single", False), ("decoder_multi", True)):
-            _trace(_DecoderGraph(model, family, multimask), (*features, *prompt), paths[name], opset,
-                   input_names=list(decoder_inputs(family)), output_names=list(DECODER_OUTPUTS), dynamic_axes=dynamic)
-    return paths
 
 
 def _save(proto: onnx.ModelProto, target: Path) -> str | None:
@@ -234,7 +106,7 @@ def _convert_graph(source: Path, target: Path, precision: Precision) -> str | No
 
         with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
             quantized = Path(scratch) / target.name
-            large = _has_external_data(source)
+            large = has_external_data(source)
             root = logging.getLogger()
             root.addFilter(_drop_preprocessing_hint)
             try:
@@ -358,7 +230,7 @@ def export_onnx(
     try:
         # the traced graphs live beside the staging folder, not in it: staging is renamed into place when published
         with _staging(directory) as staging, tempfile.TemporaryDirectory(prefix=".fp32-", dir=staging.parent) as traced:
-            source = _export_fp32(backend.model, family, Path(traced), opset)
+            source = export_fp32_graphs(backend.model, family, Path(traced), opset)
             _finish(source, staging, directory, manifest)
     finally:
         backend.close()
