@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.server
-import os
 import stat
 import threading
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ import torch
 from perceptra_seg import ModelLoadError, Segmentor
 from perceptra_seg.registry import get_model_spec
 from perceptra_seg.weights import download_checkpoint, download_progress, resolve_checkpoint
+from tests.umask import umask
 
 
 class _Files(http.server.BaseHTTPRequestHandler):
@@ -176,16 +175,6 @@ def _sam2_like_checkpoint(path: Path) -> bytes:
     return path.read_bytes()
 
 
-@contextlib.contextmanager
-def _umask(value: int) -> Iterator[None]:
-    """Set the (process-wide) umask for the block and restore the previous one whatever happens."""
-    previous = os.umask(value)
-    try:
-        yield
-    finally:
-        os.umask(previous)
-
-
 @pytest.mark.parametrize("damage", ["truncated", "flipped byte", "sam1 file"])
 def test_unusable_download_without_hash_never_lands_in_the_cache(
     tmp_path: Path, server: Any, small_sam1: tuple[torch.nn.Module, Path], monkeypatch: pytest.MonkeyPatch, damage: str
@@ -228,11 +217,11 @@ def test_corrupt_cached_checkpoint_names_the_file_to_delete(
 
 
 @pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
-def test_downloaded_checkpoint_honours_the_umask(tmp_path: Path, server: Any, mask: int, mode: int) -> None:
+def test_downloaded_checkpoint_honours_theumask(tmp_path: Path, server: Any, mask: int, mode: int) -> None:
     base, handler = server
     handler.files["sam2.1_hiera_tiny.pt"] = _sam2_like_checkpoint(tmp_path / "src.pt")
     target = tmp_path / "cache" / "sam2.1_hiera_tiny.pt"
-    with _umask(mask):
+    with umask(mask):
         download_checkpoint(f"{base}/sam2.1_hiera_tiny.pt", target, sha256_prefix=None, timeout_s=5, family="sam2")
     assert stat.S_IMODE(target.stat().st_mode) == mode
 
