@@ -119,7 +119,9 @@ class InputConfig(_Section):
         1 << 30, gt=0, description="largest memory estimate of one image decode, checked from the header"
     )
     allow_urls: bool = Field(False, description="accept http(s) URLs as image sources")
-    url_timeout_s: float = Field(10.0, gt=0, description="connect/read timeout when fetching an image URL")
+    url_timeout_s: float = Field(
+        10.0, gt=0, description="connect/read timeout of an image URL; the SDK's whole-download deadline as well"
+    )
     max_prompts: int = Field(256, ge=1, description="prompts per call")
     max_points_per_prompt: int = Field(64, ge=1, description="points in one prompt")
 
