@@ -130,7 +130,7 @@ class InferenceRunner:
         Raises:
             QueueFullError: no free slot (503, ``Retry-After``), raised before anything is queued.
             RequestTimeoutError: the deadline passed (504); a started call is cancelled through ``cancel`` and keeps
-                its slot until it stopped.
+                its slot until it stopped. The same token is set when the awaiting task itself is cancelled.
             ResourceExhaustedError: the call ran out of (device) memory (503).
         """
         with self._lock:
@@ -159,6 +159,11 @@ class InferenceRunner:
         except OperationCancelledError:
             if cancel is not None and cancel.reason == _DEADLINE_REASON:
                 raise RequestTimeoutError(message) from None
+            raise
+        except asyncio.CancelledError:  # the request's task itself was cancelled (e.g. a forced server shutdown)
+            if cancel is not None:
+                cancel.cancel("request abandoned")
+            future.cancel()
             raise
 
     def _call(self, func: Callable[[], T], cancel: CancelToken | None) -> T:

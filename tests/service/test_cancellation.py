@@ -118,3 +118,36 @@ def test_a_call_cancelled_while_queued_never_starts() -> None:
 
     asyncio.run(scenario())
     assert ran == ["first"]
+
+
+def test_a_cancelled_request_task_cancels_its_call() -> None:
+    """When the task awaiting the runner is cancelled (a forced shutdown cancels request tasks), the call used to
+    run on to its end; now its token is set and it stops at its next check."""
+    started = threading.Event()
+    stopped: list[str] = []
+
+    def job(token: CancelToken) -> str:
+        started.set()
+        for _ in range(1000):  # a call that checks its token between units of work
+            if token.cancelled:
+                stopped.append(token.reason)
+                return "stopped"
+            threading.Event().wait(0.01)
+        return "ran to the end"
+
+    async def scenario() -> None:
+        runner = InferenceRunner(max_concurrency=1, max_queue=0, timeout_s=30, metrics=ServiceMetrics())
+        token = CancelToken()
+        try:
+            task = asyncio.ensure_future(runner.run(lambda: job(token), cancel=token))
+            while not started.is_set():
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            await asyncio.to_thread(runner.shutdown)
+        assert runner.admitted == 0
+
+    asyncio.run(scenario())
+    assert stopped == ["request abandoned"]
