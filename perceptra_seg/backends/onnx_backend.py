@@ -29,8 +29,8 @@ from ..config import SegmentorConfig
 from ..exceptions import BackendError, ConfigError, InvalidInputError, ModelLoadError, ResourceExhaustedError
 from ..extras import install_command
 from ..preprocessing import preprocess_image
-from ..registry import ModelSpec, get_model_spec
-from ..weights import default_cache_dir, file_fingerprint, resolve_checkpoint
+from ..registry import get_model_spec
+from ..weights import resolve_checkpoint
 from .base import DecoderOutput, Family, ImageEmbedding, PromptBatch
 from .onnx_manifest import (
     DECODER_OUTPUTS,
@@ -43,6 +43,7 @@ from .onnx_manifest import (
     export_command,
     read_manifest,
 )
+from .precision import local_fingerprint, resolve_onnx_auto
 
 try:
     import onnxruntime as ort
@@ -165,15 +166,6 @@ def _check_int8_kernels(manifest: OnnxManifest, directory: Path, command: str) -
     )
 
 
-def _local_fingerprint(config: SegmentorConfig, spec: ModelSpec) -> str | None:
-    """Fingerprint of the configured checkpoint when it is available without downloading, else ``None``."""
-    model = config.model
-    if model.checkpoint_path is not None:
-        return resolve_checkpoint(spec, model.checkpoint_path, cache_dir=model.cache_dir, offline=True).fingerprint
-    cached = (Path(model.cache_dir).expanduser() if model.cache_dir else default_cache_dir()) / spec.filename
-    return file_fingerprint(cached) if cached.is_file() else None
-
-
 def _torch_installed() -> bool:
     try:
         import torch  # noqa: F401
@@ -204,8 +196,8 @@ class OnnxBackend:
         wanted = _requested_precision(config)
         requested = config.runtime.device
         providers, self.device = select_providers(requested, ort.get_available_providers())
-        checkpoint = _local_fingerprint(config, self.spec)
-        self.precision: Precision = self._found_precision(config, checkpoint) if wanted == "auto" else wanted
+        checkpoint = local_fingerprint(config, self.spec)
+        self.precision: Precision = resolve_onnx_auto(config, self.spec, checkpoint) if wanted == "auto" else wanted
         self.directory = self._directory(config, checkpoint)
         self.manifest = self._load_manifest(config, checkpoint)
         if self.precision == "int8" and self.device == "cpu":
@@ -232,22 +224,6 @@ class OnnxBackend:
         )
 
     # ------------------------------------------------------------------ loading
-
-    def _found_precision(self, config: SegmentorConfig, checkpoint: str | None) -> Precision:
-        """``precision: auto``: the precision of the export in ``onnx.model_dir``, else of the first export in the
-        cache (fp32, fp16, then INT8), else fp32 (exported on first use)."""
-        if config.onnx.model_dir is not None:
-            directory = Path(config.onnx.model_dir).expanduser()
-            found = read_manifest(directory).precision if (directory / MANIFEST_NAME).is_file() else "fp32"
-        else:
-            candidates: tuple[Precision, ...] = ("fp32", "fp16", "int8")
-            found = next((
-                precision for precision in candidates if checkpoint is not None and (default_onnx_dir(
-                    config.model.cache_dir, self.spec.name, self.spec.variant, precision, checkpoint
-                ) / MANIFEST_NAME).is_file()
-            ), "fp32")
-        logger.info("precision auto-selected for ONNX Runtime: %s (the export's)", found)
-        return found
 
     def _directory(self, config: SegmentorConfig, checkpoint: str | None) -> Path:
         if config.onnx.model_dir is not None:

@@ -12,16 +12,24 @@ choice without loading a model):
   from ``model.architecture``).
 * CPU without native bf16: fp32 (bf16 is emulated there and several times slower; fp16 is never a fast CPU path).
 
-The ONNX backend's ``auto`` is the precision of the export it finds (see ``onnx_backend``).
+The ONNX backend's ``auto`` is the precision of the export it finds (:func:`resolve_onnx_auto`, also what
+``segmentor-cli info`` shows).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import hardware
 from .base import Family
+from .onnx_manifest import MANIFEST_NAME, Precision, default_onnx_dir, read_manifest
+
+if TYPE_CHECKING:
+    from ..config import SegmentorConfig
+    from ..registry import ModelSpec
 
 __all__ = [
     "BF16_CPU_MEASURED",
@@ -30,6 +38,8 @@ __all__ = [
     "EMULATED_BF16_SLOWDOWN",
     "EMULATED_FP16_SLOWDOWN",
     "auto_reason",
+    "local_fingerprint",
+    "resolve_onnx_auto",
     "resolve_torch_precision",
     "warn_if_emulated",
 ]
@@ -123,3 +133,32 @@ def warn_if_emulated(precision: str, device_type: str) -> str | None:
     if first:
         logger.warning(message)
     return message
+
+
+def local_fingerprint(config: SegmentorConfig, spec: ModelSpec) -> str | None:
+    """Fingerprint of the configured checkpoint when it is available without downloading, else ``None``."""
+    from ..weights import default_cache_dir, file_fingerprint, resolve_checkpoint
+
+    model = config.model
+    if model.checkpoint_path is not None:
+        return resolve_checkpoint(spec, model.checkpoint_path, cache_dir=model.cache_dir, offline=True).fingerprint
+    cached = (Path(model.cache_dir).expanduser() if model.cache_dir else default_cache_dir()) / spec.filename
+    return file_fingerprint(cached) if cached.is_file() else None
+
+
+def resolve_onnx_auto(config: SegmentorConfig, spec: ModelSpec, checkpoint: str | None) -> Precision:
+    """``runtime.precision: auto`` of the onnx backend: the precision of the export in ``onnx.model_dir``, else of
+    the first export of ``checkpoint`` (a :func:`local_fingerprint`) in the cache (fp32, fp16, then INT8), else fp32
+    (exported on first use)."""
+    if config.onnx.model_dir is not None:
+        directory = Path(config.onnx.model_dir).expanduser()
+        found: Precision = read_manifest(directory).precision if (directory / MANIFEST_NAME).is_file() else "fp32"
+    else:
+        candidates: tuple[Precision, ...] = ("fp32", "fp16", "int8")
+        found = next((
+            precision for precision in candidates if checkpoint is not None and (default_onnx_dir(
+                config.model.cache_dir, spec.name, spec.variant, precision, checkpoint
+            ) / MANIFEST_NAME).is_file()
+        ), "fp32")
+    logger.info("precision auto-selected for ONNX Runtime: %s (the export's)", found)
+    return found

@@ -14,8 +14,7 @@ import typer
 import yaml
 
 from perceptra_seg import hardware
-from perceptra_seg.backends.onnx_manifest import MANIFEST_NAME
-from perceptra_seg.backends.precision import auto_reason, resolve_torch_precision
+from perceptra_seg.backends.precision import auto_reason, local_fingerprint, resolve_onnx_auto, resolve_torch_precision
 from perceptra_seg.config import SegmentorConfig
 from perceptra_seg.exceptions import ConfigError, ModelLoadError, SegmentorError
 from perceptra_seg.extras import missing_extra
@@ -216,18 +215,17 @@ def _precision_info(config: SegmentorConfig, device: dict[str, Any]) -> dict[str
     requested = config.runtime.precision
     spec = get_model_spec(config.model.name, config.model.variant)
     if config.runtime.backend == "onnx":
-        model_dir = config.onnx.model_dir
         if config.onnx.quantize == "int8":
             resolved, reason = "int8", "onnx.quantize is int8"
         elif requested != "auto":
             resolved, reason = requested, "as configured"
-        elif model_dir and (Path(model_dir).expanduser() / MANIFEST_NAME).is_file():
-            from perceptra_seg.backends.onnx_manifest import read_manifest
-
-            resolved = read_manifest(Path(model_dir).expanduser()).precision
-            reason = f"the precision of the export in {model_dir}"
         else:
-            resolved, reason = "fp32", "no export configured: fp32, or the precision of an export found in the cache"
+            where = config.onnx.model_dir or "the cache"
+            try:
+                resolved = resolve_onnx_auto(config, spec, local_fingerprint(config, spec))
+                reason = f"the precision of the export in {where} (fp32 when there is none yet)"
+            except (SegmentorError, OSError, ValueError, KeyError) as exc:  # the backend will say the same, louder
+                resolved, reason = "unknown", f"cannot read the export in {where}: {exc}"
         return {"requested": requested, "resolved": resolved, "reason": reason}
     selected = str(device.get("selected") or "cpu")
     device_type = "cuda" if selected.startswith("cuda") else "cpu"

@@ -386,3 +386,32 @@ def test_info_shows_the_onnx_exports_precision(cli: Callable[..., Run], tmp_path
     assert (found["requested"], found["resolved"]) == ("auto", "fp16") and str(directory) in found["reason"]
     assert cli("info", "-c", config, "--json", "--precision", "fp32").json()["precision"]["resolved"] == "fp32"
     assert cli("info", "--backend", "onnx", "--json").json()["precision"]["resolved"] == "fp32"  # nothing exported
+
+
+def test_info_finds_an_onnx_export_in_the_cache(cli: Callable[..., Run], tmp_path: Path) -> None:
+    """Without onnx.model_dir the backend's ``auto`` takes the first export of the cached checkpoint it finds (fp32,
+    fp16, INT8); info used to say fp32 whatever was there."""
+    from perceptra_seg.backends.onnx_manifest import (
+        GRAPH_NAMES,
+        GraphInfo,
+        OnnxManifest,
+        default_onnx_dir,
+        write_manifest,
+    )
+    from perceptra_seg.registry import get_model_spec
+    from perceptra_seg.weights import file_fingerprint
+
+    spec = get_model_spec("sam_v1", "vit_b")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / spec.filename).write_bytes(b"a cached checkpoint")
+    fingerprint = file_fingerprint(cache / spec.filename)
+    directory = default_onnx_dir(str(cache), spec.name, spec.variant, "fp16", fingerprint)
+    directory.mkdir(parents=True)
+    graphs = {name: GraphInfo(file, None, 5, "fp32", (), ()) for name, file in GRAPH_NAMES.items()}
+    write_manifest(directory, OnnxManifest("sam_v1", "vit_b", "sam1", fingerprint, 17, "fp16", "", graphs))
+    config = tmp_path / "onnx.yaml"
+    config.write_text(yaml.safe_dump({"model": {"name": "sam_v1", "variant": "vit_b", "cache_dir": str(cache)},
+                                      "runtime": {"backend": "onnx"}}))
+    found = cli("info", "-c", config, "--json").json()["precision"]
+    assert (found["requested"], found["resolved"]) == ("auto", "fp16"), found
