@@ -16,6 +16,7 @@ import numpy as np
 from .backends import Backend, ImageEmbedding, create_backend
 from .cancel import CancelToken, check
 from .config import SegmentorConfig
+from .config_overrides import effective_config
 from .decoding import MaskCandidate, Strategy, apply_strategy, decode_prompts
 from .exceptions import ConfigError, InvalidInputError, NotFoundError
 from .models import BBox, EmbeddedImage, Point, Prompt, SegmentationResult
@@ -66,7 +67,7 @@ class Segmentor:
         checkpoint_path: str | Path | None = None,
         encoder_variant: str | None = None,
     ) -> None:
-        self.config = _effective_config(
+        self.config = effective_config(
             config,
             backend=backend if isinstance(backend, str) else None,
             model=model,
@@ -363,39 +364,3 @@ class Segmentor:
             ):
                 by_index.setdefault(candidate.prompt_index, []).append(candidate)
         return [candidate for index in everything for candidate in by_index[index]]
-
-
-def _effective_config(
-    config: SegmentorConfig | str | Path | Mapping[str, Any] | None, **shortcuts: Any
-) -> SegmentorConfig:
-    """Combine a config argument with keyword shortcuts (shortcuts win)."""
-    sections = {
-        "backend": ("runtime", "backend"),
-        "model": ("model", "name"),
-        "variant": ("model", "variant"),
-        "device": ("runtime", "device"),
-        "precision": ("runtime", "precision"),
-        "checkpoint_path": ("model", "checkpoint_path"),
-        "encoder_variant": ("model", "variant"),
-    }
-    overrides: dict[str, dict[str, Any]] = {}
-    for name, value in shortcuts.items():
-        if value is not None:
-            section, field = sections[name]
-            previous = overrides.get(section, {}).get(field)
-            if previous is not None and previous != value:
-                raise ConfigError(f"conflicting values for {section}.{field}: {previous!r} and {value!r} ({name}=)")
-            overrides.setdefault(section, {})[field] = str(value) if isinstance(value, Path) else value
-    if isinstance(config, SegmentorConfig):
-        if not overrides:
-            return config
-        merged = config.model_dump()
-        for section, fields in overrides.items():
-            merged[section].update(fields)
-        return SegmentorConfig.load(None, **merged)
-    if isinstance(config, Mapping):
-        merged = {k: dict(v) if isinstance(v, Mapping) else v for k, v in config.items()}
-        for section, fields in overrides.items():
-            merged.setdefault(section, {}).update(fields)
-        return SegmentorConfig.load(None, **merged)
-    return SegmentorConfig.load(config, **overrides)

@@ -49,16 +49,16 @@ def test_yaml_then_env_then_arguments(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_segmentor_shortcuts_override_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from perceptra_seg.core import _effective_config
+    from perceptra_seg.config_overrides import effective_config
 
     monkeypatch.setenv("SEGMENTOR_RUNTIME_DEVICE", "cuda")
     path = _yaml(tmp_path, "model:\n  name: sam_v2\n")
-    config = _effective_config(path, model="sam_v1", device="cpu", checkpoint_path=tmp_path / "f.pth")
+    config = effective_config(path, model="sam_v1", device="cpu", checkpoint_path=tmp_path / "f.pth")
     assert (config.model.name, config.runtime.device) == ("sam_v1", "cpu")
     assert config.model.checkpoint_path == str(tmp_path / "f.pth")
     base = SegmentorConfig.load(runtime={"device": "cpu"})
-    assert _effective_config(base, precision="bf16").runtime.precision == "bf16"
-    assert _effective_config({"model": {"name": "sam_v1"}}, variant="vit_h").model.variant == "vit_h"
+    assert effective_config(base, precision="bf16").runtime.precision == "bf16"
+    assert effective_config({"model": {"name": "sam_v1"}}, variant="vit_h").model.variant == "vit_h"
 
 
 @pytest.mark.parametrize(
@@ -120,12 +120,26 @@ def test_conflicting_encoder_variant_and_variant_is_a_config_error(
 
 def test_segmentor_encoder_variant_keyword(monkeypatch: pytest.MonkeyPatch) -> None:
     from perceptra_seg import Segmentor
-    from perceptra_seg.core import _effective_config
+    from perceptra_seg.config_overrides import effective_config
 
-    assert _effective_config(None, model="sam_v1", encoder_variant="vit_l").model.variant == "vit_l"
-    assert _effective_config({"model": {"variant": "vit_b"}}, encoder_variant="vit_h").model.variant == "vit_h"
+    assert effective_config(None, model="sam_v1", encoder_variant="vit_l").model.variant == "vit_l"
+    assert effective_config({"model": {"variant": "vit_b"}}, encoder_variant="vit_h").model.variant == "vit_h"
     with pytest.raises(ConfigError, match="conflicting values for model.variant"):
         Segmentor(model="sam_v1", variant="vit_b", encoder_variant="vit_h")
+
+
+def test_variant_keyword_overrides_encoder_variant_in_every_kind_of_config(tmp_path: Path) -> None:
+    """A shortcut wins over the config argument whichever name the argument uses; a dict with encoder_variant used
+    to raise a ConfigError against variant= while the same YAML file was overridden."""
+    from perceptra_seg.config_overrides import effective_config
+
+    path = tmp_path / "original.yaml"
+    path.write_text("model:\n  name: sam_v1\n  encoder_variant: vit_h\n")
+    sections = {"model": {"name": "sam_v1", "encoder_variant": "vit_h"}}
+    for config in (path, sections, SegmentorConfig.load(path)):
+        assert effective_config(config, variant="vit_b").model.variant == "vit_b", config
+        assert effective_config(config, encoder_variant="vit_l").model.variant == "vit_l", config
+    assert sections == {"model": {"name": "sam_v1", "encoder_variant": "vit_h"}}  # the caller's dict is untouched
 
 
 @pytest.mark.parametrize("source", ["yaml", "env", "argument"])
