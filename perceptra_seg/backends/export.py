@@ -177,6 +177,8 @@ def _export_settings(
     for field, value in overrides.items():
         if value is not None:
             settings.setdefault("model", {})[field] = str(value) if isinstance(value, Path) else value
+            if field == "variant":
+                settings["model"].pop("encoder_variant", None)  # the shortcut wins, whichever name the dict used
     # the graphs are traced from the fp32 model on CPU; they run on any device and precision is applied afterwards
     settings["runtime"] = {**settings.get("runtime", {}), "backend": "torch", "device": "cpu",
                            "precision": "fp32", "compile": False}

@@ -211,3 +211,11 @@ def test_auto_precision_is_the_exports(sam1_export: Exported, derive: Any, preci
     info = segmentor.backend.info()
     assert info["precision"] == precision and f"|{precision}|" in segmentor.backend.fingerprint
     assert (info["quantization"] or {}).get("weight_type") == ("uint8" if precision == "int8" else None)
+
+
+def test_export_variant_overrides_encoder_variant_of_a_dict_config() -> None:
+    """export_onnx({"model": {"encoder_variant": ...}}, variant=...) used to be a ConfigError (two names disagreeing)
+    where Segmentor(...) with the same arguments lets the shortcut win."""
+    sections = {"model": {"name": "sam_v1", "encoder_variant": "vit_h"}}
+    assert export_module._export_settings(sections, {"variant": "vit_b"}).model.variant == "vit_b"
+    assert export_module._export_settings(sections, {"variant": None}).model.variant == "vit_h"
