@@ -48,6 +48,7 @@ class CancelToken:
 
     @property
     def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called (the call holding the token stops at its next check)."""
         return self._event.is_set()
 
     def check(self) -> None:

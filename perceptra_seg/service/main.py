@@ -27,6 +27,7 @@ def load_config_from_env() -> SegmentorConfig:
 
 
 def create_app_from_env() -> FastAPI:
+    """The app for :func:`load_config_from_env` (``uvicorn --factory ...:create_app_from_env``)."""
     from . import create_app
 
     return create_app(load_config_from_env())
