@@ -189,7 +189,7 @@ def _b64decode(payload: str, *, max_bytes: int) -> bytes:
 
 def is_url(text: str) -> bool:
     """Whether request text is an ``http(s)://`` URL (case-insensitive, leading blanks ignored)."""
-    head = text[:9].lstrip().lower()
+    head = text.lstrip()[:8].lower()  # lstrip copies nothing when there is nothing to strip
     return head.startswith(("http://", "https://"))
 
 

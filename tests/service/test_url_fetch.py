@@ -40,6 +40,19 @@ def test_malformed_urls_are_400_on_every_endpoint(allow_urls: bool) -> None:
     assert backend.encode_calls == 1  # the warm-up only
 
 
+def test_a_url_with_leading_blanks_is_fetched_like_any_other() -> None:
+    """is_url looked at the first 9 characters only: with 3 or more leading blanks an allowed URL was refused as
+    "URL image sources are disabled" (the SDK strips blanks before it decides)."""
+    from perceptra_seg.utils.image_io import is_url
+
+    assert is_url("   \n http://example.com/a.png") and is_url("HTTPS://example.com/a.png")
+    assert not is_url("  iVBORw0KGgo=") and not is_url("data:image/png;base64,AAAA")
+    backend = FakeBackend()
+    with running(create_app(build_config(input={"allow_urls": True}), backend=backend)) as client:
+        response = client.post("/v1/embed", json={"image": "     http://[::1"})
+        assert response.status_code == 400 and "invalid image URL" in response.json()["error"]["message"], response.text
+
+
 def _url_server_sections(**server: Any) -> dict[str, Any]:
     return {
         "input": {"allow_urls": True, "url_timeout_s": 10.0},
