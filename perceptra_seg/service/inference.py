@@ -1,14 +1,14 @@
 """The service's inference pipeline: decode the request's image, call the SDK, shape the response, time each stage.
 
 Everything here is blocking and runs on the :class:`~perceptra_seg.service.limits.InferenceRunner`'s threads.
-Image URLs never get here: :class:`~perceptra_seg.service.url_fetch.UrlFetcher` downloads and decodes them before
-the request is admitted, and the pixels arrive as an array. Every call takes the request's
+Image URLs are never fetched here: :class:`~perceptra_seg.service.url_fetch.UrlFetcher` downloads them before the
+request is admitted, and their bytes are decoded here like an upload. Every call takes the request's
 :class:`~perceptra_seg.cancel.CancelToken` and hands it to the SDK.
 
 Stages (``segmentor_inference_stage_seconds{stage}``):
 
-* ``fetch_image`` — download and decoding of an image URL (before admission, outside the inference slot);
-* ``decode_image`` — base64 / upload bytes → RGB pixels (absent for ``image_id`` and URL requests);
+* ``fetch_image`` — download of an image URL (before admission, outside the inference slot);
+* ``decode_image`` — base64 / upload / downloaded bytes → RGB pixels (absent for ``image_id`` requests);
 * ``encode`` — the image encoder (absent on an embedding-cache hit);
 * ``decode_masks`` — prompt encoder + mask decoder;
 * ``outputs`` — the rest: upsampling, thresholding, post-processing, RLE/PNG/polygon encoding, JSON shaping.
@@ -40,8 +40,8 @@ from .url_fetch import is_url, parse_image_url
 
 __all__ = ["InferenceService", "Outcome", "TimedBackend"]
 
-#: A request's image: base64/data-URI text, uploaded bytes, pixels fetched from a URL, or an embedded image handle.
-Source = str | bytes | np.ndarray | EmbeddedImage
+#: A request's image: base64/data-URI text, uploaded or downloaded bytes, or an embedded image handle.
+Source = str | bytes | EmbeddedImage
 #: ``call(segmentor, image_or_handle, formats, cancel)``: one SDK call bound to the request's prompts.
 SegmentCall = Callable[[Segmentor, Any, list[str], CancelToken], list[SegmentationResult]]
 
@@ -156,15 +156,13 @@ class InferenceService:
         configured = [f for f in config.outputs.formats if f != "numpy"]
         self.default_formats = configured or ["rle"]
 
-    def load_pixels(self, source: str | bytes | np.ndarray) -> np.ndarray:
-        """Decode an image from request text (base64, data: URI) or uploaded bytes; fetched pixels pass through.
+    def load_pixels(self, source: str | bytes) -> np.ndarray:
+        """Decode an image from request text (base64, data: URI) or uploaded / downloaded bytes.
 
         A server-side path is never opened: text that is not a data: URI is read as base64. URL text is never
         fetched here (that happens before admission): a malformed URL is 400 ``invalid_input``, any other URL means
         URL images are disabled (400).
         """
-        if isinstance(source, np.ndarray):
-            return source
         if isinstance(source, str) and is_url(source):
             parse_image_url(source)
         limits = self.config.input
@@ -176,14 +174,13 @@ class InferenceService:
             allow_urls=False,
         )
 
-    def embed(self, source: str | bytes | np.ndarray, scope: str, cancel: CancelToken) -> Outcome:
+    def embed(self, source: str | bytes, scope: str, cancel: CancelToken) -> Outcome:
         """Decode and encode the image, keep its embedding, and return ``{image_id, width, height}``."""
         stages: dict[str, float] = {}
         with _recording(stages):
             start = time.perf_counter()
             pixels = self.load_pixels(source)
-            if not isinstance(source, np.ndarray):
-                stages["decode_image"] = time.perf_counter() - start
+            stages["decode_image"] = time.perf_counter() - start
             handle = self.segmentor.embed(pixels, cancel=cancel)
         body = {
             "image_id": self.ids.public_id(scope, handle),
@@ -221,7 +218,7 @@ class InferenceService:
         stages: dict[str, float] = {}
         start = time.perf_counter()
         with _recording(stages):
-            if isinstance(source, (EmbeddedImage, np.ndarray)):
+            if isinstance(source, EmbeddedImage):
                 target: Any = source
             else:
                 target = self.load_pixels(source)

@@ -23,7 +23,6 @@ admission (:mod:`perceptra_seg.service.url_fetch`); the work a request asks for 
 from collections.abc import Callable
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import Response
@@ -132,7 +131,7 @@ async def _run_single(
     return await state.execute(job, prompts=1, request=request)
 
 
-def _embed_job(source: str | bytes | np.ndarray, scope: str) -> Job:
+def _embed_job(source: str | bytes, scope: str) -> Job:
     def job(service: InferenceService, cancel: CancelToken) -> Outcome:
         return service.embed(source, scope, cancel)
 

@@ -62,8 +62,8 @@ class ServiceState:
     ) -> Source:
         """The request's image, or the handle its ``image_id`` names within the caller's scope (else 404).
 
-        An image URL (when ``input.allow_urls`` is on) is downloaded and decoded here, before admission to the
-        inference runner, by the bounded :class:`UrlFetcher`; the pixels are returned. When the client of
+        An image URL (when ``input.allow_urls`` is on) is downloaded here, before admission to the inference runner,
+        by the bounded :class:`UrlFetcher`; its bytes are returned (decoded in the slot). When the client of
         ``request`` disconnects meanwhile, the download is stopped at once (its socket is shut down) and
         :class:`~perceptra_seg.cancel.OperationCancelledError` is raised, so it does not keep a download thread.
         """
@@ -73,9 +73,9 @@ class ServiceState:
         if self.fetcher is not None and is_url(image):
             self.require_service()  # no download for a server that cannot answer anyway
             start = time.perf_counter()
-            pixels = await _unless_disconnected(self.fetcher.load(image), request)
+            data = await _unless_disconnected(self.fetcher.load(image), request)
             self.metrics.observe_stages({"fetch_image": time.perf_counter() - start})
-            return pixels
+            return data
         return image
 
     def check_work(self, prompts: int, *, multimask: bool, formats: Sequence[str] | None) -> None:

@@ -1,4 +1,4 @@
-"""Image URLs in the service: checked, then downloaded and decoded *before* the request is admitted to inference.
+"""Image URLs in the service: checked, then downloaded *before* the request is admitted to inference.
 
 * :func:`parse_image_url` turns the request's text into an :class:`httpx.URL` or raises
   :class:`~perceptra_seg.exceptions.InvalidInputError` (400): unbalanced brackets, an IPv4 address in brackets, a
@@ -8,7 +8,9 @@
   ``server.url_fetch_timeout_s``, on top of the per-read ``input.url_timeout_s``: when it passes, the request gets
   504 ``url_timeout`` at once and the download's socket is shut down, which ends the worker thread's blocked read
   (:func:`~perceptra_seg.utils.url_download.download_image_body`, shared with the SDK). The body is capped at
-  ``input.max_bytes`` and decoded (pixel limit ``input.max_pixels``) on the same thread.
+  ``input.max_bytes``. It is decoded later, inside the inference slot like an uploaded image (``input.max_pixels``,
+  ``input.max_decode_bytes``), so decode memory stays bounded by ``server.max_concurrency`` and a queued request
+  holds encoded bytes, not pixels.
 """
 
 from __future__ import annotations
@@ -18,11 +20,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import numpy as np
 
 from ..config import SegmentorConfig
 from ..exceptions import ResourceExhaustedError, SegmentorError
-from ..utils.image_io import is_url, load_image, parse_image_url
+from ..utils.image_io import is_url, parse_image_url
 from ..utils.url_download import SocketAbort, download_image_body, url_origin
 from .errors import QueueFullError
 
@@ -43,8 +44,7 @@ class UrlFetcher:
 
     Args:
         client: the (SSRF-guarded) client; its timeouts are the per-operation ones.
-        config: ``server.max_url_fetches``, ``server.url_fetch_timeout_s``, ``input.max_bytes`` / ``max_pixels``.
-            ``input.max_decode_bytes`` bounds the decode as for any other image.
+        config: ``server.max_url_fetches``, ``server.url_fetch_timeout_s``, ``input.max_bytes``.
     """
 
     def __init__(self, client: httpx.Client, config: SegmentorConfig) -> None:
@@ -52,8 +52,6 @@ class UrlFetcher:
         self.capacity = config.server.max_url_fetches
         self.deadline_s = config.server.url_fetch_timeout_s
         self.max_bytes = config.input.max_bytes
-        self.max_pixels = config.input.max_pixels
-        self.max_decode_bytes = config.input.max_decode_bytes
         self._executor = ThreadPoolExecutor(max_workers=self.capacity, thread_name_prefix="segmentor-url-fetch")
         self._lock = threading.Lock()
         self._active = 0
@@ -65,12 +63,12 @@ class UrlFetcher:
         with self._lock:
             return self._active
 
-    async def load(self, text: str) -> np.ndarray:
-        """Download and decode the image at URL ``text``: RGB ``uint8`` ``[H, W, 3]``.
+    async def load(self, text: str) -> bytes:
+        """Download the image at URL ``text``: its encoded bytes (decoded later, in the inference slot).
 
         Raises:
             InvalidInputError: bad URL, refused address (``url_not_allowed``), HTTP error status, network error.
-            ImageTooLargeError: body over ``input.max_bytes`` or image over ``input.max_pixels`` (413).
+            ImageTooLargeError: body over ``input.max_bytes`` (413).
             UrlFetchTimeoutError: not done within ``server.url_fetch_timeout_s`` (504).
             QueueFullError: ``server.max_url_fetches`` downloads already running (503, ``Retry-After``).
         """
@@ -84,7 +82,7 @@ class UrlFetcher:
             abort = SocketAbort()
             self._aborts.add(abort)
         try:
-            future = self._executor.submit(self._fetch, url, abort)
+            future = self._executor.submit(self._download, url, abort)
         except RuntimeError:  # executor shut down: the app is stopping
             self._release(abort)
             raise ResourceExhaustedError("server is shutting down") from None
@@ -104,12 +102,6 @@ class UrlFetcher:
         with self._lock:
             self._active -= 1
             self._aborts.discard(abort)
-
-    def _fetch(self, url: httpx.URL, abort: SocketAbort) -> np.ndarray:
-        body = self._download(url, abort)
-        return load_image(
-            body, max_pixels=self.max_pixels, max_bytes=self.max_bytes, max_decode_bytes=self.max_decode_bytes
-        )
 
     def _download(self, url: httpx.URL, abort: SocketAbort) -> bytes:
         return download_image_body(

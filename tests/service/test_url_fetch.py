@@ -14,9 +14,10 @@ import pytest
 from perceptra_seg.exceptions import InvalidInputError
 from perceptra_seg.service import create_app
 from perceptra_seg.service.url_fetch import parse_image_url
+from perceptra_seg.utils import image_decode
 from tests.trickle import TrickleServer
 
-from .helpers import MALFORMED_URLS, FakeBackend, b64_png, build_config, running, server_process
+from .helpers import MALFORMED_URLS, FakeBackend, b64_png, build_config, png_bytes, running, server_process
 
 
 @pytest.mark.parametrize("url", MALFORMED_URLS)
@@ -129,3 +130,38 @@ def test_a_client_that_disconnects_stops_its_url_download() -> None:
         assert stopped_s < 3.0, f"the download stopped {stopped_s:.2f} s after the client left"
         healthy = httpx.post(base + "/v1/segment/box", json={"image": b64_png(), "box": [1, 1, 20, 20]}, timeout=30)
         assert healthy.status_code == 200, healthy.text
+
+
+def test_a_downloaded_image_is_decoded_only_once_admitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fetcher used to decode before admission: a URL request that then found every slot taken (503) had
+    decoded its image for nothing, and queued URL requests held decoded pixels (3 bytes a pixel) instead of the
+    encoded body, outside the server.max_concurrency bound on decode memory. Now only the download happens first."""
+    decodes: list[int] = []
+    real_decode = image_decode.decode_stream
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        decodes.append(1)
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(image_decode, "decode_stream", counting)
+    image = png_bytes(20, 30)
+    fetches = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(200, content=image)))
+    backend = FakeBackend()
+    config = build_config(input={"allow_urls": True}, server={"max_concurrency": 1, "max_queue": 0})
+    with fetches, running(create_app(config, backend=backend, http_client=fetches)) as client:
+        backend.encode_delay_s = 1.5
+        busy = threading.Thread(target=client.post, args=("/v1/embed",), kwargs={"json": {"image": b64_png()}})
+        busy.start()
+        try:
+            deadline = time.monotonic() + 10
+            while backend.encode_calls < 2 and time.monotonic() < deadline:  # the warm-up, then the busy call
+                time.sleep(0.02)
+            before = len(decodes)
+            refused = client.post("/v1/embed", json={"image": "http://images.example/a.png"})
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_full", refused.text
+            assert len(decodes) == before, "the refused request decoded its image"
+        finally:
+            busy.join(timeout=30)
+        backend.encode_delay_s = 0.0
+        fetched = client.post("/v1/embed", json={"image": "http://images.example/a.png"})
+        assert fetched.status_code == 200 and (fetched.json()["width"], fetched.json()["height"]) == (30, 20)
