@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import numpy as np
 
 from .agreement import load_masks, mask_iou
 from .markdown import fmt, table
+from .report import rewrite_from_saved, write_results
 
 __all__ = ["analyse_gpu", "gpu_rows_by_key", "mask_ious", "render_gpu_markdown", "write_gpu_report"]
 
@@ -221,17 +221,8 @@ def render_gpu_markdown(results: dict[str, Any], derived: dict[str, Any]) -> str
 
 def write_gpu_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
     """Write ``results.json`` (raw + derived) and ``results.md`` into ``out_dir``; returns their paths."""
-    derived = analyse_gpu(results)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / "results.json", out_dir / "results.md"
-    json_path.write_text(json.dumps({**results, "derived": derived}, indent=2, default=str))
-    md_path.write_text(render_gpu_markdown(results, derived))
-    return [json_path, md_path]
+    return write_results(results, out_dir, analyse_gpu, render_gpu_markdown)
 
 
 if __name__ == "__main__":
-    source = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("bench/results-gpu/results.json")
-    loaded = json.loads(source.read_text())
-    loaded.pop("derived", None)
-    for written in write_gpu_report(loaded, source.parent):
-        print(written)
+    rewrite_from_saved(sys.argv, Path("bench/results-gpu/results.json"), write_gpu_report)

@@ -13,13 +13,13 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from .markdown import render_markdown
 
-__all__ = ["analyse", "machine_info", "write_report"]
+__all__ = ["analyse", "machine_info", "rewrite_from_saved", "write_report", "write_results"]
 
 IMPLEMENTATIONS = {
     ("ours", "torch-fp32"): "ours · torch fp32",
@@ -258,19 +258,35 @@ def _targets(results: dict[str, Any], encoder_rows: list[dict[str, Any]], worker
     return rows
 
 
-def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Write ``results.json`` (raw + derived) and ``results.md``; returns their paths."""
-    derived = analyse(results)
+def write_results(
+    results: dict[str, Any],
+    out_dir: Path,
+    analyse_fn: Callable[[dict[str, Any]], dict[str, Any]],
+    render_fn: Callable[[dict[str, Any], dict[str, Any]], str],
+) -> list[Path]:
+    """Write ``results.json`` (raw + ``analyse_fn``'s derived tables) and ``results.md`` (``render_fn``) into
+    ``out_dir``; returns their paths. Shared by the CPU run and the GPU run."""
+    derived = analyse_fn(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "results.json", out_dir / "results.md"
     json_path.write_text(json.dumps({**results, "derived": derived}, indent=2, default=str))
-    md_path.write_text(render_markdown(results, derived))
+    md_path.write_text(render_fn(results, derived))
     return [json_path, md_path]
 
 
-if __name__ == "__main__":
-    source = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("bench/results/results.json")
+def rewrite_from_saved(argv: list[str], default: Path, write: Callable[[dict[str, Any], Path], list[Path]]) -> None:
+    """``python -m bench.<report> [results.json]``: rebuild the derived tables and markdown from a saved run."""
+    source = Path(argv[1]) if len(argv) > 1 else default
     loaded = json.loads(source.read_text())
     loaded.pop("derived", None)
-    for written in write_report(loaded, source.parent):
+    for written in write(loaded, source.parent):
         print(written)
+
+
+def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write ``results.json`` (raw + derived) and ``results.md``; returns their paths."""
+    return write_results(results, out_dir, analyse, render_markdown)
+
+
+if __name__ == "__main__":
+    rewrite_from_saved(sys.argv, Path("bench/results/results.json"), write_report)
