@@ -316,10 +316,15 @@ class Segmentor:
         key = f"{self._backend.fingerprint}|{digest}"
         return key if window is None else f"{key}|{window.x0},{window.y0},{window.x1},{window.y1}"
 
-    def _embedding(self, pixels: np.ndarray, key: str) -> ImageEmbedding:
-        if not self.config.cache.enabled:
+    def _digest(self, pixels: np.ndarray) -> str | None:
+        """The full-image SHA-256 the cache keys on, or ``None`` when the cache is off (nothing would use it)."""
+        return image_digest(pixels) if self.config.cache.enabled else None
+
+    def _embedding(self, pixels: np.ndarray, digest: str | None, window: Window | None = None) -> ImageEmbedding:
+        """``pixels`` encoded, through the cache when ``digest`` is given (see :meth:`_digest`)."""
+        if digest is None:
             return self._encode(pixels)
-        embedding, _ = self._cache.get_or_compute(key, lambda: self._encode(pixels))
+        embedding, _ = self._cache.get_or_compute(self._cache_key(digest, window), lambda: self._encode(pixels))
         return embedding
 
     def _embedded(self, handle: EmbeddedImage) -> ImageEmbedding:
@@ -347,18 +352,18 @@ class Segmentor:
         size = (int(pixels.shape[0]), int(pixels.shape[1]))
         tiling = self.config.tiling
         if not (tiling.enabled and max(size) > tiling.min_image_side):
-            embedding = self._embedding(pixels, self._cache_key(image_digest(pixels)))
+            embedding = self._embedding(pixels, self._digest(pixels))
             return decode(embedding, prompts, everything, canvas_size=size)
         windows = plan_windows(
             prompts, size, window_size=tiling.window_size, margin=tiling.margin, max_windows=tiling.max_windows
         )
-        digest = image_digest(pixels)
+        digest = self._digest(pixels)
         by_index: dict[int, list[MaskCandidate]] = {}
         shifted = {window: [shift_prompt(prompts[i], window) for i in window.prompt_indices] for window in windows}
         for window in windows:
             crop = np.ascontiguousarray(pixels[window.y0 : window.y1, window.x0 : window.x1])
             check(cancel)
-            embedding = self._embedding(crop, self._cache_key(digest, window))
+            embedding = self._embedding(crop, digest, window)
             for candidate in decode(
                 embedding, shifted[window], window.prompt_indices, canvas_size=size, offset=(window.x0, window.y0)
             ):
