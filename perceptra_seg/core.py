@@ -125,7 +125,10 @@ class Segmentor:
         handle cost only the decoder.
 
         Raises:
-            ConfigError: the embedding cache is disabled (``cache.enabled = false``).
+            ConfigError: the embedding cache is disabled (``cache.enabled = false``), or one embedding of this
+                image is larger than ``cache.max_bytes`` so the cache cannot keep it (a handle would only ever
+                answer :class:`~perceptra_seg.exceptions.NotFoundError`); the REST service answers 400
+                ``invalid_config`` for both.
             OperationCancelledError: ``cancel`` was set before the encoder started.
         """
         if not self.config.cache.enabled:
@@ -133,7 +136,12 @@ class Segmentor:
         pixels = self._load(image)
         check(cancel)
         key = self._cache_key(image_digest(pixels))
-        self._cache.get_or_compute(key, lambda: self._encode(pixels))
+        embedding, _ = self._cache.get_or_compute(key, lambda: self._encode(pixels))
+        if embedding.nbytes > self._cache.max_bytes:
+            raise ConfigError(
+                f"embed() cannot keep this image: its embedding takes {embedding.nbytes} bytes, more than the "
+                f"whole embedding cache (cache.max_bytes = {self._cache.max_bytes})"
+            )
         return EmbeddedImage(image_id=key, width=int(pixels.shape[1]), height=int(pixels.shape[0]))
 
     def cache_stats(self) -> CacheStats:
