@@ -19,6 +19,7 @@ from ..preprocessing import preprocess_image
 from ..registry import ModelSpec, architecture_config, get_model_spec
 from ..weights import CheckpointSource, resolve_checkpoint
 from .base import DecoderOutput, Family, ImageEmbedding, PromptBatch
+from .oom import oom_guard
 from .precision import resolve_torch_precision, warn_if_emulated
 
 try:
@@ -205,14 +206,8 @@ class TorchBackend:
 
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         pixels, input_size = preprocess_image(image, self.family)
-        try:
-            with self._inference():
-                output = self._encoder(torch.from_numpy(pixels).to(self.device))
-        except torch.cuda.OutOfMemoryError as exc:
-            torch.cuda.empty_cache()
-            from ..exceptions import ResourceExhaustedError
-
-            raise ResourceExhaustedError(f"out of GPU memory while encoding: {exc}") from None
+        with oom_guard("while encoding"), self._inference():
+            output = self._encoder(torch.from_numpy(pixels).to(self.device))
         features = tuple(output) if isinstance(output, (list, tuple)) else (output,)
         features = tuple(f.float() for f in features)
         nbytes = sum(f.numel() * f.element_size() for f in features)
@@ -242,13 +237,8 @@ class TorchBackend:
         if batch.mask_inputs is not None:
             kwargs["input_masks"] = self._tensor(batch.mask_inputs)
         try:
-            with self._inference():
+            with oom_guard("while decoding"), self._inference():
                 output = self.model(**kwargs)
-        except torch.cuda.OutOfMemoryError as exc:
-            torch.cuda.empty_cache()
-            from ..exceptions import ResourceExhaustedError
-
-            raise ResourceExhaustedError(f"out of GPU memory while decoding: {exc}") from None
         except RuntimeError as exc:
             raise BackendError(f"mask decoder failed: {exc}") from exc
         logits = output.pred_masks[0].float().cpu().numpy()
