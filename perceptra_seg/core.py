@@ -17,7 +17,7 @@ from .backends import Backend, ImageEmbedding, create_backend
 from .cancel import CancelToken, check
 from .config import SegmentorConfig
 from .config_overrides import effective_config
-from .decoding import MaskCandidate, Strategy, apply_strategy, decode_prompts
+from .decoding import STRATEGIES, MaskCandidate, Strategy, apply_strategy, decode_prompts
 from .exceptions import ConfigError, InvalidInputError, NotFoundError
 from .models import BBox, EmbeddedImage, Point, Prompt, SegmentationResult
 from .prompts import build_batches, normalize_prompts
@@ -30,9 +30,6 @@ from .utils.tiling import Window, plan_windows, shift_prompt
 __all__ = ["Segmentor"]
 
 logger = logging.getLogger(__name__)
-
-_STRATEGIES = ("all", "largest", "merge")
-
 
 class Segmentor:
     """Segment Anything behind a small API: one image encoding, any number of prompts.
@@ -236,8 +233,8 @@ class Segmentor:
             OperationCancelledError: ``cancel`` was set.
         """
         start = time.perf_counter()
-        if strategy not in _STRATEGIES:
-            raise InvalidInputError(f"strategy must be one of {', '.join(_STRATEGIES)}, got {strategy!r}")
+        if strategy not in STRATEGIES:
+            raise InvalidInputError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         formats = validate_formats(output_formats if output_formats is not None else self.config.outputs.formats)
         pixels: np.ndarray | None = None
         if isinstance(image, EmbeddedImage):
