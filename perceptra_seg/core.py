@@ -16,7 +16,6 @@ import numpy as np
 from .backends import Backend, ImageEmbedding, create_backend
 from .cancel import CancelToken, check
 from .config import SegmentorConfig
-from .config_overrides import effective_config
 from .decoding import STRATEGIES, MaskCandidate, Strategy, apply_strategy, decode_prompts
 from .exceptions import ConfigError, InvalidInputError, NotFoundError
 from .models import BBox, EmbeddedImage, Point, Prompt, SegmentationResult
@@ -64,7 +63,7 @@ class Segmentor:
         checkpoint_path: str | Path | None = None,
         encoder_variant: str | None = None,
     ) -> None:
-        self.config = effective_config(
+        self.config = SegmentorConfig.resolve(
             config,
             backend=backend if isinstance(backend, str) else None,
             model=model,
@@ -94,9 +93,7 @@ class Segmentor:
 
     def set_backend(self, name: str) -> None:
         """Switch runtime (e.g. ``"torch"``); the model is loaded anew and cached embeddings are dropped."""
-        settings = self.config.model_dump()
-        settings["runtime"]["backend"] = name
-        config = SegmentorConfig.load(None, **settings)
+        config = SegmentorConfig.resolve(self.config, backend=name)
         new_backend = create_backend(config)
         old, self._backend, self.config = self._backend, new_backend, config
         self._cache.clear()
