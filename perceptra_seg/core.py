@@ -18,6 +18,7 @@ from .cancel import CancelToken, check
 from .config import SegmentorConfig
 from .decoding import STRATEGIES, MaskCandidate, Strategy, apply_strategy, decode_prompts
 from .exceptions import ConfigError, InvalidInputError, NotFoundError
+from .lifecycle import BackendSlot, holds_backend
 from .models import BBox, EmbeddedImage, Point, Prompt, SegmentationResult
 from .prompts import build_batches, normalize_prompts
 from .utils.cache import CacheStats, EmbeddingCache
@@ -47,8 +48,12 @@ class Segmentor:
         encoder_variant: the original README's name of ``variant`` (``vit_h | vit_l | vit_b``); giving both with
             different values is a :class:`~perceptra_seg.exceptions.ConfigError`.
 
-    Thread safety: every public method may be called from several threads at once; concurrent requests for the
-    same image encode it once.
+    Thread safety: ``segment*``, ``embed``, ``warmup`` and ``cache_stats`` may be called from several threads at
+    once; concurrent requests for the same image encode it once. ``set_backend`` and ``close`` may run meanwhile:
+    each running call keeps the backend it started with until it returns, and a replaced or closed backend is
+    closed when its last call finishes (see :mod:`perceptra_seg.lifecycle`). A call that starts after ``close()``
+    fails with :class:`~perceptra_seg.exceptions.BackendError` once it needs the model. Configuration read by a
+    call (postprocess, outputs) is the one current when it reads it: ``set_backend`` swaps ``config`` too.
     """
 
     def __init__(
@@ -73,7 +78,7 @@ class Segmentor:
             checkpoint_path=checkpoint_path,
             encoder_variant=encoder_variant,
         )
-        self._backend: Backend = backend if isinstance(backend, Backend) else create_backend(self.config)
+        self._slot = BackendSlot(backend if isinstance(backend, Backend) else create_backend(self.config))
         self._cache: EmbeddingCache[ImageEmbedding] = EmbeddingCache(self.config.cache.max_bytes)
         self._lock = threading.Lock()
         self.encoder_calls = 0
@@ -87,18 +92,19 @@ class Segmentor:
         self.close()
 
     def close(self) -> None:
-        """Drop cached embeddings and release the backend's models."""
+        """Drop cached embeddings and release the backend's models (after the calls still running on it)."""
         self._cache.clear()
-        self._backend.close()
+        self._slot.close()
 
     def set_backend(self, name: str) -> None:
         """Switch runtime (e.g. ``"torch"``); the model is loaded anew and cached embeddings are dropped."""
         config = SegmentorConfig.resolve(self.config, backend=name)
         new_backend = create_backend(config)
-        old, self._backend, self.config = self._backend, new_backend, config
+        self._slot.replace(new_backend)  # the old one closes after the calls still using it
+        self.config = config
         self._cache.clear()
-        old.close()
 
+    @holds_backend
     def warmup(self, image_size: tuple[int, int] = (1024, 1024)) -> float:
         """Run the encoder and decoder once on a blank ``(H, W)`` image (not cached); returns the seconds taken."""
         start = time.perf_counter()
@@ -112,8 +118,14 @@ class Segmentor:
 
     @property
     def backend(self) -> Backend:
-        return self._backend
+        """The backend calls in this thread use (the current one outside a call)."""
+        return self._slot.active()
 
+    @property
+    def _backend(self) -> Backend:
+        return self._slot.active()
+
+    @holds_backend
     def embed(self, image: Any, *, cancel: CancelToken | None = None) -> EmbeddedImage:
         """Decode and encode ``image`` now and keep its embedding cached; prompts sent later with the returned
         handle cost only the decoder.
@@ -193,6 +205,7 @@ class Segmentor:
         )
         return max(results, key=lambda r: r.score)
 
+    @holds_backend
     def segment(
         self,
         image: Any,

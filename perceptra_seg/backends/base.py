@@ -101,5 +101,6 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None:
-        """Release models and device memory."""
+        """Release models and device memory. Idempotent; afterwards ``encode`` / ``decode`` raise
+        :class:`~perceptra_seg.exceptions.BackendError` ("the <name> backend is closed")."""
         ...
