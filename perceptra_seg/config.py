@@ -14,6 +14,7 @@ Unknown keys are errors at every level (a typo never silently does nothing).
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -302,6 +303,17 @@ class SegmentorConfig(BaseSettings):
             raise ConfigError(_describe(exc)) from None
         finally:
             _YAML_PATH.reset(token)
+
+    @classmethod
+    def resolve(
+        cls, config: SegmentorConfig | str | Path | Mapping[str, Any] | None = None, **overrides: Any
+    ) -> SegmentorConfig:
+        """The one resolver every front end uses: ``config`` (object, YAML path, dict of sections or ``None``)
+        plus ``sections={...}`` and keyword shortcuts (``model=``, ``device=``, ...); see
+        :func:`perceptra_seg.config_overrides.resolve_config` for the precedence."""
+        from .config_overrides import resolve_config
+
+        return resolve_config(config, **overrides)
 
 
 class _YamlSource(PydanticBaseSettingsSource):

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Literal
 
 import torch
 
 from .preprocessing import SAM1_PIXEL_MEAN, SAM1_PIXEL_STD
+from .registry import Family
 
 __all__ = ["convert_state_dict", "detect_family", "sam1_to_meta", "unwrap_checkpoint"]
-
-Family = Literal["sam1", "sam2"]
 
 # Mask-decoder upscaling and prompt-encoder mask downscaling: the same Sequential layout in both families.
 _DECODER_RULES: tuple[tuple[str, str], ...] = (

@@ -16,9 +16,9 @@ import numpy as np
 from .backends import Backend, ImageEmbedding, create_backend
 from .cancel import CancelToken, check
 from .config import SegmentorConfig
-from .config_overrides import effective_config
-from .decoding import MaskCandidate, Strategy, apply_strategy, decode_prompts
+from .decoding import STRATEGIES, MaskCandidate, Strategy, apply_strategy, decode_prompts
 from .exceptions import ConfigError, InvalidInputError, NotFoundError
+from .lifecycle import BackendSlot, holds_backend
 from .models import BBox, EmbeddedImage, Point, Prompt, SegmentationResult
 from .prompts import build_batches, normalize_prompts
 from .utils.cache import CacheStats, EmbeddingCache
@@ -30,9 +30,6 @@ from .utils.tiling import Window, plan_windows, shift_prompt
 __all__ = ["Segmentor"]
 
 logger = logging.getLogger(__name__)
-
-_STRATEGIES = ("all", "largest", "merge")
-
 
 class Segmentor:
     """Segment Anything behind a small API: one image encoding, any number of prompts.
@@ -51,8 +48,12 @@ class Segmentor:
         encoder_variant: the original README's name of ``variant`` (``vit_h | vit_l | vit_b``); giving both with
             different values is a :class:`~perceptra_seg.exceptions.ConfigError`.
 
-    Thread safety: every public method may be called from several threads at once; concurrent requests for the
-    same image encode it once.
+    Thread safety: ``segment*``, ``embed``, ``warmup`` and ``cache_stats`` may be called from several threads at
+    once; concurrent requests for the same image encode it once. ``set_backend`` and ``close`` may run meanwhile:
+    each running call keeps the backend it started with until it returns, and a replaced or closed backend is
+    closed when its last call finishes (see :mod:`perceptra_seg.lifecycle`). A call that starts after ``close()``
+    fails with :class:`~perceptra_seg.exceptions.BackendError` once it needs the model. Configuration read by a
+    call (postprocess, outputs) is the one current when it reads it: ``set_backend`` swaps ``config`` too.
     """
 
     def __init__(
@@ -67,7 +68,7 @@ class Segmentor:
         checkpoint_path: str | Path | None = None,
         encoder_variant: str | None = None,
     ) -> None:
-        self.config = effective_config(
+        self.config = SegmentorConfig.resolve(
             config,
             backend=backend if isinstance(backend, str) else None,
             model=model,
@@ -77,7 +78,7 @@ class Segmentor:
             checkpoint_path=checkpoint_path,
             encoder_variant=encoder_variant,
         )
-        self._backend: Backend = backend if isinstance(backend, Backend) else create_backend(self.config)
+        self._slot = BackendSlot(backend if isinstance(backend, Backend) else create_backend(self.config))
         self._cache: EmbeddingCache[ImageEmbedding] = EmbeddingCache(self.config.cache.max_bytes)
         self._lock = threading.Lock()
         self.encoder_calls = 0
@@ -91,20 +92,19 @@ class Segmentor:
         self.close()
 
     def close(self) -> None:
-        """Drop cached embeddings and release the backend's models."""
+        """Drop cached embeddings and release the backend's models (after the calls still running on it)."""
         self._cache.clear()
-        self._backend.close()
+        self._slot.close()
 
     def set_backend(self, name: str) -> None:
         """Switch runtime (e.g. ``"torch"``); the model is loaded anew and cached embeddings are dropped."""
-        settings = self.config.model_dump()
-        settings["runtime"]["backend"] = name
-        config = SegmentorConfig.load(None, **settings)
+        config = SegmentorConfig.resolve(self.config, backend=name)
         new_backend = create_backend(config)
-        old, self._backend, self.config = self._backend, new_backend, config
+        self._slot.replace(new_backend)  # the old one closes after the calls still using it
+        self.config = config
         self._cache.clear()
-        old.close()
 
+    @holds_backend
     def warmup(self, image_size: tuple[int, int] = (1024, 1024)) -> float:
         """Run the encoder and decoder once on a blank ``(H, W)`` image (not cached); returns the seconds taken."""
         start = time.perf_counter()
@@ -118,14 +118,23 @@ class Segmentor:
 
     @property
     def backend(self) -> Backend:
-        return self._backend
+        """The backend calls in this thread use (the current one outside a call)."""
+        return self._slot.active()
 
+    @property
+    def _backend(self) -> Backend:
+        return self._slot.active()
+
+    @holds_backend
     def embed(self, image: Any, *, cancel: CancelToken | None = None) -> EmbeddedImage:
         """Decode and encode ``image`` now and keep its embedding cached; prompts sent later with the returned
         handle cost only the decoder.
 
         Raises:
-            ConfigError: the embedding cache is disabled (``cache.enabled = false``).
+            ConfigError: the embedding cache is disabled (``cache.enabled = false``), or one embedding of this
+                image is larger than ``cache.max_bytes`` so the cache cannot keep it (a handle would only ever
+                answer :class:`~perceptra_seg.exceptions.NotFoundError`); the REST service answers 400
+                ``invalid_config`` for both.
             OperationCancelledError: ``cancel`` was set before the encoder started.
         """
         if not self.config.cache.enabled:
@@ -133,7 +142,12 @@ class Segmentor:
         pixels = self._load(image)
         check(cancel)
         key = self._cache_key(image_digest(pixels))
-        self._cache.get_or_compute(key, lambda: self._encode(pixels))
+        embedding, _ = self._cache.get_or_compute(key, lambda: self._encode(pixels))
+        if embedding.nbytes > self._cache.max_bytes:
+            raise ConfigError(
+                f"embed() cannot keep this image: its embedding takes {embedding.nbytes} bytes, more than the "
+                f"whole embedding cache (cache.max_bytes = {self._cache.max_bytes})"
+            )
         return EmbeddedImage(image_id=key, width=int(pixels.shape[1]), height=int(pixels.shape[0]))
 
     def cache_stats(self) -> CacheStats:
@@ -191,6 +205,7 @@ class Segmentor:
         )
         return max(results, key=lambda r: r.score)
 
+    @holds_backend
     def segment(
         self,
         image: Any,
@@ -228,8 +243,8 @@ class Segmentor:
             OperationCancelledError: ``cancel`` was set.
         """
         start = time.perf_counter()
-        if strategy not in _STRATEGIES:
-            raise InvalidInputError(f"strategy must be one of {', '.join(_STRATEGIES)}, got {strategy!r}")
+        if strategy not in STRATEGIES:
+            raise InvalidInputError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         formats = validate_formats(output_formats if output_formats is not None else self.config.outputs.formats)
         pixels: np.ndarray | None = None
         if isinstance(image, EmbeddedImage):
@@ -316,10 +331,15 @@ class Segmentor:
         key = f"{self._backend.fingerprint}|{digest}"
         return key if window is None else f"{key}|{window.x0},{window.y0},{window.x1},{window.y1}"
 
-    def _embedding(self, pixels: np.ndarray, key: str) -> ImageEmbedding:
-        if not self.config.cache.enabled:
+    def _digest(self, pixels: np.ndarray) -> str | None:
+        """The full-image SHA-256 the cache keys on, or ``None`` when the cache is off (nothing would use it)."""
+        return image_digest(pixels) if self.config.cache.enabled else None
+
+    def _embedding(self, pixels: np.ndarray, digest: str | None, window: Window | None = None) -> ImageEmbedding:
+        """``pixels`` encoded, through the cache when ``digest`` is given (see :meth:`_digest`)."""
+        if digest is None:
             return self._encode(pixels)
-        embedding, _ = self._cache.get_or_compute(key, lambda: self._encode(pixels))
+        embedding, _ = self._cache.get_or_compute(self._cache_key(digest, window), lambda: self._encode(pixels))
         return embedding
 
     def _embedded(self, handle: EmbeddedImage) -> ImageEmbedding:
@@ -347,18 +367,18 @@ class Segmentor:
         size = (int(pixels.shape[0]), int(pixels.shape[1]))
         tiling = self.config.tiling
         if not (tiling.enabled and max(size) > tiling.min_image_side):
-            embedding = self._embedding(pixels, self._cache_key(image_digest(pixels)))
+            embedding = self._embedding(pixels, self._digest(pixels))
             return decode(embedding, prompts, everything, canvas_size=size)
         windows = plan_windows(
             prompts, size, window_size=tiling.window_size, margin=tiling.margin, max_windows=tiling.max_windows
         )
-        digest = image_digest(pixels)
+        digest = self._digest(pixels)
         by_index: dict[int, list[MaskCandidate]] = {}
         shifted = {window: [shift_prompt(prompts[i], window) for i in window.prompt_indices] for window in windows}
         for window in windows:
             crop = np.ascontiguousarray(pixels[window.y0 : window.y1, window.x0 : window.x1])
             check(cancel)
-            embedding = self._embedding(crop, self._cache_key(digest, window))
+            embedding = self._embedding(crop, digest, window)
             for candidate in decode(
                 embedding, shifted[window], window.prompt_indices, canvas_size=size, offset=(window.x0, window.y0)
             ):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -16,9 +16,11 @@ from .preprocessing import logits_to_mask
 from .prompts import build_batches
 from .utils.masks import remove_small_regions
 
-__all__ = ["MaskCandidate", "Strategy", "apply_strategy", "decode_prompts"]
+__all__ = ["STRATEGIES", "MaskCandidate", "Strategy", "apply_strategy", "decode_prompts"]
 
+#: How the masks of several prompts are returned (see :func:`apply_strategy`); defined here only.
 Strategy = Literal["all", "largest", "merge"]
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 
 
 @dataclass

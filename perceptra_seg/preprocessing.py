@@ -13,12 +13,11 @@ All resizes of logits are bilinear with half-pixel centres (PyTorch's ``align_co
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 from PIL import Image
 
 from .exceptions import InvalidInputError
+from .registry import Family
 
 __all__ = [
     "INPUT_SIZE",
@@ -32,7 +31,6 @@ __all__ = [
 ]
 
 INPUT_SIZE = 1024
-Family = Literal["sam1", "sam2"]
 
 #: SAM 1's RGB normalisation (Meta's ``pixel_mean`` / ``pixel_std``, in 0..255 units).
 SAM1_PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)

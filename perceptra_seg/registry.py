@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from .exceptions import ConfigError
 
-__all__ = ["MODEL_NAMES", "ModelSpec", "architecture_config", "get_model_spec", "list_models"]
+__all__ = ["FAMILIES", "MODEL_NAMES", "Family", "ModelSpec", "architecture_config", "get_model_spec", "list_models"]
 
+#: The model families: SAM 1 (ViT encoder, 1024 px input) and SAM 2/2.1 (Hiera encoder); defined here only.
 Family = Literal["sam1", "sam2"]
+FAMILIES: tuple[Family, ...] = get_args(Family)
 
 _SAM1_URL = "https://dl.fbaipublicfiles.com/segment_anything/{file}"
 _SAM2_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/{file}"

@@ -8,13 +8,13 @@ and after ``decode`` (upsampling, thresholding, output encoding) is backend-inde
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Backend", "DecoderOutput", "ImageEmbedding", "PromptBatch"]
+from ..registry import Family
 
-Family = Literal["sam1", "sam2"]
+__all__ = ["Backend", "DecoderOutput", "Family", "ImageEmbedding", "PromptBatch"]
 
 
 @dataclass
@@ -101,5 +101,6 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None:
-        """Release models and device memory."""
+        """Release models and device memory. Idempotent; afterwards ``encode`` / ``decode`` raise
+        :class:`~perceptra_seg.exceptions.BackendError` ("the <name> backend is closed")."""
         ...

@@ -166,23 +166,13 @@ def _versions() -> dict[str, str]:
 
 
 def _export_settings(
-    config: SegmentorConfig | Mapping[str, Any] | str | Path | None, overrides: dict[str, Any]
+    config: SegmentorConfig | Mapping[str, Any] | str | Path | None, model: dict[str, Any]
 ) -> SegmentorConfig:
-    if isinstance(config, SegmentorConfig):
-        settings: dict[str, Any] = config.model_dump()
-    elif isinstance(config, Mapping):
-        settings = {key: dict(value) if isinstance(value, Mapping) else value for key, value in config.items()}
-    else:
-        settings = SegmentorConfig.load(config).model_dump()
-    for field, value in overrides.items():
-        if value is not None:
-            settings.setdefault("model", {})[field] = str(value) if isinstance(value, Path) else value
-            if field == "variant":
-                settings["model"].pop("encoder_variant", None)  # the shortcut wins, whichever name the dict used
+    """The export's configuration: ``model`` holds the ``name`` / ``variant`` / ``checkpoint_path`` shortcuts."""
+    shortcuts = {"model" if field == "name" else field: value for field, value in model.items()}
     # the graphs are traced from the fp32 model on CPU; they run on any device and precision is applied afterwards
-    settings["runtime"] = {**settings.get("runtime", {}), "backend": "torch", "device": "cpu",
-                           "precision": "fp32", "compile": False}
-    return SegmentorConfig.load(None, **settings)
+    runtime = {"backend": "torch", "device": "cpu", "precision": "fp32", "compile": False}
+    return SegmentorConfig.resolve(config, sections={"runtime": runtime}, **shortcuts)
 
 
 def export_onnx(

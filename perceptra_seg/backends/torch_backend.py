@@ -19,6 +19,7 @@ from ..preprocessing import preprocess_image
 from ..registry import ModelSpec, architecture_config, get_model_spec
 from ..weights import CheckpointSource, resolve_checkpoint
 from .base import DecoderOutput, Family, ImageEmbedding, PromptBatch
+from .oom import oom_guard
 from .precision import resolve_torch_precision, warn_if_emulated
 
 try:
@@ -166,6 +167,7 @@ class TorchBackend:
         else:
             model = _load_transformers(self.source.location, self.spec, hub=self.source.kind == "hub")
         self.model: Any = cast(Any, model.to(self.device).eval())
+        self._closed = False
         prompt_config = self.model.config.prompt_encoder_config
         self.mask_size = 4 * (int(prompt_config.image_size) // int(prompt_config.patch_size))
         self._encoder: Callable[[torch.Tensor], Any] = self.model.get_image_embeddings
@@ -204,21 +206,17 @@ class TorchBackend:
                     yield
 
     def encode(self, image: np.ndarray) -> ImageEmbedding:
+        self._check_open()
         pixels, input_size = preprocess_image(image, self.family)
-        try:
-            with self._inference():
-                output = self._encoder(torch.from_numpy(pixels).to(self.device))
-        except torch.cuda.OutOfMemoryError as exc:
-            torch.cuda.empty_cache()
-            from ..exceptions import ResourceExhaustedError
-
-            raise ResourceExhaustedError(f"out of GPU memory while encoding: {exc}") from None
+        with oom_guard("while encoding"), self._inference():
+            output = self._encoder(torch.from_numpy(pixels).to(self.device))
         features = tuple(output) if isinstance(output, (list, tuple)) else (output,)
         features = tuple(f.float() for f in features)
         nbytes = sum(f.numel() * f.element_size() for f in features)
         return ImageEmbedding(original_size=image.shape[:2], input_size=input_size, features=features, nbytes=nbytes)
 
     def decode(self, embedding: ImageEmbedding, batch: PromptBatch, *, multimask: bool) -> DecoderOutput:
+        self._check_open()
         if len(batch) == 0:
             raise InvalidInputError("empty prompt batch")
         if batch.mask_inputs is not None and len(batch) > 1:
@@ -242,13 +240,8 @@ class TorchBackend:
         if batch.mask_inputs is not None:
             kwargs["input_masks"] = self._tensor(batch.mask_inputs)
         try:
-            with self._inference():
+            with oom_guard("while decoding"), self._inference():
                 output = self.model(**kwargs)
-        except torch.cuda.OutOfMemoryError as exc:
-            torch.cuda.empty_cache()
-            from ..exceptions import ResourceExhaustedError
-
-            raise ResourceExhaustedError(f"out of GPU memory while decoding: {exc}") from None
         except RuntimeError as exc:
             raise BackendError(f"mask decoder failed: {exc}") from exc
         logits = output.pred_masks[0].float().cpu().numpy()
@@ -259,6 +252,20 @@ class TorchBackend:
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.device)
 
     def close(self) -> None:
+        """Drop the model and free its device memory; ``encode``/``decode`` then raise :class:`BackendError`."""
+        if self._closed:
+            return
+        self._closed = True
         self.model.to("cpu")
+        self.model = None
+        self._encoder = _closed
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendError("the torch backend is closed")
+
+
+def _closed(*_: Any) -> Any:
+    raise BackendError("the torch backend is closed")

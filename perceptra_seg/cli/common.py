@@ -77,29 +77,21 @@ class CommonOptions:
     json: bool = False
     debug: bool = False
 
-    def overrides(self) -> dict[str, dict[str, Any]]:
-        """The command-line overrides as config sections, e.g. ``{"runtime": {"device": "cpu"}}``."""
-        fields = {
-            ("runtime", "backend"): self.backend,
-            ("model", "name"): self.model,
-            ("model", "variant"): self.variant,
-            ("model", "checkpoint_path"): self.checkpoint,
-            ("runtime", "device"): self.device,
-            ("runtime", "precision"): self.precision,
-        }
-        sections: dict[str, dict[str, Any]] = {}
-        for (section, field), value in fields.items():
-            if value is not None:
-                sections.setdefault(section, {})[field] = value
-        return sections
-
     def load_config(self) -> SegmentorConfig:
         """The effective configuration: defaults < YAML (``--config``) < ``SEGMENTOR_*`` environment < flags.
 
         Raises:
             ConfigError: missing or invalid YAML file, unknown keys, invalid values.
         """
-        return SegmentorConfig.load(self.config, **self.overrides())
+        return SegmentorConfig.resolve(
+            self.config,
+            backend=self.backend,
+            model=self.model,
+            variant=self.variant,
+            checkpoint_path=self.checkpoint,
+            device=self.device,
+            precision=self.precision,
+        )
 
     def segmentor(self) -> Any:
         """A :class:`~perceptra_seg.Segmentor` built from :meth:`load_config` (the model is loaded now).

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperCommand
 
+from perceptra_seg.decoding import Strategy
 from perceptra_seg.exceptions import InvalidInputError
 from perceptra_seg.models import SegmentationResult
 
@@ -151,14 +152,6 @@ def segment_points(
     )
 
 
-class Strategy(str, Enum):
-    """How the masks of several prompts are returned."""
-
-    all = "all"
-    largest = "largest"
-    merge = "merge"
-
-
 def segment(
     opts: CommonOptions,
     image: ImageOption,
@@ -172,7 +165,7 @@ def segment(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Results JSON file.")] = None,
     strategy: Annotated[
         Strategy, typer.Option("--strategy", help="all: one mask per prompt; largest; merge: union of all masks.")
-    ] = Strategy.all,
+    ] = "all",
     overlay: OverlayOption = None,
     multimask: Annotated[bool, typer.Option("--multimask", help="3 candidate masks per prompt.")] = False,
 ) -> None:
@@ -190,7 +183,7 @@ def segment(
         results = seg.segment(
             image,
             prompts=prompt_list,
-            strategy=strategy.value,
+            strategy=strategy,
             output_formats=["rle", "polygons"],
             multimask=multimask,
             return_overlay=overlay is not None,

@@ -66,7 +66,7 @@ def create_app(
     Raises:
         ConfigError: invalid configuration.
     """
-    cfg = config if isinstance(config, SegmentorConfig) else SegmentorConfig.load(config)
+    cfg = SegmentorConfig.resolve(config)
     server = cfg.server
     metrics = ServiceMetrics()
     state = ServiceState(config=cfg, metrics=metrics)

@@ -13,16 +13,23 @@
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import error_response
+from .request_context import (
+    RequestContext,
+    bind_context,
+    current_context,
+    current_request_id,
+    unbind_context,
+)
 
 if TYPE_CHECKING:
     from .metrics import ServiceMetrics
@@ -32,29 +39,6 @@ __all__ = ["RequestContext", "RequestContextMiddleware", "current_context", "cur
 logger = logging.getLogger("perceptra_seg.service.access")
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-@dataclass
-class RequestContext:
-    """What one request's log line and metrics need; routes fill ``prompts``, ``cache_hit`` and ``key_id``."""
-
-    request_id: str
-    prompts: int | None = None
-    cache_hit: bool | None = None
-    key_id: str | None = None
-
-
-_CONTEXT: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar("segmentor_request", default=None)
-
-
-def current_context() -> RequestContext | None:
-    """The context of the request being handled, or ``None`` outside a request."""
-    return _CONTEXT.get()
-
-
-def current_request_id() -> str | None:
-    context = _CONTEXT.get()
-    return None if context is None else context.request_id
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
@@ -83,7 +67,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         context = RequestContext(request_id=_incoming_request_id(scope) or uuid.uuid4().hex)
-        token = _CONTEXT.set(context)
+        token = bind_context(context)
         start = time.perf_counter()
         status = 500
         started = False
@@ -102,8 +86,6 @@ class RequestContextMiddleware:
             logger.exception("unhandled error", extra={"request_id": context.request_id})
             if started:
                 raise
-            from .errors import error_response
-
             await error_response(500, "internal_error", "internal server error")(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - start
@@ -111,7 +93,7 @@ class RequestContextMiddleware:
             method = str(scope.get("method", ""))
             self.metrics.observe_request(method, route, status, elapsed)
             logger.info("request", extra=_log_fields(context, scope, method, route, status, elapsed))
-            _CONTEXT.reset(token)
+            unbind_context(token)
 
 
 def _log_fields(

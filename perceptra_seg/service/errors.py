@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..exceptions import AuthError, ResourceExhaustedError, SegmentorError
-from .context import current_request_id
+from .request_context import current_request_id
 
 __all__ = [
     "ForbiddenError",

@@ -27,6 +27,7 @@ from typing import TypeVar
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..backends.oom import oom_guard
 from ..cancel import CancelToken, OperationCancelledError
 from ..exceptions import ResourceExhaustedError
 from .errors import PayloadTooLargeError, QueueFullError, RequestTimeoutError, error_response
@@ -173,14 +174,8 @@ class InferenceRunner:
             self._running += 1
             self._update_gauges()
         try:
-            return func()
-        except MemoryError as exc:
-            raise ResourceExhaustedError("out of memory during inference") from exc
-        except RuntimeError as exc:
-            if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError / torch.OutOfMemoryError
-                _release_device_memory()
-                raise ResourceExhaustedError("out of GPU memory during inference") from None
-            raise
+            with oom_guard("during inference", detail=False):
+                return func()
         finally:
             with self._lock:
                 self._running -= 1
@@ -199,10 +194,3 @@ class InferenceRunner:
         """Stop accepting work, cancel queued calls and wait for running ones (e.g. timed-out calls) to finish."""
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-
-def _release_device_memory() -> None:
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from ..config import LoggingConfig
-from .context import current_request_id
+from .request_context import current_request_id
 
 __all__ = ["configure_logging"]
 

@@ -23,7 +23,7 @@ _app: FastAPI | None = None
 
 def load_config_from_env() -> SegmentorConfig:
     """``SEGMENTOR_CONFIG`` (a YAML path, optional) + ``SEGMENTOR_*`` variables."""
-    return SegmentorConfig.load(os.environ.get("SEGMENTOR_CONFIG") or None)
+    return SegmentorConfig.resolve(os.environ.get("SEGMENTOR_CONFIG") or None)
 
 
 def create_app_from_env() -> FastAPI:

@@ -12,6 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..decoding import Strategy
+from ..utils.masks import JsonOutputFormat
+
 __all__ = [
     "BoxRequest",
     "EmbedRequest",
@@ -31,7 +34,7 @@ __all__ = [
     "SegmentResponse",
 ]
 
-OutputFormat = Literal["rle", "png", "polygons"]
+OutputFormat = JsonOutputFormat  # numpy arrays cannot travel as JSON
 Coordinate = Annotated[float, Field(allow_inf_nan=False)]
 Box = Annotated[list[Coordinate], Field(min_length=4, max_length=4, description="[x1, y1, x2, y2] in pixels")]
 ImageId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="id returned by POST /v1/embed")]
@@ -89,7 +92,7 @@ class SegmentOptions(_Body):
     prompts: list[PromptIn] | None = Field(None, description="one entry per object")
     boxes: list[Box] | None = Field(None, description="flat form: each box is its own object")
     points: list[PointIn] | None = Field(None, description="flat form: all points together are one object")
-    strategy: Literal["all", "largest", "merge"] = Field(
+    strategy: Strategy = Field(
         "all", description="all: one result per mask; largest: only the largest; merge: the union of all"
     )
     output_formats: list[OutputFormat] | None = Field(None, description=_FORMATS_DESCRIPTION)

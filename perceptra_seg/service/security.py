@@ -27,8 +27,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import SecretStr
 
 from ..exceptions import AuthError, ConfigError
-from .context import current_context
 from .errors import ForbiddenError, RateLimitedError
+from .request_context import current_context
 
 __all__ = ["Authenticator", "Principal", "RateLimiter", "principal_dependency"]
 

@@ -13,12 +13,12 @@ from fastapi import Request
 from ..cancel import CancelToken, OperationCancelledError
 from ..config import SegmentorConfig
 from ..exceptions import ModelLoadError
-from .context import current_context, current_request_id
 from .errors import ModelNotReadyError, RequestTooLargeError
 from .image_ids import ImageIdRegistry
 from .inference import InferenceService, Outcome, Source
 from .limits import InferenceRunner
 from .metrics import ServiceMetrics
+from .request_context import current_context, current_request_id
 from .security import Principal
 from .url_fetch import UrlFetcher, is_url
 

@@ -16,6 +16,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from perceptra_seg.config import InputConfig
 from perceptra_seg.exceptions import ImageTooLargeError, InvalidInputError, ResourceExhaustedError, SegmentorError
 
 __all__ = [
@@ -35,9 +36,12 @@ logger = logging.getLogger(__name__)
 #: Pillow format names that may be decoded. Everything else (GIF, ICO, PSD, EPS, ...) is refused.
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
 
-DEFAULT_MAX_PIXELS = 100_000_000
+#: The ``input`` section's defaults, defined once in :class:`~perceptra_seg.config.InputConfig`.
+INPUT_DEFAULTS = InputConfig()
+#: Default ``input.max_pixels`` (100 megapixels).
+DEFAULT_MAX_PIXELS = INPUT_DEFAULTS.max_pixels
 #: Default ``input.max_decode_bytes``: 1 GiB, enough for a 100-megapixel 8-bit RGB image (about 0.75 GB).
-DEFAULT_MAX_DECODE_BYTES = 1 << 30
+DEFAULT_MAX_DECODE_BYTES = INPUT_DEFAULTS.max_decode_bytes
 
 #: Pixels converted per block: its float64 temporaries stay near 8 MB each.
 _BLOCK_PIXELS = 1 << 20

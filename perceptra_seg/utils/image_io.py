@@ -38,6 +38,7 @@ from perceptra_seg.utils.image_decode import (
     ALLOWED_FORMATS,
     DEFAULT_MAX_DECODE_BYTES,
     DEFAULT_MAX_PIXELS,
+    INPUT_DEFAULTS,
     array_to_rgb,
     check_pixels,
     decode_image_bytes,
@@ -56,7 +57,6 @@ __all__ = [
     "pil_to_rgb_array",
 ]
 
-_DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 _MAX_PATH_LEN = 4096
 _B64_WHITESPACE = " \t\r\n\f\v"
 
@@ -66,8 +66,8 @@ def load_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     allow_urls: bool = False,
-    url_timeout_s: float = 10.0,
-    max_bytes: int = _DEFAULT_MAX_BYTES,
+    url_timeout_s: float = INPUT_DEFAULTS.url_timeout_s,
+    max_bytes: int = INPUT_DEFAULTS.max_bytes,
     http_client: httpx.Client | None = None,
     max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
 ) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import cv2
 import numpy as np
@@ -22,6 +22,8 @@ from perceptra_seg.utils.polygons import as_mask, mask_to_polygons, polygons_to_
 
 __all__ = [
     "OUTPUT_FORMATS",
+    "JsonOutputFormat",
+    "OutputFormat",
     "bbox_xyxy_to_xywh",
     "encode_mask",
     "mask_area",
@@ -37,8 +39,11 @@ __all__ = [
     "validate_formats",
 ]
 
+#: Mask encodings that can travel as JSON (REST bodies): every output format but ``numpy``.
+JsonOutputFormat = Literal["rle", "png", "polygons"]
 #: Output formats a caller may ask for; :func:`encode_mask` fills the matching ``SegmentationResult`` fields.
-OUTPUT_FORMATS: tuple[str, ...] = ("numpy", "rle", "png", "polygons")
+OutputFormat = Literal["numpy", JsonOutputFormat]
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = get_args(OutputFormat)
 _FORMAT_KEYS = {"numpy": "mask", "rle": "rle", "png": "png_bytes", "polygons": "polygons"}
 
 

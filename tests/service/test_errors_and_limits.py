@@ -211,6 +211,13 @@ def test_embed_needs_the_embedding_cache(fake_client: Callable[..., Any]) -> Non
         assert client.post("/v1/segment/box", json={"image": b64_png(), "box": BOX}).status_code == 200
 
 
+def test_embed_larger_than_the_whole_cache_is_400_not_a_dead_id(fake_client: Callable[..., Any]) -> None:
+    """The fake backend's embedding takes 4096 bytes; a 4095-byte cache could never keep it."""
+    with fake_client(cache={"max_bytes": 4095}) as client:
+        error = _envelope(client.post("/v1/embed", json={"image": b64_png()}), 400, "invalid_config")
+        assert "cache.max_bytes = 4095" in error["message"]
+
+
 def test_timeout_is_504_and_the_server_recovers(fake_client: Callable[..., Any], fake_backend: FakeBackend) -> None:
     with fake_client(server={"max_concurrency": 1, "request_timeout_s": 0.3}) as client:
         runner = client.app.state.service.runner  # type: ignore[attr-defined]
