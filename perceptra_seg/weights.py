@@ -26,7 +26,6 @@ import importlib.resources
 import logging
 import os
 import re
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -39,7 +38,7 @@ import platformdirs
 
 from .exceptions import ModelLoadError
 from .registry import ModelSpec
-from .utils.atomic import default_file_mode
+from .utils.atomic import atomic_write
 
 __all__ = [
     "CheckpointSource",
@@ -202,15 +201,19 @@ def download_checkpoint(
             checkpoint (the temporary file is removed; nothing lands in the cache).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    temp = Path(temp_name)
     digest = hashlib.sha256()
     received = 0
     progress = _PROGRESS.get()
     logger.info("downloading %s to %s", url, target)
+
+    def usable(temp: Path) -> None:
+        problem = verify_checkpoint_file(temp, family=family, full=True)
+        if problem is not None:
+            raise ModelLoadError(f"download of {url} is not a usable checkpoint ({problem}); nothing was cached")
+
     try:
         with (
-            os.fdopen(fd, "wb") as out,
+            atomic_write(target, suffix=".part", verify=usable if sha256_prefix is None else None) as out,
             httpx.stream("GET", url, timeout=httpx.Timeout(timeout_s), follow_redirects=True) as response,
         ):
             if response.status_code != 200:
@@ -229,23 +232,15 @@ def download_checkpoint(
                     last_log = time.monotonic()
                     total = f"{expected / 2**20:.0f}" if expected else "?"
                     logger.info("downloaded %.0f / %s MiB of %s", received / 2**20, total, target.name)
-        if expected is not None and received != expected:
-            raise ModelLoadError(f"download of {url} is truncated: {received} of {expected} bytes")
-        actual = digest.hexdigest()
-        if sha256_prefix is not None and not actual.startswith(sha256_prefix):
-            raise ModelLoadError(
-                f"download of {url} is corrupted: sha256 {actual[:12]}… does not start with {sha256_prefix}"
-            )
-        if sha256_prefix is None:
-            problem = verify_checkpoint_file(temp, family=family, full=True)
-            if problem is not None:
-                raise ModelLoadError(f"download of {url} is not a usable checkpoint ({problem}); nothing was cached")
-        os.chmod(temp, default_file_mode())
-        os.replace(temp, target)
+            if expected is not None and received != expected:
+                raise ModelLoadError(f"download of {url} is truncated: {received} of {expected} bytes")
+            actual = digest.hexdigest()
+            if sha256_prefix is not None and not actual.startswith(sha256_prefix):
+                raise ModelLoadError(
+                    f"download of {url} is corrupted: sha256 {actual[:12]}… does not start with {sha256_prefix}"
+                )
     except httpx.HTTPError as exc:
         raise ModelLoadError(f"download of {url} failed: {exc}") from exc
-    finally:
-        temp.unlink(missing_ok=True)
     logger.info("downloaded %s (%.1f MiB, sha256 %s)", target.name, received / 2**20, actual[:12])
     return target
 

@@ -14,7 +14,7 @@ import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -64,11 +64,14 @@ def make_dir_public(path: str | os.PathLike[str]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterator[BinaryIO]:
+def atomic_write(
+    path: str | os.PathLike[str], *, suffix: str = ".tmp", verify: Callable[[Path], None] | None = None
+) -> Iterator[BinaryIO]:
     """Write ``path`` through a temporary file in its folder, renamed onto ``path`` when the block succeeds.
 
-    Yields a binary file handle. On an exception inside the block the temporary file is removed and ``path`` is
-    left as it was. The file gets mode ``0o666 & ~umask``, like a file created by ``open()``.
+    Yields a binary file handle. On an exception inside the block, or from ``verify`` (called with the closed
+    temporary file's path just before the rename), the temporary file is removed and ``path`` is left as it was.
+    The file gets mode ``0o666 & ~umask``, like a file created by ``open()``.
 
     Raises:
         OSError: the folder does not exist or is not writable.
@@ -79,6 +82,8 @@ def atomic_write(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Itera
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
+        if verify is not None:
+            verify(temp)
         os.chmod(temp, default_file_mode())
         os.replace(temp, target)
     finally:
