@@ -38,6 +38,7 @@ __all__ = [
     "EMULATED_BF16_SLOWDOWN",
     "EMULATED_FP16_SLOWDOWN",
     "auto_reason",
+    "decide_auto",
     "local_fingerprint",
     "resolve_onnx_auto",
     "resolve_torch_precision",
@@ -87,25 +88,33 @@ def resolve_torch_precision(
     """
     if requested != "auto":
         return requested
-    if device_type == "cuda":
-        tensor_cores = cuda_capability is not None and cuda_capability >= (7, 0)
-        return "fp16" if tensor_cores and family in CUDA_FP16_MEASURED and not custom_architecture else "fp32"
-    measured = (family, variant) in BF16_CPU_MEASURED and not custom_architecture
-    return "bf16" if measured and hardware.cpu_features().native_bf16 else "fp32"
+    return decide_auto(device_type, family, variant, custom_architecture, cuda_capability)[0]
 
 
 def auto_reason(device_type: str, family: Family, variant: str, custom_architecture: bool = False) -> str:
     """One sentence saying why ``auto`` resolves as it does on this machine (for ``segmentor-cli info``)."""
+    return decide_auto(device_type, family, variant, custom_architecture)[1]
+
+
+def decide_auto(
+    device_type: str,
+    family: Family,
+    variant: str,
+    custom_architecture: bool = False,
+    cuda_capability: tuple[int, int] | None = None,
+) -> tuple[str, str]:
+    """What ``auto`` resolves to for the torch backend and why: ``(precision, reason)`` (the one decision table)."""
     if device_type == "cuda":
-        return CUDA_AUTO_NOTE
-    features = hardware.cpu_features()
-    if not features.native_bf16:
-        return "CPU without native bf16 (no AVX512_BF16/AMX_BF16): fp32"
+        tensor_cores = cuda_capability is not None and cuda_capability >= (7, 0)
+        fp16 = tensor_cores and family in CUDA_FP16_MEASURED and not custom_architecture
+        return ("fp16" if fp16 else "fp32"), CUDA_AUTO_NOTE
+    if not hardware.cpu_features().native_bf16:
+        return "fp32", "CPU without native bf16 (no AVX512_BF16/AMX_BF16): fp32"
     if custom_architecture:
-        return "CPU with native bf16, but model.architecture is custom (bf16 accuracy not measured): fp32"
+        return "fp32", "CPU with native bf16, but model.architecture is custom (bf16 accuracy not measured): fp32"
     if (family, variant) in BF16_CPU_MEASURED:
-        return f"CPU with native bf16; {variant} bf16 masks measured at IoU >= 0.97 vs fp32: bf16"
-    return f"CPU with native bf16, but {variant} in bf16 is not measured to keep IoU >= 0.97 vs fp32: fp32"
+        return "bf16", f"CPU with native bf16; {variant} bf16 masks measured at IoU >= 0.97 vs fp32: bf16"
+    return "fp32", f"CPU with native bf16, but {variant} in bf16 is not measured to keep IoU >= 0.97 vs fp32: fp32"
 
 
 def warn_if_emulated(precision: str, device_type: str) -> str | None:
