@@ -138,6 +138,17 @@ def _embed_job(source: str | bytes, scope: str) -> Job:
     return job
 
 
+async def _segment_one(
+    request: Request, caller: Principal, model: type[BoxRequest] | type[PointsRequest], server: ServerConfig
+) -> Any:
+    """The body of the single-object routes: parse, bound the work, resolve the image, run (best mask only)."""
+    state = get_state(request)
+    body = await read_json(request, model, server)
+    state.check_work(1, multimask=body.multimask, formats=body.output_formats)
+    source = await state.source(body.image, body.image_id, caller, request)
+    return await _run_single(state, request, source, body)
+
+
 def build_router(
     server: ServerConfig,
     guard: Callable[..., Principal],
@@ -194,21 +205,13 @@ def build_router(
                  responses=_ERRORS, tags=["inference"], openapi_extra=json_body_doc(BoxRequest))
     async def segment_box(request: Request, caller: Caller) -> Any:
         """The mask of the object inside one ``[x1, y1, x2, y2]`` box."""
-        state = get_state(request)
-        body = await read_json(request, BoxRequest, server)
-        state.check_work(1, multimask=body.multimask, formats=body.output_formats)
-        source = await state.source(body.image, body.image_id, caller, request)
-        return await _run_single(state, request, source, body)
+        return await _segment_one(request, caller, BoxRequest, server)
 
     @router.post("/v1/segment/points", response_model=SegmentResponse, response_model_exclude_none=True,
                  responses=_ERRORS, tags=["inference"], openapi_extra=json_body_doc(PointsRequest))
     async def segment_points(request: Request, caller: Caller) -> Any:
         """The mask of one object from foreground/background clicks."""
-        state = get_state(request)
-        body = await read_json(request, PointsRequest, server)
-        state.check_work(1, multimask=body.multimask, formats=body.output_formats)
-        source = await state.source(body.image, body.image_id, caller, request)
-        return await _run_single(state, request, source, body)
+        return await _segment_one(request, caller, PointsRequest, server)
 
     @router.post("/v1/segment", response_model=SegmentListResponse, response_model_exclude_none=True,
                  responses=_ERRORS, tags=["inference"], openapi_extra=json_body_doc(SegmentRequest))
