@@ -5,31 +5,33 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
 from .backends import Backend, ImageEmbedding, create_backend
 from .cancel import CancelToken, check
 from .config import SegmentorConfig
-from .decoding import STRATEGIES, MaskCandidate, Strategy, apply_strategy, decode_prompts
+from .decoding import Strategy
 from .exceptions import ConfigError, InvalidInputError, NotFoundError
+from .execution import execute_segment
+from .inputs import InputPolicy
 from .lifecycle import BackendSlot, holds_backend
 from .models import BBox, EmbeddedImage, Point, Prompt, SegmentationResult
-from .prompts import build_batches, normalize_prompts
+from .prompts import build_batches
+from .requests import EmbedRequest, SegmentorRequest, SegmentRequest
+from .results import CallInfo, EmbedResult, ResultSet
+from .timings import StageClock
 from .utils.cache import CacheStats, EmbeddingCache
-from .utils.image_io import image_digest, load_image
-from .utils.masks import encode_mask, mask_area, mask_bbox, validate_formats
-from .utils.overlay import render_overlay
-from .utils.tiling import Window, plan_windows, shift_prompt
+from .utils.image_io import image_digest
+from .utils.tiling import Window
 
 __all__ = ["Segmentor"]
 
 logger = logging.getLogger(__name__)
+
 
 class Segmentor:
     """Segment Anything behind a small API: one image encoding, any number of prompts.
@@ -47,13 +49,17 @@ class Segmentor:
             they override the file and the environment.
         encoder_variant: the original README's name of ``variant`` (``vit_h | vit_l | vit_b``); giving both with
             different values is a :class:`~perceptra_seg.exceptions.ConfigError`.
+        input_policy: which image sources are accepted and the decode limits (default: from the ``input`` config
+            section, every source kind allowed); see :class:`~perceptra_seg.inputs.InputPolicy`.
 
-    Thread safety: ``segment*``, ``embed``, ``warmup`` and ``cache_stats`` may be called from several threads at
-    once; concurrent requests for the same image encode it once. ``set_backend`` and ``close`` may run meanwhile:
-    each running call keeps the backend it started with until it returns, and a replaced or closed backend is
-    closed when its last call finishes (see :mod:`perceptra_seg.lifecycle`). A call that starts after ``close()``
-    fails with :class:`~perceptra_seg.exceptions.BackendError` once it needs the model. Configuration read by a
-    call (postprocess, outputs) is the one current when it reads it: ``set_backend`` swaps ``config`` too.
+    Every call is one typed request executed by :meth:`run`; ``segment*`` and ``embed`` build that request.
+
+    Thread safety: ``run``, ``segment*``, ``embed``, ``warmup`` and ``cache_stats`` may be called from several
+    threads at once; concurrent requests for the same image encode it once. ``set_backend`` and ``close`` may run
+    meanwhile: each running call keeps the backend it started with until it returns, and a replaced or closed
+    backend is closed when its last call finishes (see :mod:`perceptra_seg.lifecycle`). A call that starts after
+    ``close()`` fails with :class:`~perceptra_seg.exceptions.BackendError` once it needs the model. Configuration
+    read by a call (postprocess, outputs) is the one current when it reads it: ``set_backend`` swaps ``config`` too.
     """
 
     def __init__(
@@ -67,6 +73,7 @@ class Segmentor:
         precision: str | None = None,
         checkpoint_path: str | Path | None = None,
         encoder_variant: str | None = None,
+        input_policy: InputPolicy | None = None,
     ) -> None:
         self.config = SegmentorConfig.resolve(
             config,
@@ -82,6 +89,7 @@ class Segmentor:
         self._cache: EmbeddingCache[ImageEmbedding] = EmbeddingCache(self.config.cache.max_bytes)
         self._lock = threading.Lock()
         self.encoder_calls = 0
+        self.input_policy = input_policy or InputPolicy.from_config(self.config.input)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -125,7 +133,42 @@ class Segmentor:
     def _backend(self) -> Backend:
         return self._slot.active()
 
-    @holds_backend
+    def cache_stats(self) -> CacheStats:
+        """Hit/miss/eviction counters and current size of the embedding cache."""
+        return self._cache.stats()
+
+    # ------------------------------------------------------------------ the seam: one request in, one result out
+
+    @overload
+    def run(self, request: SegmentRequest, *, cancel: CancelToken | None = None) -> ResultSet: ...
+
+    @overload
+    def run(self, request: EmbedRequest, *, cancel: CancelToken | None = None) -> EmbedResult: ...
+
+    def run(self, request: SegmentorRequest, *, cancel: CancelToken | None = None) -> ResultSet | EmbedResult:
+        """Execute one request; every public method and every front end (REST, CLI) goes through here.
+
+        Args:
+            request: a :class:`~perceptra_seg.requests.SegmentRequest` or
+                :class:`~perceptra_seg.requests.EmbedRequest`.
+            cancel: a :class:`~perceptra_seg.cancel.CancelToken` another thread may set; checked after decoding the
+                image, after the encoder, between decoder batches and for every mask.
+
+        Returns:
+            :class:`~perceptra_seg.results.ResultSet` for a segment request, :class:`~perceptra_seg.results.EmbedResult`
+            for an embed request; both carry the call's :class:`~perceptra_seg.results.CallInfo` (request id, stage
+            timings, model info).
+
+        Raises:
+            OperationCancelledError: ``cancel`` was set.
+        """
+        with self._slot.lease():  # the backend stays this call's until it returns (see perceptra_seg.lifecycle)
+            if isinstance(request, SegmentRequest):
+                return execute_segment(self, request, cancel)
+            if isinstance(request, EmbedRequest):
+                return self._run_embed(request, cancel)
+        raise InvalidInputError(f"Segmentor.run does not know requests of type {type(request).__name__}")
+
     def embed(self, image: Any, *, cancel: CancelToken | None = None) -> EmbeddedImage:
         """Decode and encode ``image`` now and keep its embedding cached; prompts sent later with the returned
         handle cost only the decoder.
@@ -137,24 +180,7 @@ class Segmentor:
                 ``invalid_config`` for both.
             OperationCancelledError: ``cancel`` was set before the encoder started.
         """
-        if not self.config.cache.enabled:
-            raise ConfigError("embed() needs the embedding cache (cache.enabled = true)")
-        pixels = self._load(image)
-        check(cancel)
-        key = self._cache_key(image_digest(pixels))
-        embedding, _ = self._cache.get_or_compute(key, lambda: self._encode(pixels))
-        if embedding.nbytes > self._cache.max_bytes:
-            raise ConfigError(
-                f"embed() cannot keep this image: its embedding takes {embedding.nbytes} bytes, more than the "
-                f"whole embedding cache (cache.max_bytes = {self._cache.max_bytes})"
-            )
-        return EmbeddedImage(image_id=key, width=int(pixels.shape[1]), height=int(pixels.shape[0]))
-
-    def cache_stats(self) -> CacheStats:
-        """Hit/miss/eviction counters and current size of the embedding cache."""
-        return self._cache.stats()
-
-    # ------------------------------------------------------------------ public segmentation API
+        return self.run(EmbedRequest(image), cancel=cancel).handle
 
     def segment_from_box(
         self,
@@ -168,9 +194,11 @@ class Segmentor:
         cancel: CancelToken | None = None,
     ) -> SegmentationResult:
         """Segment the object inside one ``(x1, y1, x2, y2)`` box; with ``multimask`` the best of 3 masks."""
-        return self._best(
-            image, {"box": box, "mask_input": mask_input}, output_formats, multimask, return_overlay, cancel
+        request = SegmentRequest.build(
+            image, [{"box": box, "mask_input": mask_input}], strategy="best", output_formats=output_formats,
+            multimask=multimask, return_overlay=return_overlay,
         )
+        return self.run(request, cancel=cancel)[0]
 
     def segment_from_points(
         self,
@@ -184,28 +212,12 @@ class Segmentor:
         cancel: CancelToken | None = None,
     ) -> SegmentationResult:
         """Segment one object from ``(x, y, label)`` clicks (1 = foreground, 0 = background)."""
-        return self._best(
-            image, {"points": list(points), "mask_input": mask_input}, output_formats, multimask, return_overlay,
-            cancel,
+        request = SegmentRequest.build(
+            image, [{"points": list(points), "mask_input": mask_input}], strategy="best",
+            output_formats=output_formats, multimask=multimask, return_overlay=return_overlay,
         )
+        return self.run(request, cancel=cancel)[0]
 
-    def _best(
-        self,
-        image: Any,
-        prompt: Mapping[str, Any],
-        output_formats: Sequence[str] | None,
-        multimask: bool,
-        return_overlay: bool,
-        cancel: CancelToken | None,
-    ) -> SegmentationResult:
-        """One prompt; the highest-scoring mask (the only one unless ``multimask``)."""
-        results = self.segment(
-            image, prompts=[prompt], output_formats=output_formats, multimask=multimask, return_overlay=return_overlay,
-            cancel=cancel,
-        )
-        return max(results, key=lambda r: r.score)
-
-    @holds_backend
     def segment(
         self,
         image: Any,
@@ -218,169 +230,93 @@ class Segmentor:
         multimask: bool = False,
         return_overlay: bool = False,
         cancel: CancelToken | None = None,
-    ) -> list[SegmentationResult]:
+    ) -> ResultSet:
         """Segment every prompt on one image with one encoder pass and decoder calls of at most
-        ``runtime.batch_size`` prompts of one shape.
+        ``runtime.batch_size`` prompts of one shape (see :class:`~perceptra_seg.requests.SegmentRequest` for the
+        arguments).
 
         Args:
             image: numpy ``[H, W]``/``[H, W, 3]``/``[H, W, 4]`` array, PIL image, path, bytes, base64 or URL
-                (see :func:`perceptra_seg.utils.image_io.load_image`).
+                (as the :class:`~perceptra_seg.inputs.InputPolicy` allows), or an ``embed()`` handle.
             prompts: ``[{"box": (x1, y1, x2, y2), "points": [(x, y, label), ...], "mask_input": logits}, ...]``.
             boxes: flat form; each ``(x1, y1, x2, y2)`` box is its own prompt.
             points: flat form; all ``(x, y, label)`` points together are one prompt.
-            strategy: ``all`` (one result per mask), ``largest`` (the single largest mask) or ``merge`` (the union
-                of every mask, scored with the best score, ``prompt_index`` -1).
+            strategy: ``all`` (one result per mask), ``best`` (the highest score), ``largest`` (the most pixels) or
+                ``merge`` (the union of every mask, scored with the best score, ``prompt_index`` -1).
             output_formats: any of ``numpy``, ``rle``, ``png``, ``polygons``; default ``outputs.formats``.
             multimask: 3 masks per prompt instead of 1.
             return_overlay: attach a PNG of the image with the masks drawn.
-            cancel: a :class:`~perceptra_seg.cancel.CancelToken` another thread may set; checked after decoding the
-                image, after the encoder, between decoder batches and for every mask.
+            cancel: see :meth:`run`.
 
         Returns:
-            Results in prompt order (``multimask``: 3 per prompt, best first is *not* applied; see ``score``).
+            A :class:`~perceptra_seg.results.ResultSet`: the results in prompt order (``multimask``: 3 per prompt,
+            in the decoder's order; see ``score``) plus the call's metadata.
 
         Raises:
             OperationCancelledError: ``cancel`` was set.
         """
-        start = time.perf_counter()
-        if strategy not in STRATEGIES:
-            raise InvalidInputError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-        formats = validate_formats(output_formats if output_formats is not None else self.config.outputs.formats)
-        pixels: np.ndarray | None = None
-        if isinstance(image, EmbeddedImage):
-            if return_overlay:
-                raise InvalidInputError("return_overlay needs the image itself, not an embedded image id")
-            size = (image.height, image.width)
-        else:
-            pixels = self._load(image)
-            size = (int(pixels.shape[0]), int(pixels.shape[1]))
-        limits = self.config.input
-        normalized = normalize_prompts(
-            size,
-            prompts=prompts,
-            boxes=boxes,
-            points=points,
-            max_prompts=limits.max_prompts,
-            max_points=limits.max_points_per_prompt,
-            mask_size=self._backend.mask_size,
+        request = SegmentRequest.build(
+            image, prompts, boxes=boxes, points=points, strategy=strategy, output_formats=output_formats,
+            multimask=multimask, return_overlay=return_overlay,
         )
+        return self.run(request, cancel=cancel)
+
+    def _run_embed(self, request: EmbedRequest, cancel: CancelToken | None) -> EmbedResult:
+        if not self.config.cache.enabled:
+            raise ConfigError("embed() needs the embedding cache (cache.enabled = true)")
+        clock = StageClock()
+        pixels = self.load(request.image, clock)
         check(cancel)
-        candidates = apply_strategy(strategy, self._candidates(pixels, image, normalized, multimask, cancel))
-        masks = [c.mask for c in candidates]
-        overlay = None
-        if pixels is not None and return_overlay:
-            overlay = render_overlay(
-                pixels,
-                masks,
-                boxes=[p.box for p in normalized if p.box is not None],
-                points=[pt for p in normalized for pt in p.points],
+        key = self._cache_key(image_digest(pixels))
+        embedding, _ = self._cache.get_or_compute(key, lambda: self.encode(pixels, clock))
+        if embedding.nbytes > self._cache.max_bytes:
+            raise ConfigError(
+                f"embed() cannot keep this image: its embedding takes {embedding.nbytes} bytes, more than the "
+                f"whole embedding cache (cache.max_bytes = {self._cache.max_bytes})"
             )
-        request_id = uuid.uuid4().hex
-        info = self._backend.info()
-        outputs = self.config.outputs
-        results = []
-        for candidate in candidates:
-            check(cancel)
-            mask = candidate.mask
-            encoded = encode_mask(
-                mask,
-                formats,
-                rle_compressed=outputs.rle_compressed,
-                png_bit_depth=outputs.png_bit_depth,
-                polygon_tolerance=outputs.polygon_tolerance,
-                polygon_min_area=outputs.polygon_min_area,
-            )
-            results.append(
-                SegmentationResult(
-                    score=candidate.score,
-                    area=mask_area(mask),
-                    bbox=mask_bbox(mask),
-                    model_info=info,
-                    request_id=request_id,
-                    prompt_index=candidate.prompt_index,
-                    low_res_logits=candidate.low_res_logits,
-                    overlay_png=overlay,
-                    **encoded,
-                )
-            )
-        latency_ms = (time.perf_counter() - start) * 1000.0
-        for result in results:
-            result.latency_ms = latency_ms
-        return results
+        handle = EmbeddedImage(image_id=key, width=int(pixels.shape[1]), height=int(pixels.shape[0]))
+        return EmbedResult(handle, CallInfo.finish(request.call_id(), self._backend.info(), clock, outputs=False))
 
-    # ------------------------------------------------------------------ steps
+    # ------------------------------------------------------------------ steps (used by perceptra_seg.execution)
 
-    def _load(self, image: Any) -> np.ndarray:
-        limits = self.config.input
-        return load_image(
-            image,
-            max_pixels=limits.max_pixels,
-            max_bytes=limits.max_bytes,
-            allow_urls=limits.allow_urls,
-            url_timeout_s=limits.url_timeout_s,
-            max_decode_bytes=limits.max_decode_bytes,
-        )
+    def load(self, image: Any, clock: StageClock) -> np.ndarray:
+        """Decode ``image`` under :attr:`input_policy` (the one decode of a call), timed as ``decode_image``."""
+        with clock.stage("decode_image"):
+            return self.input_policy.load(image)
 
-    def _encode(self, pixels: np.ndarray) -> ImageEmbedding:
+    def encode(self, pixels: np.ndarray, clock: StageClock) -> ImageEmbedding:
+        """Run the image encoder on ``pixels`` (RGB ``uint8`` ``[H, W, 3]``), timed as ``encode``."""
         with self._lock:
             self.encoder_calls += 1
-        return self._backend.encode(pixels)
+        with clock.stage("encode"):
+            return self._backend.encode(pixels)
 
-    def _cache_key(self, digest: str, window: Window | None = None) -> str:
-        """Model fingerprint + pixel digest (+ the window's bounds when tiling)."""
-        key = f"{self._backend.fingerprint}|{digest}"
-        return key if window is None else f"{key}|{window.x0},{window.y0},{window.x1},{window.y1}"
-
-    def _digest(self, pixels: np.ndarray) -> str | None:
-        """The full-image SHA-256 the cache keys on, or ``None`` when the cache is off (nothing would use it)."""
-        return image_digest(pixels) if self.config.cache.enabled else None
-
-    def _embedding(self, pixels: np.ndarray, digest: str | None, window: Window | None = None) -> ImageEmbedding:
-        """``pixels`` encoded, through the cache when ``digest`` is given (see :meth:`_digest`)."""
+    def embedding(
+        self, pixels: np.ndarray, digest: str | None, clock: StageClock, window: Window | None = None
+    ) -> ImageEmbedding:
+        """``pixels`` encoded, through the cache when ``digest`` is given (see :meth:`digest`)."""
         if digest is None:
-            return self._encode(pixels)
-        embedding, _ = self._cache.get_or_compute(self._cache_key(digest, window), lambda: self._encode(pixels))
+            return self.encode(pixels, clock)
+        key = self._cache_key(digest, window)
+        embedding, _ = self._cache.get_or_compute(key, lambda: self.encode(pixels, clock))
         return embedding
 
-    def _embedded(self, handle: EmbeddedImage) -> ImageEmbedding:
+    def embedded(self, handle: EmbeddedImage) -> ImageEmbedding:
+        """The cached embedding of an :meth:`embed` handle.
+
+        Raises:
+            NotFoundError: evicted or never stored (404 in the service).
+        """
         embedding = self._cache.get(handle.image_id)
         if embedding is None:
             raise NotFoundError("embedded image not found or evicted from the cache; embed the image again")
         return embedding
 
-    def _candidates(
-        self, pixels: np.ndarray | None, image: Any, prompts: list[Prompt], multimask: bool, cancel: CancelToken | None
-    ) -> list[MaskCandidate]:
-        """Masks for every prompt, from the whole image, an embedded handle, or tiling windows."""
-        decode = partial(
-            decode_prompts,
-            self._backend,
-            multimask=multimask,
-            postprocess=self.config.postprocess,
-            batch_size=self.config.runtime.batch_size,
-            cancel=cancel,
-        )
-        everything = list(range(len(prompts)))
-        if pixels is None:
-            embedding = self._embedded(image)
-            return decode(embedding, prompts, everything, canvas_size=embedding.original_size)
-        size = (int(pixels.shape[0]), int(pixels.shape[1]))
-        tiling = self.config.tiling
-        if not (tiling.enabled and max(size) > tiling.min_image_side):
-            embedding = self._embedding(pixels, self._digest(pixels))
-            return decode(embedding, prompts, everything, canvas_size=size)
-        windows = plan_windows(
-            prompts, size, window_size=tiling.window_size, margin=tiling.margin, max_windows=tiling.max_windows
-        )
-        digest = self._digest(pixels)
-        by_index: dict[int, list[MaskCandidate]] = {}
-        shifted = {window: [shift_prompt(prompts[i], window) for i in window.prompt_indices] for window in windows}
-        for window in windows:
-            crop = np.ascontiguousarray(pixels[window.y0 : window.y1, window.x0 : window.x1])
-            check(cancel)
-            embedding = self._embedding(crop, digest, window)
-            for candidate in decode(
-                embedding, shifted[window], window.prompt_indices, canvas_size=size, offset=(window.x0, window.y0)
-            ):
-                by_index.setdefault(candidate.prompt_index, []).append(candidate)
-        return [candidate for index in everything for candidate in by_index[index]]
+    def digest(self, pixels: np.ndarray) -> str | None:
+        """The full-image SHA-256 the cache keys on, or ``None`` when the cache is off (nothing would use it)."""
+        return image_digest(pixels) if self.config.cache.enabled else None
+
+    def _cache_key(self, digest: str, window: Window | None = None) -> str:
+        """Model fingerprint + pixel digest (+ the window's bounds when tiling)."""
+        key = f"{self._backend.fingerprint}|{digest}"
+        return key if window is None else f"{key}|{window.x0},{window.y0},{window.x1},{window.y1}"

@@ -14,12 +14,13 @@ from .config import PostprocessConfig
 from .models import Prompt
 from .preprocessing import logits_to_mask
 from .prompts import build_batches
+from .timings import StageClock
 from .utils.masks import remove_small_regions
 
 __all__ = ["STRATEGIES", "MaskCandidate", "Strategy", "apply_strategy", "decode_prompts"]
 
 #: How the masks of several prompts are returned (see :func:`apply_strategy`); defined here only.
-Strategy = Literal["all", "largest", "merge"]
+Strategy = Literal["all", "best", "largest", "merge"]
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 
 
@@ -53,6 +54,7 @@ def decode_prompts(
     offset: tuple[int, int] = (0, 0),
     batch_size: int | None = None,
     cancel: CancelToken | None = None,
+    clock: StageClock | None = None,
 ) -> list[MaskCandidate]:
     """Answer ``prompts`` (in the embedding's pixel frame) with decoder calls of at most ``batch_size`` prompts of
     one structure each.
@@ -65,6 +67,7 @@ def decode_prompts(
         batch_size: most prompts per decoder call (``runtime.batch_size``); ``None`` = one call per structure.
             Results do not depend on it; peak memory of the decoder grows with it.
         cancel: checked before every decoder call and every mask (see :mod:`perceptra_seg.cancel`).
+        clock: the call's :class:`~perceptra_seg.timings.StageClock`; decoder calls count as ``decode_masks``.
 
     Returns:
         Candidates in prompt order, K per prompt (3 with ``multimask``, else 1).
@@ -73,12 +76,14 @@ def decode_prompts(
         OperationCancelledError: ``cancel`` was set.
     """
     family = backend.family
+    clock = clock or StageClock()
     answers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for rows, batch in build_batches(prompts, embedding.original_size, family):
         step = batch_size or max(1, len(rows))
         for start in range(0, len(rows), step):
             check(cancel)
-            output = backend.decode(embedding, _rows(batch, start, start + step), multimask=multimask)
+            with clock.stage("decode_masks"):
+                output = backend.decode(embedding, _rows(batch, start, start + step), multimask=multimask)
             for row, position in enumerate(rows[start : start + step]):
                 answers[position] = (output.low_res_logits[row], output.iou_scores[row])
     window_h, window_w = embedding.original_size
@@ -119,10 +124,13 @@ def _rows(batch: PromptBatch, start: int, stop: int) -> PromptBatch:
 
 
 def apply_strategy(strategy: Strategy, candidates: list[MaskCandidate]) -> list[MaskCandidate]:
-    """``all``: every candidate; ``largest``: the one with most pixels (ties: higher score); ``merge``: the union of
-    all masks, scored with the best score and carrying the best candidate's logits, ``prompt_index`` -1."""
+    """``all``: every candidate; ``best``: the one with the highest score (ties: the first); ``largest``: the one
+    with most pixels (ties: higher score); ``merge``: the union of all masks, scored with the best score and carrying
+    the best candidate's logits, ``prompt_index`` -1."""
     if strategy == "all":
         return candidates
+    if strategy == "best":
+        return [max(candidates, key=lambda c: c.score)]
     if strategy == "largest":
         return [max(candidates, key=lambda c: (int(c.mask.sum()), c.score))]
     best = max(candidates, key=lambda c: c.score)

@@ -33,7 +33,6 @@ from typer.core import TyperCommand
 
 from perceptra_seg.config import SegmentorConfig
 from perceptra_seg.exceptions import ConfigError, InvalidInputError, NotFoundError, SegmentorError
-from perceptra_seg.models import SegmentationResult
 from perceptra_seg.utils.atomic import write_bytes_atomic
 
 __all__ = [
@@ -47,7 +46,6 @@ __all__ = [
     "read_json",
     "require_output_dirs",
     "require_suffix",
-    "result_summary",
     "write_atomic",
 ]
 
@@ -324,24 +322,3 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 def emit_json(value: Any) -> None:
     """Print one JSON document on stdout (no colours, no wrapping)."""
     typer.echo(json.dumps(value, indent=2))
-
-
-def result_summary(result: SegmentationResult, *, polygons: bool = False) -> dict[str, Any]:
-    """A JSON-ready dict of one result.
-
-    Keys: ``prompt_index``, ``score``, ``area`` (pixels), ``bbox`` (``[x1, y1, x2, y2]``, ``x2``/``y2`` exclusive),
-    ``latency_ms``, ``rle`` (COCO RLE, when the result carries it) and, with ``polygons``, ``polygons`` (rings of
-    ``[x, y]`` pixel-corner coordinates, exterior first).
-    """
-    out: dict[str, Any] = {
-        "prompt_index": result.prompt_index,
-        "score": round(float(result.score), 6),
-        "area": int(result.area),
-        "bbox": [int(v) for v in result.bbox],
-        "latency_ms": round(float(result.latency_ms), 3),
-    }
-    if result.rle is not None:
-        out["rle"] = result.rle
-    if polygons and result.polygons is not None:
-        out["polygons"] = result.polygons
-    return out

@@ -7,7 +7,6 @@ foreground, 0 = background.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
@@ -19,7 +18,8 @@ from typer.core import TyperCommand
 
 from perceptra_seg.decoding import Strategy
 from perceptra_seg.exceptions import InvalidInputError
-from perceptra_seg.models import SegmentationResult
+from perceptra_seg.requests import SegmentRequest
+from perceptra_seg.results import ResultSet, mask_document
 
 from .common import (
     CommonOptions,
@@ -28,7 +28,6 @@ from .common import (
     read_json,
     require_output_dirs,
     require_suffix,
-    result_summary,
     write_atomic,
 )
 
@@ -93,7 +92,7 @@ def segment_box(
     multimask: MultimaskOption = False,
 ) -> None:
     """Segment the object inside one box."""
-    _single(opts, image, out, fmt, overlay, lambda seg, **kw: seg.segment_from_box(image, box=box, **kw), multimask)
+    _single(opts, image, out, fmt, overlay, {"box": box}, multimask)
 
 
 class PointArg(NamedTuple):
@@ -147,9 +146,7 @@ def segment_points(
     multimask: MultimaskOption = False,
 ) -> None:
     """Segment one object from clicks."""
-    _single(
-        opts, image, out, fmt, overlay, lambda seg, **kw: seg.segment_from_points(image, points=point, **kw), multimask
-    )
+    _single(opts, image, out, fmt, overlay, {"points": point}, multimask)
 
 
 def segment(
@@ -164,39 +161,38 @@ def segment(
     ],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Results JSON file.")] = None,
     strategy: Annotated[
-        Strategy, typer.Option("--strategy", help="all: one mask per prompt; largest; merge: union of all masks.")
+        Strategy,
+        typer.Option(
+            "--strategy", help="all: one mask per prompt; best: the highest score; largest; merge: union of all masks."
+        ),
     ] = "all",
     overlay: OverlayOption = None,
     multimask: Annotated[bool, typer.Option("--multimask", help="3 candidate masks per prompt.")] = False,
 ) -> None:
     """Segment every prompt of a JSON file on one image (one encoder pass).
 
-    The results file holds {"image", "height", "width", "model", "results": [{prompt_index, score, area, bbox, rle,
-    polygons}, ...]}.
+    The results file holds {"image", "height", "width", "model", "request_id", "latency_ms", "results":
+    [{prompt_index, score, area, bbox, rle, polygons}, ...]}.
     """
     _require_file(image)
     require_suffix(out, (".json",), "--out")
     require_suffix(overlay, (".png",), "--overlay")
     require_output_dirs(out, overlay)
-    prompt_list = load_prompt_list(prompts)
+    request = SegmentRequest.build(
+        image,
+        load_prompt_list(prompts),
+        strategy=strategy,
+        output_formats=["rle", "polygons"],
+        multimask=multimask,
+        return_overlay=overlay is not None,
+    )
     with opts.segmentor() as seg:
-        results = seg.segment(
-            image,
-            prompts=prompt_list,
-            strategy=strategy,
-            output_formats=["rle", "polygons"],
-            multimask=multimask,
-            return_overlay=overlay is not None,
-        )
-    document = _document(image, results, polygons=True)
+        results = seg.run(request)
     if out is not None:
-        write_atomic(out, json.dumps(document) + "\n")
+        write_atomic(out, json.dumps(_document(image, results, _FILE_ENCODINGS)) + "\n")
     if overlay is not None and results:
         write_atomic(overlay, results[0].overlay_png or b"")
-    if opts.json:
-        emit_json({**_document(image, results, polygons=False), "out": _str(out), "overlay": _str(overlay)})
-    else:
-        _print_table(results, out, overlay)
+    _report(opts, image, results, out, overlay)
 
 
 def load_prompt_list(path: Path) -> list[Any]:
@@ -220,19 +216,25 @@ def _single(
     out: Path | None,
     fmt: MaskFormat | None,
     overlay: Path | None,
-    call: Callable[..., SegmentationResult],
+    prompt: dict[str, Any],
     multimask: bool,
 ) -> None:
-    """Shared body of the one-prompt commands: check paths, run ``call(seg, **options)``, write the outputs."""
+    """Shared body of the one-prompt commands: check paths, segment ``prompt`` (best mask), write the outputs."""
     _require_file(image)
     mask_format = _mask_format(fmt, out)
     require_suffix(overlay, (".png",), "--overlay")
     require_output_dirs(out, overlay)
+    request = SegmentRequest.build(
+        image, [prompt], strategy="best", output_formats=_SDK_FORMATS[mask_format], multimask=multimask,
+        return_overlay=overlay is not None,
+    )
     with opts.segmentor() as seg:
-        result = call(
-            seg, output_formats=_SDK_FORMATS[mask_format], multimask=multimask, return_overlay=overlay is not None
-        )
-    _finish_single(opts, image, result, out, mask_format, overlay)
+        results = seg.run(request)
+    if out is not None:
+        write_atomic(out, _mask_payload(results, mask_format))
+    if overlay is not None:
+        write_atomic(overlay, results[0].overlay_png or b"")
+    _report(opts, image, results, out, overlay)
 
 
 def _require_file(image: Path) -> None:
@@ -263,46 +265,40 @@ def _mask_format(fmt: MaskFormat | None, out: Path | None) -> MaskFormat:
     return fmt
 
 
-def _mask_payload(result: SegmentationResult, mask_format: MaskFormat) -> bytes | str:
+def _mask_payload(results: ResultSet, mask_format: MaskFormat) -> bytes | str:
+    """What ``--out`` of a one-prompt command receives (the one mask of ``results``)."""
+    result = results[0]
     if mask_format is MaskFormat.png:
         return result.png_bytes or b""
     if mask_format is MaskFormat.rle:
         return json.dumps(result.rle) + "\n"
     if mask_format is MaskFormat.polygons:
         return json.dumps(result.polygons) + "\n"
-    return json.dumps({**result_summary(result, polygons=True), "model": result.model_info}) + "\n"
+    return json.dumps({**mask_document(result, encodings=_FILE_ENCODINGS), "model": results.info.model_info}) + "\n"
 
 
-def _finish_single(
-    opts: CommonOptions,
-    image: Path,
-    result: SegmentationResult,
-    out: Path | None,
-    mask_format: MaskFormat,
-    overlay: Path | None,
-) -> None:
-    if out is not None:
-        write_atomic(out, _mask_payload(result, mask_format))
-    if overlay is not None:
-        write_atomic(overlay, result.overlay_png or b"")
+#: Mask encodings in result files; ``--json`` on stdout keeps to RLE.
+_FILE_ENCODINGS = ("rle", "polygons")
+_STDOUT_ENCODINGS = ("rle",)
+
+
+def _document(image: Path, results: ResultSet, encodings: tuple[str, ...]) -> dict[str, Any]:
+    """``{"image", "height", "width", "model", "request_id", "latency_ms", "results"}`` (the shared JSON shape of
+    :meth:`ResultSet.to_dict <perceptra_seg.results.ResultSet.to_dict>`; ``model`` is its ``model_info``)."""
+    height, width = results.image_size
+    body = results.to_dict(encodings=encodings)
+    return {"image": str(image), "height": height, "width": width, "model": body.pop("model_info"), **body}
+
+
+def _report(opts: CommonOptions, image: Path, results: ResultSet, out: Path | None, overlay: Path | None) -> None:
+    """``--json``: the document (RLE only) with the paths written; else a table."""
     if opts.json:
-        emit_json({**_document(image, [result], polygons=False), "out": _str(out), "overlay": _str(overlay)})
+        emit_json({**_document(image, results, _STDOUT_ENCODINGS), "out": _str(out), "overlay": _str(overlay)})
     else:
-        _print_table([result], out, overlay)
+        _print_table(results, out, overlay)
 
 
-def _document(image: Path, results: list[SegmentationResult], *, polygons: bool) -> dict[str, Any]:
-    height, width = results[0].rle["size"] if results and results[0].rle else (None, None)
-    return {
-        "image": str(image),
-        "height": height,
-        "width": width,
-        "model": results[0].model_info if results else {},
-        "results": [result_summary(r, polygons=polygons) for r in results],
-    }
-
-
-def _print_table(results: list[SegmentationResult], out: Path | None, overlay: Path | None) -> None:
+def _print_table(results: ResultSet, out: Path | None, overlay: Path | None) -> None:
     console = Console()
     table = Table("prompt", "score", "area (px)", "bbox x1 y1 x2 y2")
     for r in results:

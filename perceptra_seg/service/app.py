@@ -28,13 +28,13 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
-from ..backends import Backend, create_backend
+from ..backends import Backend
 from ..config import SegmentorConfig
 from ..core import Segmentor
 from .context import RequestContextMiddleware
 from .docs import install_docs
 from .errors import install_error_handlers
-from .inference import InferenceService, TimedBackend
+from .inference import InferenceService, service_input_policy
 from .limits import BodySizeLimitMiddleware, InferenceRunner
 from .logging import configure_logging
 from .metrics import ServiceMetrics
@@ -101,7 +101,7 @@ def create_app(
             await asyncio.to_thread(state.runner.shutdown)  # the model is closed only after its last call
             service, state.service = state.service, None
             metrics.model_loaded.set(0)
-            if service is not None:
+            if service is not None and backend is None:  # a backend passed in stays its owner's
                 service.segmentor.close()
             if own_client and client is not None:
                 client.close()
@@ -143,14 +143,14 @@ async def _load(state: ServiceState, cfg: SegmentorConfig, backend: Backend | No
     """Load the model and warm it up on a worker thread, then publish the pipeline (or the load error)."""
 
     def load() -> Segmentor:
-        inner = backend if backend is not None else create_backend(cfg)
-        segmentor = Segmentor(cfg, backend=TimedBackend(inner, owned=backend is None))
+        segmentor = Segmentor(cfg, backend=backend, input_policy=service_input_policy(cfg))
         try:
             seconds = segmentor.warmup()
         except BaseException:
-            segmentor.close()
+            if backend is None:  # a backend passed in stays its owner's
+                segmentor.close()
             raise
-        logger.info("model ready", extra={"model_info": inner.info(), "warmup_s": round(seconds, 3)})
+        logger.info("model ready", extra={"model_info": segmentor.backend.info(), "warmup_s": round(seconds, 3)})
         return segmentor
 
     try:

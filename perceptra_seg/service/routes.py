@@ -27,15 +27,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import Response
 
-from ..cancel import CancelToken
 from ..config import ServerConfig
-from ..core import Segmentor
 from ..exceptions import SegmentorError
-from ..models import EmbeddedImage, SegmentationResult
+from ..models import EmbeddedImage
 from .bodies import json_body_doc, read_json, read_options, read_upload, upload_body_doc
+from .calls import Source, embed_call, prompt_count, segment_call, single_call
 from .errors import error_response
-from .inference import InferenceService, Outcome, Source
 from .metrics import CONTENT_TYPE_LATEST
+from .request_context import current_request_id
 from .schemas import (
     BoxRequest,
     EmbedRequest,
@@ -50,7 +49,7 @@ from .schemas import (
     SegmentResponse,
 )
 from .security import Principal
-from .state import Job, ServiceState, get_state
+from .state import get_state
 
 __all__ = ["build_router"]
 
@@ -71,82 +70,31 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _prompt_kwargs(options: SegmentOptions) -> tuple[dict[str, Any], int]:
-    """SDK keyword arguments for the prompts of ``options`` and the number of objects they describe."""
-    prompts = [
-        {
-            **({"box": p.box} if p.box is not None else {}),
-            **({"points": [(pt.x, pt.y, pt.label) for pt in p.points]} if p.points is not None else {}),
-        }
-        for p in options.prompts or []
-    ]
-    points = [(pt.x, pt.y, pt.label) for pt in options.points] if options.points else None
-    count = len(prompts) + len(options.boxes or []) + (1 if points else 0)
-    return {"prompts": prompts, "boxes": options.boxes, "points": points}, count
-
-
-def _check_segment_work(state: ServiceState, options: SegmentOptions) -> None:
-    """413 before anything is fetched or admitted when the request asks for too many mask outputs."""
-    _, count = _prompt_kwargs(options)
-    state.check_work(count, multimask=options.multimask, formats=options.output_formats)
-
-
-async def _run_segment(
-    state: ServiceState, request: Request, source: Source, options: SegmentOptions
-) -> dict[str, Any]:
-    kwargs, count = _prompt_kwargs(options)
-
-    def call(segmentor: Segmentor, target: Any, formats: list[str], cancel: CancelToken) -> list[SegmentationResult]:
-        return segmentor.segment(
-            target, **kwargs, strategy=options.strategy, output_formats=formats, multimask=options.multimask,
-            cancel=cancel,
-        )
-
-    def job(service: InferenceService, cancel: CancelToken) -> Outcome:
-        return service.segment(source, call, options.output_formats, prompts=count, single=False, cancel=cancel)
-
-    return await state.execute(job, prompts=count, request=request)
-
-
-async def _run_single(
-    state: ServiceState,
-    request: Request,
-    source: Source,
-    body: BoxRequest | PointsRequest,
-) -> dict[str, Any]:
-
-    def call(segmentor: Segmentor, target: Any, formats: list[str], cancel: CancelToken) -> list[SegmentationResult]:
-        if isinstance(body, BoxRequest):
-            return [segmentor.segment_from_box(
-                target, body.box, output_formats=formats, multimask=body.multimask, cancel=cancel
-            )]
-        points = [(p.x, p.y, p.label) for p in body.points]
-        return [segmentor.segment_from_points(
-            target, points, output_formats=formats, multimask=body.multimask, cancel=cancel
-        )]
-
-    def job(service: InferenceService, cancel: CancelToken) -> Outcome:
-        return service.segment(source, call, body.output_formats, prompts=1, single=True, cancel=cancel)
-
-    return await state.execute(job, prompts=1, request=request)
-
-
-def _embed_job(source: str | bytes, scope: str) -> Job:
-    def job(service: InferenceService, cancel: CancelToken) -> Outcome:
-        return service.embed(source, scope, cancel)
-
-    return job
-
-
 async def _segment_one(
     request: Request, caller: Principal, model: type[BoxRequest] | type[PointsRequest], server: ServerConfig
 ) -> Any:
     """The body of the single-object routes: parse, bound the work, resolve the image, run (best mask only)."""
     state = get_state(request)
     body = await read_json(request, model, server)
-    state.check_work(1, multimask=body.multimask, formats=body.output_formats)
+    formats = state.formats(body.output_formats)
+    state.check_work(1, multimask=body.multimask, formats=formats)
     source = await state.source(body.image, body.image_id, caller, request)
-    return await _run_single(state, request, source, body)
+    return await state.execute(single_call(body, source, formats, current_request_id()), request)
+
+
+async def _segment_many(
+    request: Request, caller: Principal, options: SegmentOptions, image: SegmentRequest | bytes
+) -> Any:
+    """The body of ``/v1/segment`` (``image`` is the parsed body, whose ``image`` or ``image_id`` is resolved here)
+    and its upload form (``image`` is the uploaded file): bound the work, resolve the image, run."""
+    state = get_state(request)
+    formats = state.formats(options.output_formats)
+    state.check_work(prompt_count(options), multimask=options.multimask, formats=formats)
+    if isinstance(image, bytes):
+        source: Source = image
+    else:
+        source = await state.source(image.image, image.image_id, caller, request)
+    return await state.execute(segment_call(options, source, formats, current_request_id()), request)
 
 
 def build_router(
@@ -191,7 +139,7 @@ def build_router(
         body = await read_json(request, EmbedRequest, server)
         source = await state.source(body.image, None, caller, request)
         assert not isinstance(source, EmbeddedImage)  # no image_id here
-        return await state.execute(_embed_job(source, caller.scope), prompts=0, request=request)
+        return await state.execute(embed_call(source, caller.scope, current_request_id()), request)
 
     @router.post("/v1/embed/upload", response_model=EmbedResponse, responses=_ERRORS, tags=["inference"],
                  openapi_extra=upload_body_doc(with_options=False))
@@ -199,7 +147,7 @@ def build_router(
         """``/v1/embed`` with the image as a multipart file."""
         state = get_state(request)
         data, _ = await read_upload(request, server, state.config.input.max_bytes)
-        return await state.execute(_embed_job(data, caller.scope), prompts=0, request=request)
+        return await state.execute(embed_call(data, caller.scope, current_request_id()), request)
 
     @router.post("/v1/segment/box", response_model=SegmentResponse, response_model_exclude_none=True,
                  responses=_ERRORS, tags=["inference"], openapi_extra=json_body_doc(BoxRequest))
@@ -217,11 +165,8 @@ def build_router(
                  responses=_ERRORS, tags=["inference"], openapi_extra=json_body_doc(SegmentRequest))
     async def segment(request: Request, caller: Caller) -> Any:
         """Every prompt on one image; one result per mask unless ``strategy`` is ``largest`` or ``merge``."""
-        state = get_state(request)
         body = await read_json(request, SegmentRequest, server)
-        _check_segment_work(state, body)
-        source = await state.source(body.image, body.image_id, caller, request)
-        return await _run_segment(state, request, source, body)
+        return await _segment_many(request, caller, body, body)
 
     @router.post("/v1/segment/upload", response_model=SegmentListResponse, response_model_exclude_none=True,
                  responses=_ERRORS, tags=["inference"], openapi_extra=upload_body_doc(with_options=True))
@@ -230,8 +175,7 @@ def build_router(
         state = get_state(request)
         data, text = await read_upload(request, server, state.config.input.max_bytes)
         options = await read_options(text or "{}", server)
-        _check_segment_work(state, options)
-        return await _run_segment(state, request, data, options)
+        return await _segment_many(request, caller, options, data)
 
     return router
 

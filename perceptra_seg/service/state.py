@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -13,17 +14,16 @@ from fastapi import Request
 from ..cancel import CancelToken, OperationCancelledError
 from ..config import SegmentorConfig
 from ..exceptions import ModelLoadError
+from ..utils.masks import OutputFormat
+from .calls import ServiceCall, Source
 from .errors import ModelNotReadyError, RequestTooLargeError
 from .image_ids import ImageIdRegistry
-from .inference import InferenceService, Outcome, Source
+from .inference import InferenceService
 from .limits import InferenceRunner
 from .metrics import ServiceMetrics
-from .request_context import current_context, current_request_id
+from .request_context import current_context
 from .security import Principal
 from .url_fetch import UrlFetcher, is_url
-
-#: A job for the runner: ``job(service, cancel) -> Outcome`` (blocking).
-Job = Callable[[InferenceService, CancelToken], Outcome]
 
 __all__ = ["ServiceState", "get_state"]
 
@@ -78,11 +78,15 @@ class ServiceState:
             return data
         return image
 
-    def check_work(self, prompts: int, *, multimask: bool, formats: Sequence[str] | None) -> None:
-        """413 when ``prompts`` × masks per prompt × output formats is over ``server.max_mask_outputs``."""
+    def formats(self, output_formats: Sequence[OutputFormat] | None) -> tuple[OutputFormat, ...]:
+        """The request's output formats, or the service's defaults (see :meth:`InferenceService.formats`)."""
         service, _ = self.require_service()
+        return service.formats(output_formats)
+
+    def check_work(self, prompts: int, *, multimask: bool, formats: Sequence[OutputFormat]) -> None:
+        """413 when ``prompts`` × masks per prompt × output formats is over ``server.max_mask_outputs``."""
         masks = 3 if multimask else 1
-        encodings = max(1, len(service.formats(formats)))
+        encodings = max(1, len(formats))
         work = prompts * masks * encodings
         limit = self.config.server.max_mask_outputs
         if work > limit:
@@ -91,27 +95,27 @@ class ServiceState:
                 f"outputs, over the limit of {limit} (server.max_mask_outputs)"
             )
 
-    async def execute(self, job: Job, *, prompts: int, request: Request | None = None) -> dict[str, Any]:
-        """Run ``job`` through the bounded runner; record stages, prompt count and cache hit; add ``request_id``.
+    async def execute(self, call: ServiceCall, request: Request | None = None) -> dict[str, Any]:
+        """Run ``call`` through the bounded runner; record stages, prompt count and cache hit.
 
-        The job gets a :class:`CancelToken` that is set when the deadline passes (by the runner) or when the client
+        The call gets a :class:`CancelToken` that is set when the deadline passes (by the runner) or when the client
         of ``request`` disconnects (watched here once the body has been read), so abandoned work stops early.
         """
         service, runner = self.require_service()
         context = current_context()
         if context is not None:
-            context.prompts = prompts
+            context.prompts = call.prompts
         token = CancelToken()
         watcher = asyncio.create_task(_watch_disconnect(request, token)) if request is not None else None
         try:
-            outcome = await runner.run(lambda: job(service, token), cancel=token)
+            outcome = await runner.run(partial(service.run, call, token), cancel=token)
         finally:
             if watcher is not None:
                 watcher.cancel()
         if context is not None:
             context.cache_hit = outcome.cache_hit
         self.metrics.observe_stages(outcome.stages)
-        return {**outcome.body, "request_id": current_request_id() or ""}
+        return outcome.body
 
 
 async def _unless_disconnected(work: Coroutine[Any, Any, T], request: Request | None) -> T:

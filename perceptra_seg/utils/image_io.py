@@ -10,8 +10,8 @@ Sources accepted by :func:`load_image`:
 * ``os.PathLike`` — a local file;
 * ``bytes`` / ``bytearray`` / ``memoryview`` — encoded image bytes;
 * ``str`` — interpreted in this order: a ``data:`` URI (base64), an ``http://`` / ``https://`` URL (only when
-  ``allow_urls=True``), the path of an existing file, and finally bare base64. If none fits,
-  :class:`~perceptra_seg.exceptions.InvalidInputError` says what was tried.
+  ``allow_urls=True``), the path of an existing file (only when ``allow_paths=True``), and finally bare base64. If
+  none fits, :class:`~perceptra_seg.exceptions.InvalidInputError` says what was tried.
 
 Decoding (:mod:`perceptra_seg.utils.image_decode`) goes through Pillow with a format allow-list
 (:data:`ALLOWED_FORMATS`), a pixel limit and a decode-memory limit in bytes, both checked from the header before any
@@ -70,6 +70,7 @@ def load_image(
     max_bytes: int = INPUT_DEFAULTS.max_bytes,
     http_client: httpx.Client | None = None,
     max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+    allow_paths: bool = True,
 ) -> np.ndarray:
     """Decode and validate an image from any supported source (see the module docstring for the ``str`` order).
 
@@ -86,6 +87,8 @@ def load_image(
             buffer, RGB result; see :func:`~perceptra_seg.utils.image_decode.decode_memory_estimate`), checked from
             the header before decoding. Arrays and PIL images are already in memory and are bounded by
             ``max_pixels`` only.
+        allow_paths: whether a ``str`` or ``os.PathLike`` may name a local file. ``False`` for text that comes from
+            a network peer (the REST service): such text is a data: URI, a URL or base64, never a path.
 
     Returns:
         RGB ``uint8`` array ``[H, W, 3]``, C-contiguous. A ``uint8`` ``[H, W, 3]`` C-contiguous input array is
@@ -106,9 +109,11 @@ def load_image(
         _check_bytes(len(data), max_bytes, "image bytes")
         return limits.decode(data)
     if isinstance(source, os.PathLike):
+        if not allow_paths:
+            raise InvalidInputError("local image paths are not accepted here; send the image bytes instead")
         return _load_path(os.fspath(source), limits)
     if isinstance(source, str):
-        return _load_str(source, limits, max_bytes, allow_urls, url_timeout_s, http_client)
+        return _load_str(source, limits, max_bytes, allow_urls, url_timeout_s, http_client, allow_paths)
     raise InvalidInputError(
         f"unsupported image source of type {type(source).__name__}: expected a numpy array, PIL image, path, bytes, "
         "base64 string or URL"
@@ -127,7 +132,13 @@ class _Limits:
 
 
 def _load_str(
-    text: str, limits: _Limits, max_bytes: int, allow_urls: bool, url_timeout_s: float, http_client: httpx.Client | None
+    text: str,
+    limits: _Limits,
+    max_bytes: int,
+    allow_urls: bool,
+    url_timeout_s: float,
+    http_client: httpx.Client | None,
+    allow_paths: bool,
 ) -> np.ndarray:
     stripped = text.strip()
     if stripped[:5].lower() == "data:":
@@ -137,10 +148,13 @@ def _load_str(
         data = _b64decode(payload, max_bytes=max_bytes)
         return limits.decode(data)
     if is_url(stripped):
+        parse_image_url(stripped)  # a malformed URL says so, whether or not URLs are allowed
         if not allow_urls:
             raise InvalidInputError("URL image sources are disabled (allow_urls=False); send the image bytes instead")
         body = fetch_url(stripped, timeout_s=url_timeout_s, max_bytes=max_bytes, client=http_client)
         return limits.decode(body)
+    if not allow_paths:  # text from a peer: base64 it must be, and its error says why not
+        return limits.decode(_b64decode(stripped, max_bytes=max_bytes))
     if len(text) <= _MAX_PATH_LEN and os.path.isfile(text):
         return _load_path(text, limits)
     try:

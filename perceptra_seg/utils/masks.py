@@ -208,46 +208,56 @@ def remove_small_regions(mask: Any, *, min_area: int, mode: Literal["holes", "is
     return out
 
 
-def validate_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
-    """Lower-case, strip and de-duplicate output format names (order kept); unknown names are an error."""
+def validate_formats(formats: Sequence[str] | str) -> tuple[OutputFormat, ...]:
+    """Lower-case, strip and de-duplicate output format names (order kept); unknown names are an error.
+
+    The one check of format names: config loading (``outputs.formats``) and every request
+    (:class:`~perceptra_seg.requests.SegmentRequest`) call it; :func:`encode_mask` takes its result.
+    """
     items = [formats] if isinstance(formats, str) else list(formats)
-    seen: list[str] = []
+    seen: list[OutputFormat] = []
     for item in items:
         if not isinstance(item, str):
             raise InvalidInputError(f"output format names must be strings; got {item!r}")
         name = item.strip().lower()
         if name not in OUTPUT_FORMATS:
-            raise InvalidInputError(f"unknown output format {item!r}; valid formats: {', '.join(OUTPUT_FORMATS)}")
+            raise _unknown_format(item)
         if name not in seen:
             seen.append(name)
     return tuple(seen)
 
 
+def _unknown_format(name: object) -> InvalidInputError:
+    return InvalidInputError(f"unknown output format {name!r}; valid formats: {', '.join(OUTPUT_FORMATS)}")
+
+
 def encode_mask(
     mask: Any,
-    formats: Sequence[str],
+    formats: Sequence[OutputFormat],
     *,
     rle_compressed: bool = True,
     png_bit_depth: int = 1,
     polygon_tolerance: float = 0.0,
     polygon_min_area: float = 0.0,
 ) -> dict[str, Any]:
-    """Encode one mask ``[H, W]`` in the requested formats only.
+    """Encode one mask ``[H, W]`` in the formats named (as :func:`validate_formats` returns them).
 
     Returns a dict whose keys are the ``SegmentationResult`` fields of the requested formats: ``"mask"`` (bool
     ``[H, W]``, C-contiguous, for ``numpy``), ``"rle"``, ``"png_bytes"``, ``"polygons"``.
+
+    Raises:
+        InvalidInputError: a name that is not an output format (names are not normalised here).
     """
-    wanted = validate_formats(formats)
     m = as_mask(mask)
+    encoders: dict[str, Any] = {
+        "numpy": lambda: np.array(m, dtype=bool, order="C", copy=True),
+        "rle": lambda: mask_to_rle(m, compressed=rle_compressed),
+        "png": lambda: mask_to_png(m, bit_depth=png_bit_depth),
+        "polygons": lambda: mask_to_polygons(m, tolerance=polygon_tolerance, min_area=polygon_min_area),
+    }
     out: dict[str, Any] = {}
-    for name in wanted:
-        if name == "numpy":
-            value: Any = np.array(m, dtype=bool, order="C", copy=True)
-        elif name == "rle":
-            value = mask_to_rle(m, compressed=rle_compressed)
-        elif name == "png":
-            value = mask_to_png(m, bit_depth=png_bit_depth)
-        else:
-            value = mask_to_polygons(m, tolerance=polygon_tolerance, min_area=polygon_min_area)
-        out[_FORMAT_KEYS[name]] = value
+    for name in formats:
+        if name not in encoders:
+            raise _unknown_format(name)
+        out[_FORMAT_KEYS[name]] = encoders[name]()
     return out

@@ -31,8 +31,8 @@ def test_model_family_is_defined_once() -> None:
 
 
 def test_strategy_set_is_defined_once() -> None:
-    assert _definitions(r"\"all\",\s*\"largest\",\s*\"merge\"") == ["decoding.py"]
-    assert decoding.STRATEGIES == typing.get_args(decoding.Strategy) == ("all", "largest", "merge")
+    assert _definitions(r"\"all\",\s*\"best\",\s*\"largest\",\s*\"merge\"") == ["decoding.py"]
+    assert decoding.STRATEGIES == typing.get_args(decoding.Strategy) == ("all", "best", "largest", "merge")
     from perceptra_seg.cli import segment as cli_segment
     from perceptra_seg.service.schemas import SegmentOptions
 

@@ -1,0 +1,105 @@
+"""What a front end asks the SDK to do: one typed request per kind of call, executed by
+:meth:`Segmentor.run <perceptra_seg.Segmentor.run>`.
+
+Every front end (the SDK's convenience methods, the REST routes, the CLI commands) builds one of these and hands
+it over; nothing else crosses the seam. A request checks what it can without the image (strategy, output formats,
+overlay with a handle) when it is made; prompts are checked against the image size when it runs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from .decoding import STRATEGIES, Strategy
+from .exceptions import InvalidInputError
+from .models import EmbeddedImage, Prompt
+from .utils.masks import OutputFormat, validate_formats
+
+__all__ = ["EmbedRequest", "SegmentRequest", "SegmentorRequest"]
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """Masks for prompts on one image.
+
+    Attributes:
+        image: an image source the Segmentor's :class:`~perceptra_seg.inputs.InputPolicy` accepts (numpy
+            ``[H, W]``/``[H, W, 3]``/``[H, W, 4]``, PIL image, path, bytes, base64, URL) or an
+            :class:`~perceptra_seg.models.EmbeddedImage` handle.
+        prompts: ``Prompt`` objects or ``{"box": (x1, y1, x2, y2), "points": [(x, y, label), ...], "mask_input":
+            logits}`` mappings, one object each (pixels of the original image, XYXY boxes).
+        boxes: flat form; each ``(x1, y1, x2, y2)`` box is its own prompt.
+        points: flat form; all ``(x, y, label)`` points together are one prompt.
+        strategy: ``all`` (one result per mask), ``best`` (the highest-scoring mask), ``largest`` (the mask with
+            most pixels) or ``merge`` (the union of every mask, ``prompt_index`` -1).
+        output_formats: validated, de-duplicated names (``numpy``, ``rle``, ``png``, ``polygons``); ``None`` = the
+            configured ``outputs.formats``.
+        multimask: 3 masks per prompt instead of 1.
+        return_overlay: attach a PNG of the image with the masks drawn (needs the image, not a handle).
+        request_id: the caller's id for this call (the REST service passes its ``X-Request-ID``); ``None`` = a new
+            random one. It becomes ``CallInfo.request_id`` and every result's ``request_id``.
+
+    Raises:
+        InvalidInputError: unknown strategy or output format, or ``return_overlay`` with a handle.
+    """
+
+    image: Any
+    prompts: tuple[Prompt | Mapping[str, Any], ...] = ()
+    boxes: Any = None
+    points: Any = None
+    strategy: Strategy = "all"
+    output_formats: tuple[OutputFormat, ...] | None = None
+    multimask: bool = False
+    return_overlay: bool = False
+    request_id: str | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise InvalidInputError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.output_formats is not None:  # the one place per-call formats are checked
+            object.__setattr__(self, "output_formats", validate_formats(self.output_formats))
+        if self.return_overlay and isinstance(self.image, EmbeddedImage):
+            raise InvalidInputError("return_overlay needs the image itself, not an embedded image id")
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+
+    def call_id(self) -> str:
+        """``request_id``, or a new random one (32 hex digits)."""
+        return self.request_id or uuid.uuid4().hex
+
+    @classmethod
+    def build(
+        cls,
+        image: Any,
+        prompts: Iterable[Prompt | Mapping[str, Any]] | None = None,
+        *,
+        output_formats: Sequence[str] | str | None = None,
+        **options: Any,
+    ) -> SegmentRequest:
+        """A request from loosely typed arguments (any iterable of prompts, any sequence of format names)."""
+        names = [output_formats] if isinstance(output_formats, str) else output_formats
+        formats = None if names is None else cast(tuple[OutputFormat, ...], tuple(names))  # checked in __post_init__
+        return cls(image, tuple(prompts or ()), output_formats=formats, **options)
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    """Encode one image now and keep its embedding cached; prompts sent later with the handle cost only the decoder.
+
+    Attributes:
+        image: an image source the Segmentor's input policy accepts (see :class:`SegmentRequest`).
+        request_id: as for :class:`SegmentRequest`.
+    """
+
+    image: Any
+    request_id: str | None = field(default=None, kw_only=True)
+
+    def call_id(self) -> str:
+        """``request_id``, or a new random one (32 hex digits)."""
+        return self.request_id or uuid.uuid4().hex
+
+
+#: Every request :meth:`Segmentor.run <perceptra_seg.Segmentor.run>` executes.
+SegmentorRequest = SegmentRequest | EmbedRequest

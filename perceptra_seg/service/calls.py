@@ -1,0 +1,94 @@
+"""From a parsed REST body to the SDK request the inference runner executes, and what it will cost.
+
+A route builds one :class:`ServiceCall`: the SDK request (:mod:`perceptra_seg.requests`), the shape of the answer
+and the number of objects it asks for. Nothing here decodes images or runs a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..models import EmbeddedImage, Point, Prompt
+from ..requests import EmbedRequest, SegmentorRequest, SegmentRequest
+from ..utils.masks import OutputFormat
+from .schemas import BoxRequest, PointIn, PointsRequest, SegmentOptions
+
+__all__ = ["Answer", "ServiceCall", "Source", "embed_call", "prompt_count", "segment_call", "single_call"]
+
+#: ``mask``: one mask's fields at the top level; ``results``: a list; ``embed``: ``{image_id, width, height}``.
+Answer = Literal["mask", "results", "embed"]
+#: A request's image: base64/data-URI text, uploaded or downloaded bytes, or an embedded image handle.
+Source = str | bytes | EmbeddedImage
+
+
+@dataclass(frozen=True)
+class ServiceCall:
+    """One inference request as the service runs it.
+
+    Attributes:
+        request: what the SDK executes (its ``request_id`` is the HTTP request's ``X-Request-ID``).
+        answer: how the response body is shaped (see :data:`Answer`).
+        prompts: objects the request asks for (for the work bound, logs and metrics).
+        scope: the caller's image-id scope (``embed`` answers with an id valid in it only).
+    """
+
+    request: SegmentorRequest
+    answer: Answer
+    prompts: int
+    scope: str = ""
+
+
+def _points(points: list[PointIn]) -> tuple[Point, ...]:
+    return tuple((p.x, p.y, p.label) for p in points)
+
+
+def single_call(
+    body: BoxRequest | PointsRequest, image: Source, formats: tuple[OutputFormat, ...], request_id: str | None
+) -> ServiceCall:
+    """``/v1/segment/box`` and ``/v1/segment/points``: one object, the best mask at the top level."""
+    if isinstance(body, BoxRequest):
+        x1, y1, x2, y2 = body.box
+        prompt = Prompt(box=(x1, y1, x2, y2))
+    else:
+        prompt = Prompt(points=_points(body.points))
+    request = SegmentRequest(
+        image, (prompt,), strategy="best", output_formats=formats, multimask=body.multimask, request_id=request_id
+    )
+    return ServiceCall(request, "mask", prompts=1)
+
+
+def segment_call(
+    options: SegmentOptions, image: Source, formats: tuple[OutputFormat, ...], request_id: str | None
+) -> ServiceCall:
+    """``/v1/segment`` (and its upload form): any number of objects, one result per mask unless the strategy
+    keeps one."""
+    prompts = [
+        {
+            **({"box": p.box} if p.box is not None else {}),
+            **({"points": _points(p.points)} if p.points is not None else {}),
+        }
+        for p in options.prompts or []
+    ]
+    points = _points(options.points) if options.points else None
+    request = SegmentRequest(
+        image,
+        tuple(prompts),
+        boxes=options.boxes,
+        points=points,
+        strategy=options.strategy,
+        output_formats=formats,
+        multimask=options.multimask,
+        request_id=request_id,
+    )
+    return ServiceCall(request, "results", prompts=prompt_count(options))
+
+
+def prompt_count(options: SegmentOptions) -> int:
+    """Objects a ``/v1/segment`` body asks for: its prompts, each flat box, and the flat points as one."""
+    return len(options.prompts or []) + len(options.boxes or []) + (1 if options.points else 0)
+
+
+def embed_call(image: str | bytes, scope: str, request_id: str | None) -> ServiceCall:
+    """``/v1/embed`` (and its upload form)."""
+    return ServiceCall(EmbedRequest(image, request_id=request_id), "embed", prompts=0, scope=scope)
