@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, overload
 
@@ -268,7 +269,7 @@ class Segmentor:
         pixels = self.load(request.image, clock)
         check(cancel)
         key = self._cache_key(image_digest(pixels))
-        embedding, _ = self._cache.get_or_compute(key, lambda: self.encode(pixels, clock))
+        embedding, _ = self._cache.get_or_compute(key, partial(self.encode, pixels, clock))
         if embedding.nbytes > self._cache.max_bytes:
             raise ConfigError(
                 f"embed() cannot keep this image: its embedding takes {embedding.nbytes} bytes, more than the "
@@ -298,7 +299,7 @@ class Segmentor:
         if digest is None:
             return self.encode(pixels, clock)
         key = self._cache_key(digest, window)
-        embedding, _ = self._cache.get_or_compute(key, lambda: self.encode(pixels, clock))
+        embedding, _ = self._cache.get_or_compute(key, partial(self.encode, pixels, clock))
         return embedding
 
     def embedded(self, handle: EmbeddedImage) -> ImageEmbedding:
