@@ -6,6 +6,7 @@ The reference packages are imported first (with the torchvision stand-in), befor
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -193,3 +194,26 @@ class BoxOracleBackend:
 
     def close(self) -> None:
         pass
+
+
+#: The pixel decoders ``load_image`` dispatches to; every decode or validation of an image enters exactly one.
+IMAGE_DECODERS = ("decode_image_bytes", "decode_stream", "array_to_rgb", "pil_to_rgb_array")
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """How often ``load_image`` entered each pixel decoder while the test ran (by decoder name)."""
+    from perceptra_seg.utils import image_io
+
+    counts: Counter[str] = Counter()
+
+    def counting(name: str, inner: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            counts[name] += 1
+            return inner(*args, **kwargs)
+
+        return wrapper
+
+    for name in IMAGE_DECODERS:
+        monkeypatch.setattr(image_io, name, counting(name, getattr(image_io, name)))
+    return counts

@@ -10,34 +10,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from perceptra_seg.utils import image_io
-
 from .helpers import b64_png, png_bytes
 
 BOX = [4, 4, 40, 30]
-DECODERS = ("decode_image_bytes", "decode_stream", "array_to_rgb", "pil_to_rgb_array")
 
 
 @pytest.fixture
 def client(fake_client: Callable[..., Any]) -> Iterator[TestClient]:
     with fake_client() as test_client:
         yield test_client
-
-
-@pytest.fixture
-def decodes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    counts: Counter[str] = Counter()
-
-    def counting(name: str, inner: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            counts[name] += 1
-            return inner(*args, **kwargs)
-
-        return wrapper
-
-    for name in DECODERS:
-        monkeypatch.setattr(image_io, name, counting(name, getattr(image_io, name)))
-    return counts
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import io
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,11 @@ from perceptra_seg.inputs import InputPolicy
 from perceptra_seg.models import EmbeddedImage
 from perceptra_seg.requests import EmbedRequest, SegmentRequest
 from perceptra_seg.results import CallInfo, EmbedResult, ResultSet, mask_document
-from perceptra_seg.utils import image_io
 from perceptra_seg.utils.masks import png_to_mask, rle_to_mask
 
 from ..conftest import BoxOracleBackend
 
 BOX = (8.0, 6.0, 40.0, 30.0)
-DECODERS = ("decode_image_bytes", "decode_stream", "array_to_rgb", "pil_to_rgb_array")
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -44,23 +42,6 @@ def image() -> np.ndarray:
 def segmentor() -> Iterator[Segmentor]:
     with Segmentor({"model": {"name": "sam_v2"}}, backend=BoxOracleBackend()) as seg:
         yield seg
-
-
-@pytest.fixture
-def decodes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """How often ``load_image`` entered each pixel decoder (every decode or validation of an image passes one)."""
-    counts: Counter[str] = Counter()
-
-    def counting(name: str, inner: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            counts[name] += 1
-            return inner(*args, **kwargs)
-
-        return wrapper
-
-    for name in DECODERS:
-        monkeypatch.setattr(image_io, name, counting(name, getattr(image_io, name)))
-    return counts
 
 
 @pytest.mark.parametrize("kind", ["array", "png-bytes", "base64", "path", "pil"])
