@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .automatic import auto_options, generate_masks, to_results
 from .backends import Backend, ImageEmbedding, create_backend
 from .cancel import CancelToken, check
 from .config import SegmentorConfig
@@ -384,3 +385,39 @@ class Segmentor:
             ):
                 by_index.setdefault(candidate.prompt_index, []).append(candidate)
         return [candidate for index in everything for candidate in by_index[index]]
+
+    # ------------------------------------------------------------------ segment everything
+
+    @holds_backend
+    def generate(
+        self, image: Any, *, output_formats: Sequence[str] | None = None, cancel: CancelToken | None = None,
+        **options: Any,
+    ) -> list[SegmentationResult]:
+        """Segment everything: Meta's automatic mask generator over this model (see docs/automatic.md).
+
+        ``options`` are named as in Meta's generators (``points_per_side``, ``pred_iou_thresh``, ``crop_n_layers``,
+        ``use_m2m``, ... :class:`~perceptra_seg.automatic.AutoOptions`); defaults follow the model family's
+        generator. ``image`` may be an :meth:`embed` handle when ``crop_n_layers`` is 0. Results carry ``score``
+        (predicted IoU), ``stability_score``, ``point_coords``, ``crop_box``, ``area``, ``bbox`` and the formats.
+        """
+        start, backend = time.perf_counter(), self._backend
+        settings = auto_options(backend.family, **options)
+        formats = validate_formats(output_formats if output_formats is not None else self.config.outputs.formats)
+        if isinstance(image, EmbeddedImage):
+            if settings.crop_n_layers:
+                raise InvalidInputError("crop_n_layers > 0 needs the image itself, not an embedded image id")
+            size, whole = (image.height, image.width), self._embedded(image)
+            embed = lambda _box: whole  # noqa: E731 - the only region asked for is the whole image
+        else:
+            pixels = self._load(image)
+            size, digest = (int(pixels.shape[0]), int(pixels.shape[1])), self._digest(pixels)
+
+            def embed(box: tuple[int, int, int, int]) -> ImageEmbedding:
+                x0, y0, x1, y1 = box
+                if (x1 - x0, y1 - y0) == (size[1], size[0]):
+                    return self._embedding(pixels, digest)
+                crop = np.ascontiguousarray(pixels[y0:y1, x0:x1])
+                return self._embedding(crop, digest, Window(x0, y0, x1, y1, ()))
+
+        masks = generate_masks(backend, size, settings, embed, cancel)
+        return to_results(masks, size, formats, self.config.outputs, backend.info(), started=start, cancel=cancel)
