@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from ..preprocessing import INPUT_SIZE, bilinear_taps
+from ..preprocessing import INPUT_SIZE
 from ..registry import Family
 
 __all__ = ["MaskWindow", "fill_small_low_res", "mask_window"]
@@ -48,20 +50,40 @@ class MaskWindow:
         return int(np.count_nonzero(self.patch))
 
 
+def _taps(out_len: int, in_len: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices ``i0``, ``i1`` and weight of ``i1`` for output positions ``start..stop-1`` of a bilinear resize
+    ``in_len → out_len`` with half-pixel centres, in float32 as PyTorch's ``interpolate`` computes them."""
+    scale = np.float32(in_len) / np.float32(out_len)
+    src = np.maximum(scale * (np.arange(start, stop, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5), 0)
+    i0 = np.minimum(src.astype(np.int64), in_len - 1)
+    i1 = np.minimum(i0 + 1, in_len - 1)
+    return i0, i1, (src - i0.astype(np.float32)).astype(np.float32)
+
+
 def _covering(out_len: int, in_len: int, first: int, last: int) -> tuple[int, int]:
     """Half-open run of output positions whose bilinear taps touch source indices ``first..last`` (may be empty)."""
-    i0, i1, _ = bilinear_taps(out_len, in_len, 0, out_len)
+    i0, i1, _ = _taps(out_len, in_len, 0, out_len)
     hit = np.flatnonzero((i1 >= first) & (i0 <= last))
     return (0, 0) if hit.size == 0 else (int(hit[0]), int(hit[-1]) + 1)
 
 
 def _resample(src: np.ndarray, out_size: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize (half-pixel centres) of float32 ``src`` to ``out_size``, evaluated on ``rows × cols`` only."""
-    r0, r1, rw = bilinear_taps(out_size[0], src.shape[0], *rows)
-    c0, c1, cw = bilinear_taps(out_size[1], src.shape[1], *cols)
-    rw = rw[:, None]
-    blended = src[r0] * (1.0 - rw) + src[r1] * rw
-    return np.asarray(blended[:, c0] * (1.0 - cw) + blended[:, c1] * cw, dtype=np.float32)
+    """Bilinear resize (half-pixel centres) of float32 ``src`` to ``out_size``, evaluated on ``rows × cols`` only.
+
+    A window of more than a quarter of the output is cut from PyTorch's whole-output ``interpolate`` (what Meta's
+    generators compute, and faster there); a smaller one is blended from its own taps.
+    """
+    (r0, r1), (c0, c1) = rows, cols
+    source = torch.from_numpy(np.ascontiguousarray(src, dtype=np.float32))
+    if (r1 - r0) * (c1 - c0) * 4 > out_size[0] * out_size[1]:
+        full = F.interpolate(source[None, None], size=out_size, mode="bilinear", align_corners=False)[0, 0]
+        return np.ascontiguousarray(full[r0:r1, c0:c1].numpy())
+    top, bottom, row_weight = (torch.from_numpy(a) for a in _taps(out_size[0], src.shape[0], r0, r1))
+    left, right, col_weight = (torch.from_numpy(a) for a in _taps(out_size[1], src.shape[1], c0, c1))
+    row_weight = row_weight[:, None]
+    blended = source.index_select(0, top) * (1 - row_weight) + source.index_select(0, bottom) * row_weight
+    out = blended.index_select(1, left) * (1 - col_weight) + blended.index_select(1, right) * col_weight
+    return out.numpy()
 
 
 def _window(src: np.ndarray, out_size: tuple[int, int], level: float) -> tuple[int, int, int, int] | None:
