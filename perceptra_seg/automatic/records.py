@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 
 import cv2
@@ -57,7 +58,10 @@ class AutoMask:
         canvas = np.zeros(size, dtype=bool)
         if self.area:
             x1, y1, x2, y2 = self.box
-            canvas[y1 : y2 + 1, x1 : x2 + 1] = mask_utils.decode(self.patch_rle).astype(bool)
+            with warnings.catch_warnings():  # pycocotools' decoder predates NumPy 2's copy keyword and says so
+                warnings.simplefilter("ignore", DeprecationWarning)
+                patch = mask_utils.decode(self.patch_rle)
+            canvas[y1 : y2 + 1, x1 : x2 + 1] = patch.astype(bool)
         return canvas
 
 
