@@ -18,9 +18,12 @@ predicted IoU and stability score within 1e-3.
 
 from __future__ import annotations
 
+import sys
+import types
 from functools import partial
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -200,16 +203,48 @@ SAM2_CASES = {
     "m2m": {"use_m2m": True},
     "single_mask": {"multimask_output": False, "mask_threshold": -0.1},
     "crop_layer": {"crop_n_layers": 1, "points_per_batch": 5},
+    "small_regions": {"min_mask_region_area": 25},
 }
+
+
+def _connected_components(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stand-in for SAM 2's CUDA extension ``sam2._C.get_connected_componnets`` (not built on CPU machines, where
+    Meta's predictor then skips its hole and sprinkle filling): for uint8 ``[N, 1, H, W]`` masks, each pixel's
+    8-connected component label (0 off the mask) and that component's area (0 off the mask)."""
+    labels = torch.zeros(masks.shape, dtype=torch.int32)
+    areas = torch.zeros(masks.shape, dtype=torch.int32)
+    for index, mask in enumerate(masks[:, 0].numpy()):
+        _, label, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        area = stats[:, cv2.CC_STAT_AREA].copy()
+        area[0] = 0
+        labels[index, 0] = torch.from_numpy(label.astype(np.int32))
+        areas[index, 0] = torch.from_numpy(area[label].astype(np.int32))
+    return labels, areas
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(SAM2_CASES))
-def test_hiera_tiny_matches_meta_generator(hiera_tiny: Any, photo: np.ndarray, case: str) -> None:
+def test_hiera_tiny_matches_meta_generator(
+    hiera_tiny: Any, photo: np.ndarray, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sam2
     import sam2.automatic_mask_generator as reference_generator
 
+    smallest: list[int] = []
+
+    def components(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        labels, areas = _connected_components(masks)
+        smallest.append(int(areas[areas > 0].min()) if bool((areas > 0).any()) else 0)
+        return labels, areas
+
+    extension = types.ModuleType("sam2._C")
+    extension.get_connected_componnets = components  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sam2._C", extension)
+    monkeypatch.setattr(sam2, "_C", extension, raising=False)
     model, ours = hiera_tiny
     options = {**RANDOM_FILTERS, **SAM2_CASES[case]}
     reference = reference_generator.SAM2AutomaticMaskGenerator(model, **options).generate(photo)
     results = ours.generate(photo, output_formats=["numpy", "rle"], **options)
     _assert_parity(reference, results, minimum=5)
+    if "min_mask_region_area" in options:  # Meta's predictor ran its filling, and found regions to fill
+        assert smallest and min(smallest) <= options["min_mask_region_area"]
