@@ -413,9 +413,9 @@ class Segmentor:
             size, digest = (int(pixels.shape[0]), int(pixels.shape[1])), self._digest(pixels)
 
             def embed(box: tuple[int, int, int, int]) -> ImageEmbedding:
-                x0, y0, x1, y1 = box
-                if (x1 - x0, y1 - y0) == (size[1], size[0]):
+                if box == (0, 0, size[1], size[0]):
                     return self._embedding(pixels, digest)
+                x0, y0, x1, y1 = box
                 crop = np.ascontiguousarray(pixels[y0:y1, x0:x1])
                 return self._embedding(crop, digest, Window(x0, y0, x1, y1, ()))
 

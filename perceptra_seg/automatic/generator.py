@@ -50,7 +50,7 @@ def generate_masks(
 
     Args:
         embed: returns the embedding of the image region ``(x0, y0, x1, y1)`` (the whole image first).
-        cancel: checked before every crop's encoding and every decoder call.
+        cancel: checked before every crop's encoding and every decoder call (``use_m2m``: every refinement batch).
 
     Yields:
         Kept masks: with no crop layers and no small-region clean-up, as soon as the crop's NMS has kept them
@@ -84,7 +84,7 @@ def _boxes(records: list[AutoMask]) -> np.ndarray:
 
 
 def _decode_grid(
-    backend: Backend, embedding: ImageEmbedding, points: np.ndarray, options: AutoOptions
+    backend: Backend, embedding: ImageEmbedding, points: np.ndarray, options: AutoOptions, cancel: CancelToken | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode single foreground points ``[B, 2]`` (crop pixels); returns logits ``[B·K, L, L]``, predicted IoU
     ``[B·K]`` and each mask's point ``[B·K, 2]`` (a point's K masks consecutive)."""
@@ -100,6 +100,7 @@ def _decode_grid(
     if options.use_m2m:
         refined = []
         for start in range(0, len(logits), options.points_per_batch):
+            check(cancel)
             rows = slice(start, start + options.points_per_batch)
             inputs = np.clip(logits[rows], -_MASK_INPUT_LIMIT, _MASK_INPUT_LIMIT)[:, None]
             again = PromptBatch(
@@ -124,9 +125,7 @@ def _crop_masks(
 ) -> list[AutoMask]:
     """The masks one crop keeps, best predicted IoU first (boxes and points in image pixels)."""
     x0, y0, x1, y1 = crop_box
-    crop_size = embedding.original_size
-    if crop_size != (y1 - y0, x1 - x0):
-        raise ValueError(f"embedding of {crop_size} does not match crop {crop_box}")
+    crop_size = embedding.original_size  # (y1 - y0, x1 - x0)
     points = grid * np.array([x1 - x0, y1 - y0], dtype=np.float64)
     iou_floor, stability_floor = np.float32(options.pred_iou_thresh), np.float32(options.stability_score_thresh)
     image_box = (0, 0, size[1], size[0])
@@ -134,7 +133,7 @@ def _crop_masks(
     for start in range(0, len(points), options.points_per_batch):
         check(cancel)
         logits, scores, mask_points = _decode_grid(
-            backend, embedding, points[start : start + options.points_per_batch], options
+            backend, embedding, points[start : start + options.points_per_batch], options, cancel
         )
         keep = np.flatnonzero(scores > iou_floor) if options.pred_iou_thresh > 0 else np.arange(len(scores))
         batch: list[AutoMask] = []
