@@ -12,6 +12,7 @@ from typing import Any, overload
 
 import numpy as np
 
+from .automatic.execute import execute_automatic
 from .backends import Backend, ImageEmbedding, create_backend
 from .cancel import CancelToken, check
 from .config import SegmentorConfig
@@ -22,7 +23,7 @@ from .inputs import InputPolicy
 from .lifecycle import BackendSlot, holds_backend
 from .models import BBox, EmbeddedImage, Point, Prompt, SegmentationResult
 from .prompts import build_batches
-from .requests import EmbedRequest, SegmentorRequest, SegmentRequest
+from .requests import AutoMaskRequest, EmbedRequest, SegmentorRequest, SegmentRequest
 from .results import CallInfo, EmbedResult, ResultSet
 from .timings import StageClock
 from .utils.cache import CacheStats, EmbeddingCache
@@ -146,19 +147,22 @@ class Segmentor:
     @overload
     def run(self, request: EmbedRequest, *, cancel: CancelToken | None = None) -> EmbedResult: ...
 
+    @overload
+    def run(self, request: AutoMaskRequest, *, cancel: CancelToken | None = None) -> ResultSet: ...
+
     def run(self, request: SegmentorRequest, *, cancel: CancelToken | None = None) -> ResultSet | EmbedResult:
         """Execute one request; every public method and every front end (REST, CLI) goes through here.
 
         Args:
-            request: a :class:`~perceptra_seg.requests.SegmentRequest` or
-                :class:`~perceptra_seg.requests.EmbedRequest`.
+            request: a :class:`~perceptra_seg.requests.SegmentRequest`,
+                :class:`~perceptra_seg.requests.AutoMaskRequest` or :class:`~perceptra_seg.requests.EmbedRequest`.
             cancel: a :class:`~perceptra_seg.cancel.CancelToken` another thread may set; checked after decoding the
                 image, after the encoder, between decoder batches and for every mask.
 
         Returns:
-            :class:`~perceptra_seg.results.ResultSet` for a segment request, :class:`~perceptra_seg.results.EmbedResult`
-            for an embed request; both carry the call's :class:`~perceptra_seg.results.CallInfo` (request id, stage
-            timings, model info).
+            :class:`~perceptra_seg.results.ResultSet` for a segment or automatic-mask request,
+            :class:`~perceptra_seg.results.EmbedResult` for an embed request; both carry the call's
+            :class:`~perceptra_seg.results.CallInfo` (request id, stage timings, model info).
 
         Raises:
             OperationCancelledError: ``cancel`` was set.
@@ -166,6 +170,8 @@ class Segmentor:
         with self._slot.lease():  # the backend stays this call's until it returns (see perceptra_seg.lifecycle)
             if isinstance(request, SegmentRequest):
                 return execute_segment(self, request, cancel)
+            if isinstance(request, AutoMaskRequest):
+                return execute_automatic(self, request, cancel)
             if isinstance(request, EmbedRequest):
                 return self._run_embed(request, cancel)
         raise InvalidInputError(f"Segmentor.run does not know requests of type {type(request).__name__}")
@@ -275,6 +281,25 @@ class Segmentor:
             return_overlay=return_overlay,
         )
         return self.run(request, cancel=cancel)
+
+    def generate(
+        self,
+        image: Any,
+        *,
+        output_formats: Sequence[str] | None = None,
+        cancel: CancelToken | None = None,
+        **options: Any,
+    ) -> ResultSet:
+        """Segment everything: Meta's automatic mask generator over this model (see ``docs/automatic.md``).
+
+        ``options`` are named as in Meta's generators (``points_per_side``, ``pred_iou_thresh``,
+        ``stability_score_thresh``, ``crop_n_layers``, ``use_m2m``, ...; :class:`~perceptra_seg.automatic.AutoOptions`);
+        defaults follow the model family's generator. ``image`` may be an :meth:`embed` handle when
+        ``crop_n_layers`` is 0. Results carry ``score`` (predicted IoU), ``stability_score``, ``point_coords``,
+        ``crop_box``, ``area``, ``bbox`` and the formats; ``prompt_index`` numbers them.
+        """
+        formats = None if output_formats is None else tuple(output_formats)
+        return self.run(AutoMaskRequest(image, options, formats), cancel=cancel)  # type: ignore[arg-type]
 
     def _run_embed(self, request: EmbedRequest, cancel: CancelToken | None) -> EmbedResult:
         if not self.config.cache.enabled:

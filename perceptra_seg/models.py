@@ -80,6 +80,11 @@ class SegmentationResult:
         low_res_logits: float32 ``[L, L]`` logits (256 for Meta's models, 128 for ``demo``), to pass back as
             ``mask_input`` for refinement.
         overlay_png: PNG of the image with the mask drawn on it, when ``return_overlay=True``.
+        stability_score: IoU of the mask thresholded at ``mask_threshold ± stability_score_offset``
+            (:meth:`Segmentor.generate`).
+        point_coords: ``[[x, y]]``, the grid point that produced the mask (:meth:`Segmentor.generate`).
+        crop_box: ``(x0, y0, x1, y1)`` of the crop the mask was predicted on, ``x1``/``y1`` exclusive
+            (:meth:`Segmentor.generate`).
     """
 
     score: float
@@ -95,6 +100,9 @@ class SegmentationResult:
     png_bytes: bytes | None = None
     low_res_logits: np.ndarray | None = field(default=None, repr=False)
     overlay_png: bytes | None = field(default=None, repr=False)
+    stability_score: float | None = None
+    point_coords: list[list[float]] | None = None
+    crop_box: tuple[int, int, int, int] | None = None
 
     @property
     def formats(self) -> list[str]:

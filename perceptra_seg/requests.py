@@ -18,11 +18,21 @@ from .exceptions import InvalidInputError
 from .models import EmbeddedImage, Prompt
 from .utils.masks import OutputFormat, validate_formats
 
-__all__ = ["EmbedRequest", "SegmentRequest", "SegmentorRequest"]
+__all__ = ["AutoMaskRequest", "EmbedRequest", "SegmentRequest", "SegmentorRequest"]
+
+
+class _Identified:
+    """What every request shares: the caller's optional id for the call."""
+
+    request_id: str | None
+
+    def call_id(self) -> str:
+        """``request_id``, or a new random one (32 hex digits)."""
+        return self.request_id or uuid.uuid4().hex
 
 
 @dataclass(frozen=True)
-class SegmentRequest:
+class SegmentRequest(_Identified):
     """Masks for prompts on one image.
 
     Attributes:
@@ -65,10 +75,6 @@ class SegmentRequest:
             raise InvalidInputError("return_overlay needs the image itself, not an embedded image id")
         object.__setattr__(self, "prompts", tuple(self.prompts))
 
-    def call_id(self) -> str:
-        """``request_id``, or a new random one (32 hex digits)."""
-        return self.request_id or uuid.uuid4().hex
-
     @classmethod
     def build(
         cls,
@@ -85,7 +91,7 @@ class SegmentRequest:
 
 
 @dataclass(frozen=True)
-class EmbedRequest:
+class EmbedRequest(_Identified):
     """Encode one image now and keep its embedding cached; prompts sent later with the handle cost only the decoder.
 
     Attributes:
@@ -96,10 +102,40 @@ class EmbedRequest:
     image: Any
     request_id: str | None = field(default=None, kw_only=True)
 
-    def call_id(self) -> str:
-        """``request_id``, or a new random one (32 hex digits)."""
-        return self.request_id or uuid.uuid4().hex
+
+@dataclass(frozen=True)
+class AutoMaskRequest(_Identified):
+    """Segment everything: a grid of point prompts over the image (and its crops), quality filters and NMS, as
+    Meta's automatic mask generators do (see :mod:`perceptra_seg.automatic`).
+
+    Attributes:
+        image: an image source the input policy accepts, or an ``embed()`` handle (only with ``crop_n_layers`` 0).
+        options: generator options named as in Meta's generators (``points_per_side``, ``pred_iou_thresh``,
+            ``stability_score_thresh``, ``crop_n_layers``, ``use_m2m``, ...; see
+            :class:`~perceptra_seg.automatic.AutoOptions`); unset ones take the model family's defaults.
+        output_formats: as for :class:`SegmentRequest`.
+        request_id: as for :class:`SegmentRequest`.
+
+    Raises:
+        InvalidInputError: an unknown option name or output format (values are checked when the request runs,
+            against the model family's defaults).
+    """
+
+    image: Any
+    options: Mapping[str, Any] = field(default_factory=dict)
+    output_formats: tuple[OutputFormat, ...] | None = None
+    request_id: str | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        from .automatic.options import NAMES
+
+        unknown = sorted(set(self.options) - set(NAMES))
+        if unknown:
+            raise InvalidInputError(f"unknown option(s) {unknown}; valid options: {', '.join(NAMES)}")
+        if self.output_formats is not None:
+            object.__setattr__(self, "output_formats", validate_formats(self.output_formats))
+        object.__setattr__(self, "options", dict(self.options))
 
 
 #: Every request :meth:`Segmentor.run <perceptra_seg.Segmentor.run>` executes.
-SegmentorRequest = SegmentRequest | EmbedRequest
+SegmentorRequest = SegmentRequest | EmbedRequest | AutoMaskRequest

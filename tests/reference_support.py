@@ -3,7 +3,8 @@
 Both reference packages import a handful of torchvision functions at import time. torchvision has no CPU build on
 our machines, so :func:`import_reference_packages` installs a minimal stand-in that implements exactly those
 functions with torchvision's semantics (PIL bilinear resize for SAM 1, antialiased bilinear tensor resize for
-SAM 2), imports the packages, and takes the stand-in out of ``sys.modules`` again, because transformers probes
+SAM 2, box NMS and box areas for the automatic mask generators), imports the packages, and takes the stand-in
+out of ``sys.modules`` again, because transformers probes
 ``importlib.util.find_spec("torchvision")`` and must not find a spec-less module.
 """
 
@@ -63,8 +64,46 @@ def _resize_pil(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.resize((width, height), Image.BILINEAR)
 
 
-def _unused(*args: Any, **kwargs: Any) -> Any:
-    raise RuntimeError("this torchvision function is not provided by the test stand-in")
+def _box_area(boxes: torch.Tensor) -> torch.Tensor:
+    """torchvision ``box_area``: ``(x2 - x1) * (y2 - y1)`` of ``[N, 4]`` XYXY boxes (dtype kept)."""
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """torchvision's CPU ``nms``: visit boxes by descending score (stable sort), each kept box suppressing every
+    later box whose IoU (float32, ``inter / (area_i + area_j - inter)``) exceeds ``iou_threshold``."""
+    order = torch.sort(scores, descending=True, stable=True).indices.tolist()
+    b = boxes.float().tolist()
+    area = [(x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in b]
+    suppressed = [False] * len(b)
+    keep = []
+    for position, i in enumerate(order):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        for j in order[position + 1 :]:
+            if suppressed[j]:
+                continue
+            w = max(0.0, min(b[i][2], b[j][2]) - max(b[i][0], b[j][0]))
+            h = max(0.0, min(b[i][3], b[j][3]) - max(b[i][1], b[j][1]))
+            inter = np.float32(np.float32(w) * np.float32(h))
+            union = np.float32(np.float32(area[i]) + np.float32(area[j])) - inter
+            with np.errstate(invalid="ignore", divide="ignore"):
+                if float(np.float32(inter / union)) > iou_threshold:
+                    suppressed[j] = True
+    return torch.tensor(keep, dtype=torch.int64)
+
+
+def _batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """torchvision ``batched_nms``: NMS within each category; kept indices by descending score."""
+    keep = []
+    for category in torch.unique(idxs).tolist():
+        members = torch.nonzero(idxs == category).flatten()
+        keep.append(members[_nms(boxes[members], scores[members], iou_threshold)])
+    if not keep:
+        return torch.zeros(0, dtype=torch.int64)
+    kept = torch.cat(keep)
+    return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
 
 
 def import_reference_packages() -> tuple[types.ModuleType, types.ModuleType, types.ModuleType]:
@@ -74,8 +113,8 @@ def import_reference_packages() -> tuple[types.ModuleType, types.ModuleType, typ
     boxes = types.ModuleType("torchvision.ops.boxes")
     transforms = types.ModuleType("torchvision.transforms")
     functional = types.ModuleType("torchvision.transforms.functional")
-    boxes.batched_nms = _unused  # type: ignore[attr-defined]
-    boxes.box_area = _unused  # type: ignore[attr-defined]
+    boxes.batched_nms = _batched_nms  # type: ignore[attr-defined]
+    boxes.box_area = _box_area  # type: ignore[attr-defined]
     ops.boxes = boxes  # type: ignore[attr-defined]
     functional.resize = _resize_pil  # type: ignore[attr-defined]
     functional.to_pil_image = _to_pil_image  # type: ignore[attr-defined]
@@ -88,6 +127,7 @@ def import_reference_packages() -> tuple[types.ModuleType, types.ModuleType, typ
     saved = {name: sys.modules.get(name) for name in _STANDIN_NAMES}
     sys.modules.update(dict(zip(_STANDIN_NAMES, (tv, ops, boxes, transforms, functional), strict=True)))
     try:
+        import sam2.automatic_mask_generator  # noqa: F401 - imported now, while the stand-in is installed
         import sam2.build_sam as build_sam
         import sam2.sam2_image_predictor as sam2_predictor
         import segment_anything
