@@ -214,6 +214,9 @@ class ServerConfig(_Section):
     max_mask_outputs: int = Field(
         1024, ge=1, description="prompts x masks per prompt (3 with multimask) x output formats (at least 1); 413"
     )
+    max_auto_points: int = Field(
+        16384, ge=1, description="grid points of one /v1/segment/auto request, summed over every crop; 413"
+    )
     header_timeout_s: float = Field(10.0, gt=0, description="time a client has to send a request's headers")
     body_timeout_s: float = Field(60.0, gt=0, description="time a client has to send a request's whole body; 408")
     keep_alive_timeout_s: int = Field(5, ge=1, description="idle keep-alive connections are closed after this")

@@ -117,8 +117,9 @@ _ENCODINGS = {
 
 def mask_document(result: SegmentationResult, *, encodings: Collection[str] | None = None) -> dict[str, Any]:
     """The JSON fields of one mask: ``prompt_index``, ``score``, ``area``, ``bbox`` (``[x1, y1, x2, y2]``, ``x2``
-    / ``y2`` exclusive) and each encoding the result carries (``rle``, ``png_base64``, ``polygons``), limited to
-    ``encodings`` when given. Numpy masks do not travel as JSON."""
+    / ``y2`` exclusive), each encoding the result carries (``rle``, ``png_base64``, ``polygons``), limited to
+    ``encodings`` when given, and for automatic masks ``stability_score``, ``point_coords`` (``[[x, y]]``) and
+    ``crop_box`` (``[x0, y0, x1, y1]``). Numpy masks do not travel as JSON."""
     out: dict[str, Any] = {
         "prompt_index": int(result.prompt_index),
         "score": float(result.score),
@@ -129,4 +130,10 @@ def mask_document(result: SegmentationResult, *, encodings: Collection[str] | No
         value = value_of(result)
         if value is not None and (encodings is None or name in encodings):
             out[key] = value
+    if result.stability_score is not None:  # automatic masks (Segmentor.generate)
+        out["stability_score"] = float(result.stability_score)
+    if result.point_coords is not None:
+        out["point_coords"] = [[float(x), float(y)] for x, y in result.point_coords]
+    if result.crop_box is not None:
+        out["crop_box"] = [int(v) for v in result.crop_box]
     return out

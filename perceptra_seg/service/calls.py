@@ -9,12 +9,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..automatic.options import auto_options
 from ..models import EmbeddedImage, Point, Prompt
-from ..requests import EmbedRequest, SegmentorRequest, SegmentRequest
+from ..registry import Family
+from ..requests import AutoMaskRequest, EmbedRequest, SegmentorRequest, SegmentRequest
 from ..utils.masks import OutputFormat
-from .schemas import BoxRequest, PointIn, PointsRequest, SegmentOptions
+from .schemas import AutoRequest, BoxRequest, PointIn, PointsRequest, SegmentOptions
 
-__all__ = ["Answer", "ServiceCall", "Source", "embed_call", "prompt_count", "segment_call", "single_call"]
+__all__ = [
+    "Answer",
+    "ServiceCall",
+    "Source",
+    "auto_call",
+    "auto_points",
+    "embed_call",
+    "prompt_count",
+    "segment_call",
+    "single_call",
+]
 
 #: ``mask``: one mask's fields at the top level; ``results``: a list; ``embed``: ``{image_id, width, height}``.
 Answer = Literal["mask", "results", "embed"]
@@ -87,6 +99,25 @@ def segment_call(
 def prompt_count(options: SegmentOptions) -> int:
     """Objects a ``/v1/segment`` body asks for: its prompts, each flat box, and the flat points as one."""
     return len(options.prompts or []) + len(options.boxes or []) + (1 if options.points else 0)
+
+
+def auto_call(
+    body: AutoRequest, image: Source, formats: tuple[OutputFormat, ...], request_id: str | None
+) -> ServiceCall:
+    """``/v1/segment/auto``: every mask the generator keeps, as ``results``."""
+    request = AutoMaskRequest(image, body.generator_options(), formats, request_id=request_id)
+    return ServiceCall(request, "results", prompts=0)
+
+
+def auto_points(family: Family, body: AutoRequest) -> int:
+    """Grid points a ``/v1/segment/auto`` body asks the decoder about, summed over every crop of every layer
+    (layer ``i`` has ``(2**i)²`` crops).
+
+    Raises:
+        InvalidInputError: an option value out of range (checked now, before the image is fetched).
+    """
+    settings = auto_options(family, **body.generator_options())
+    return sum((2**layer) ** 2 * len(grid) for layer, grid in enumerate(settings.grids()))
 
 
 def embed_call(image: str | bytes, scope: str, request_id: str | None) -> ServiceCall:

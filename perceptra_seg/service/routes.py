@@ -6,6 +6,7 @@
 ``POST /v1/segment/box``      one box → the best mask
 ``POST /v1/segment/points``   clicks → the best mask
 ``POST /v1/segment``          any number of prompts → ``results`` (one per mask; ``strategy`` decides)
+``POST /v1/segment/auto``     segment everything (grid of points, crops, filters, NMS) → ``results``
 ``POST /v1/segment/upload``   multipart ``file`` + ``request`` (JSON of the ``/v1/segment`` options)
 ``GET /v1/healthz``           liveness: answers whenever the event loop runs
 ``GET /v1/readyz``            readiness: 200 only after the model loaded and a warm-up ran
@@ -31,11 +32,12 @@ from ..config import ServerConfig
 from ..exceptions import SegmentorError
 from ..models import EmbeddedImage
 from .bodies import json_body_doc, read_json, read_options, read_upload, upload_body_doc
-from .calls import Source, embed_call, prompt_count, segment_call, single_call
+from .calls import Source, auto_call, auto_points, embed_call, prompt_count, segment_call, single_call
 from .errors import error_response
 from .metrics import CONTENT_TYPE_LATEST
 from .request_context import current_request_id
 from .schemas import (
+    AutoRequest,
     BoxRequest,
     EmbedRequest,
     EmbedResponse,
@@ -198,6 +200,25 @@ def build_router(
         """Every prompt on one image; one result per mask unless ``strategy`` is ``largest`` or ``merge``."""
         body = await read_json(request, SegmentRequest, server)
         return await _segment_many(request, caller, body, body)
+
+    @router.post(
+        "/v1/segment/auto",
+        response_model=SegmentListResponse,
+        response_model_exclude_none=True,
+        responses=_ERRORS,
+        tags=["inference"],
+        openapi_extra=json_body_doc(AutoRequest),
+    )
+    async def segment_auto(request: Request, caller: Caller) -> Any:
+        """Segment everything: a grid of point prompts (and crops), quality filters and NMS, as Meta's automatic
+        mask generators; one result per kept mask with ``stability_score``, ``point_coords`` and ``crop_box``."""
+        state = get_state(request)
+        body = await read_json(request, AutoRequest, server)
+        formats = state.formats(body.output_formats)
+        service, _ = state.require_service()
+        state.check_auto_work(auto_points(service.segmentor.backend.family, body))
+        source = await state.source(body.image, body.image_id, caller, request)
+        return await state.execute(auto_call(body, source, formats, current_request_id()), request)
 
     @router.post(
         "/v1/segment/upload",

@@ -16,6 +16,8 @@ from ..decoding import Strategy
 from ..utils.masks import JsonOutputFormat
 
 __all__ = [
+    "AutoOptionsIn",
+    "AutoRequest",
     "BoxRequest",
     "EmbedRequest",
     "EmbedResponse",
@@ -99,6 +101,35 @@ class SegmentOptions(_Body):
     multimask: bool = Field(False, description="3 masks per prompt instead of 1")
 
 
+class AutoOptionsIn(_Body):
+    """Options of ``/v1/segment/auto``, named as in Meta's automatic mask generators; unset = the model family's
+    default (see docs/automatic.md)."""
+
+    points_per_side: int | None = Field(None, ge=1, description="grid points per crop side (default 32)")
+    points_per_batch: int | None = Field(None, ge=1, description="grid points per decoder call")
+    pred_iou_thresh: float | None = Field(None, description="keep masks whose predicted IoU is above this")
+    stability_score_thresh: float | None = Field(None, description="keep masks at least this stable")
+    stability_score_offset: float | None = Field(None, description="logit offset of the stability score")
+    box_nms_thresh: float | None = Field(None, description="box IoU above which a crop's duplicate is dropped")
+    crop_n_layers: int | None = Field(None, ge=0, description="extra layers of image crops (default 0)")
+    crop_nms_thresh: float | None = Field(None, description="box IoU of the NMS across crops")
+    crop_overlap_ratio: float | None = Field(None, description="overlap of the first crop layer")
+    crop_n_points_downscale_factor: int | None = Field(None, ge=1, description="fewer points per deeper layer")
+    min_mask_region_area: int | None = Field(None, ge=0, description="remove islands / holes smaller than this")
+    multimask_output: bool | None = Field(None, description="three masks per grid point")
+    use_m2m: bool | None = Field(None, description="SAM 2: refine each mask once with its own logits")
+    mask_threshold: float | None = Field(None, description="logit threshold of a mask")
+    output_formats: list[OutputFormat] | None = Field(None, description=_FORMATS_DESCRIPTION)
+
+    def generator_options(self) -> dict[str, Any]:
+        """The options that were set, as :class:`~perceptra_seg.requests.AutoMaskRequest` takes them."""
+        return self.model_dump(exclude_none=True, exclude={"output_formats", "image", "image_id"})
+
+
+class AutoRequest(_ImageSource, AutoOptionsIn):
+    """Segment everything on one image (``image`` or ``image_id``)."""
+
+
 class SegmentRequest(_ImageSource, SegmentOptions):
     """Any number of objects on one image: ``prompts``, and/or the flat ``boxes`` + ``points`` form."""
 
@@ -127,6 +158,9 @@ class MaskResult(BaseModel):
     polygons: list[list[list[list[float]]]] | None = Field(
         None, description="polygons, each a list of rings (exterior first, then holes) of [x, y] points"
     )
+    stability_score: float | None = Field(None, description="/v1/segment/auto: stability of the mask")
+    point_coords: list[list[float]] | None = Field(None, description="/v1/segment/auto: the grid point [[x, y]]")
+    crop_box: list[int] | None = Field(None, description="/v1/segment/auto: [x0, y0, x1, y1] of the crop")
 
 
 class SegmentResponse(MaskResult):

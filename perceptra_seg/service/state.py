@@ -95,6 +95,15 @@ class ServiceState:
                 f"outputs, over the limit of {limit} (server.max_mask_outputs)"
             )
 
+    def check_auto_work(self, points: int) -> None:
+        """413 when an automatic-mask request asks about more grid points than ``server.max_auto_points``."""
+        limit = self.config.server.max_auto_points
+        if points > limit:
+            raise RequestTooLargeError(
+                f"request asks the decoder about {points} grid points (points per side, crop layers and the "
+                f"downscale factor together), over the limit of {limit} (server.max_auto_points)"
+            )
+
     async def execute(self, call: ServiceCall, request: Request | None = None) -> dict[str, Any]:
         """Run ``call`` through the bounded runner; record stages, prompt count and cache hit.
 
