@@ -6,7 +6,7 @@ import typer
 
 from perceptra_seg import __version__
 
-from . import batch, demo, export, segment, system
+from . import auto, batch, demo, export, segment, system
 
 __all__ = ["app", "main"]
 
@@ -37,6 +37,7 @@ def _root(
 
 segment.register(app)
 batch.register(app)
+auto.register(app)
 system.register(app)
 export.register(app)
 demo.register(app)

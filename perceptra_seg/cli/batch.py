@@ -48,7 +48,7 @@ from .common import (
     write_atomic,
 )
 
-__all__ = ["ImageJob", "list_images", "plan_jobs", "register", "stable_image_id"]
+__all__ = ["ImageJob", "list_images", "plan_jobs", "progress_bar", "read_results", "register", "stable_image_id"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -97,7 +97,7 @@ def batch(
     require_suffix(out, (".json",), "--out")
     require_output_dirs(out)
     jobs, unmatched_images, unmatched_entries = plan_jobs(images, prompts)
-    existing = _read_existing(out)
+    existing = read_results(out)
     done_ids = {int(item["image_id"]) for item in existing}
     entries = [json.dumps(item) for item in existing]
     todo = [job for job in jobs if job.image_id not in done_ids]
@@ -130,7 +130,7 @@ def _run(opts: CommonOptions, jobs: list[ImageJob], out: Path, entries: list[str
     """
     failures: list[dict[str, str]] = []
     written = 0
-    with opts.segmentor() as seg, _progress(Console(stderr=True), disable=opts.json) as progress:
+    with opts.segmentor() as seg, progress_bar(Console(stderr=True), disable=opts.json) as progress:
         task = progress.add_task("segmenting", total=len(jobs))
         chunk = seg.config.input.max_prompts
         for job in jobs:
@@ -282,7 +282,12 @@ def _mapping_entries(data: dict[str, list[Any]], path: Path) -> dict[str, _Entry
     return table
 
 
-def _read_existing(out: Path) -> list[dict[str, Any]]:
+def read_results(out: Path) -> list[dict[str, Any]]:
+    """The COCO results list already in ``out`` (``[]`` when it does not exist), to resume a run.
+
+    Raises:
+        InvalidInputError: ``out`` exists but is not a list of COCO results.
+    """
     if not out.exists():
         return []
     data = read_json(out, "existing results file")
@@ -291,7 +296,8 @@ def _read_existing(out: Path) -> list[dict[str, Any]]:
     return data
 
 
-def _progress(console: Console, *, disable: bool) -> Progress:
+def progress_bar(console: Console, *, disable: bool) -> Progress:
+    """A bar over images on ``console`` (stderr), hidden with ``--json`` or when it is not a terminal."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -22,7 +22,8 @@ def to_coco_results(
     Each dict is ``{"image_id", "category_id", "segmentation", "score", "bbox", "area"}`` where ``segmentation`` is
     compressed RLE ``{"size": [H, W], "counts": str}`` taken from ``result.rle`` (either form) or, failing that,
     computed from ``result.mask``; ``bbox`` is ``[x, y, width, height]`` (floats, COCO's XYWH) and ``area`` the
-    pixel count, both computed from that segmentation so the three always agree.
+    pixel count, both computed from that segmentation so the three always agree. Automatic masks
+    (``Segmentor.generate``) also keep their ``stability_score``.
 
     Raises:
         InvalidInputError: a result carries neither ``rle`` nor ``mask``.
@@ -38,6 +39,7 @@ def to_coco_results(
                 "score": float(result.score),
                 "bbox": [float(v) for v in mask_utils.toBbox(_as_bytes_rle(rle))],
                 "area": int(mask_utils.area(_as_bytes_rle(rle))),
+                **({} if result.stability_score is None else {"stability_score": float(result.stability_score)}),
             }
         )
     return out

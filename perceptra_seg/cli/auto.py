@@ -1,0 +1,155 @@
+"""``segment-auto``: segment everything on one image or a directory of images; a COCO results file out.
+
+Each image's masks come from :meth:`Segmentor.generate <perceptra_seg.Segmentor.generate>` (through an
+:class:`~perceptra_seg.requests.AutoMaskRequest`), one COCO result per mask with ``score`` (predicted IoU) and
+``stability_score``. Image ids are derived from the image's name as in ``batch`` (the first 31 bits of the SHA-256
+of its path relative to the directory, or of the file name), so they stay the same across runs. The output is
+rewritten atomically after every image; a re-run skips images whose id is already in it (an image without any kept
+mask is therefore segmented again). A failed image is reported and the run goes on; the exit code is 1 when any
+failed. ``--overlays DIR`` also writes ``DIR/<name>.png``: the image with its masks drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from perceptra_seg.automatic.options import auto_options
+from perceptra_seg.exceptions import InvalidInputError
+from perceptra_seg.requests import AutoMaskRequest
+from perceptra_seg.utils.coco import to_coco_results
+from perceptra_seg.utils.masks import OutputFormat
+from perceptra_seg.utils.overlay import render_overlay
+
+from .batch import list_images, progress_bar, read_results, stable_image_id
+from .common import (
+    EXIT_FAILURE,
+    CommonOptions,
+    command,
+    emit_json,
+    one_line,
+    require_output_dirs,
+    require_suffix,
+    write_atomic,
+)
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``segment-auto`` to ``app``."""
+    command(app, "segment-auto")(segment_auto)
+
+
+def _opt(flag: str, text: str) -> Any:
+    return typer.Option(flag, help=text + " Default: the model family's generator.")
+
+
+def segment_auto(
+    opts: CommonOptions,
+    image: Annotated[Path, typer.Option("--image", "-i", help="An image file, or a directory (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="COCO results JSON file (resumed when it exists).")],
+    overlays: Annotated[
+        Path | None, typer.Option("--overlays", help="Directory for one PNG per image with its masks drawn.")
+    ] = None,
+    points_per_side: Annotated[int | None, _opt("--points-per-side", "Grid points along each crop side.")] = None,
+    points_per_batch: Annotated[int | None, _opt("--points-per-batch", "Grid points per decoder call.")] = None,
+    pred_iou_thresh: Annotated[float | None, _opt("--pred-iou-thresh", "Keep masks above this predicted IoU.")] = None,
+    stability_score_thresh: Annotated[
+        float | None, _opt("--stability-score-thresh", "Keep masks at least this stable.")
+    ] = None,
+    box_nms_thresh: Annotated[float | None, _opt("--box-nms-thresh", "Box IoU of the NMS within a crop.")] = None,
+    crop_n_layers: Annotated[int | None, _opt("--crop-n-layers", "Extra layers of image crops.")] = None,
+    crop_n_points_downscale_factor: Annotated[
+        int | None, _opt("--crop-n-points-downscale-factor", "Fewer points per side in deeper crop layers.")
+    ] = None,
+    min_mask_region_area: Annotated[
+        int | None, _opt("--min-mask-region-area", "Remove islands and holes smaller than this (pixels).")
+    ] = None,
+    use_m2m: Annotated[bool | None, _opt("--use-m2m/--no-m2m", "SAM 2: refine each mask with its own logits.")] = None,
+) -> None:
+    """Segment everything (automatic masks) on an image or a directory; write a COCO results file."""
+    given = {
+        "points_per_side": points_per_side,
+        "points_per_batch": points_per_batch,
+        "pred_iou_thresh": pred_iou_thresh,
+        "stability_score_thresh": stability_score_thresh,
+        "box_nms_thresh": box_nms_thresh,
+        "crop_n_layers": crop_n_layers,
+        "crop_n_points_downscale_factor": crop_n_points_downscale_factor,
+        "min_mask_region_area": min_mask_region_area,
+        "use_m2m": use_m2m,
+    }
+    options = {name: value for name, value in given.items() if value is not None}
+    require_suffix(out, (".json",), "--out")
+    require_output_dirs(out)
+    if overlays is not None and not overlays.is_dir():
+        raise InvalidInputError(f"--overlays {overlays} is not a directory")
+    images = _images(image)
+    existing = read_results(out)
+    done = {int(item["image_id"]) for item in existing}
+    todo = [(name, path) for name, path in images if stable_image_id(name) not in done]
+    entries = [json.dumps(item) for item in existing]
+    failures: list[dict[str, str]] = []
+    written = 0
+    if todo:
+        with opts.segmentor() as seg, progress_bar(Console(stderr=True), disable=opts.json) as progress:
+            auto_options(seg.backend.family, **options)  # a bad value fails once, before the first image
+            task = progress.add_task("segmenting everything", total=len(todo))
+            for name, path in todo:
+                try:
+                    pixels = seg.input_policy.load(path)
+                    formats: tuple[OutputFormat, ...] = ("rle", "numpy") if overlays is not None else ("rle",)
+                    results = seg.run(AutoMaskRequest(pixels, options, formats))
+                    coco = to_coco_results(results, image_id=stable_image_id(name))
+                    if overlays is not None:
+                        picture = render_overlay(pixels, [r.mask for r in results if r.mask is not None])
+                        write_atomic(
+                            overlays / (Path(name).with_suffix("").as_posix().replace("/", "__") + ".png"), picture
+                        )
+                except Exception as exc:  # a failed image is reported and the run goes on
+                    if opts.debug:
+                        traceback.print_exc()
+                    failures.append({"image": name, "error": one_line(exc)})
+                    progress.console.print(f"failed: {name}: {one_line(exc)}", markup=False, highlight=False)
+                else:
+                    entries.extend(json.dumps(item) for item in coco)
+                    written += len(coco)
+                    write_atomic(out, "[\n" + ",\n".join(entries) + "\n]\n")
+                progress.advance(task)
+    if not entries and not out.exists():
+        write_atomic(out, "[]\n")
+    summary = {
+        "out": str(out),
+        "images": len(images),
+        "processed": len(todo) - len(failures),
+        "skipped_existing": len(images) - len(todo),
+        "failed": failures,
+        "results_written": written,
+    }
+    if opts.json:
+        emit_json(summary)
+    else:
+        typer.echo(
+            f"{summary['processed']} image(s) segmented, {summary['skipped_existing']} already in {out}, "
+            f"{len(failures)} failed; {written} mask(s) written to {out}"
+        )
+    if failures:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def _images(source: Path) -> list[tuple[str, Path]]:
+    """``(name, path)`` of the one image file, or of every image in a directory (names relative to it)."""
+    if source.is_file():
+        return [(source.name, source)]
+    if source.is_dir():
+        found = list_images(source)
+        if not found:
+            raise InvalidInputError(f"--image {source} holds no image files")
+        return found
+    raise InvalidInputError(f"image file or directory not found: {str(source)!r}")
