@@ -12,13 +12,13 @@ from typing import Any, overload
 
 import numpy as np
 
-from .automatic.execute import execute_automatic
 from .backends import Backend, ImageEmbedding, create_backend
 from .cancel import CancelToken, check
 from .config import SegmentorConfig
 from .decoding import Strategy
 from .exceptions import ConfigError, InvalidInputError, NotFoundError
 from .execution import execute_segment
+from .extras import missing_extra
 from .inputs import InputPolicy
 from .lifecycle import BackendSlot, holds_backend
 from .models import BBox, EmbeddedImage, Point, Prompt, SegmentationResult
@@ -171,7 +171,7 @@ class Segmentor:
             if isinstance(request, SegmentRequest):
                 return execute_segment(self, request, cancel)
             if isinstance(request, AutoMaskRequest):
-                return execute_automatic(self, request, cancel)
+                return _automatic(self, request, cancel)
             if isinstance(request, EmbedRequest):
                 return self._run_embed(request, cancel)
         raise InvalidInputError(f"Segmentor.run does not know requests of type {type(request).__name__}")
@@ -360,3 +360,16 @@ class Segmentor:
         """Model fingerprint + pixel digest (+ the window's bounds when tiling)."""
         key = f"{self._backend.fingerprint}|{digest}"
         return key if window is None else f"{key}|{window.x0},{window.y0},{window.x1},{window.y1}"
+
+
+def _automatic(seg: Segmentor, request: AutoMaskRequest, cancel: CancelToken | None) -> ResultSet:
+    """Run an automatic-mask request; its upsampling and NMS need PyTorch, imported here (not with the package).
+
+    Raises:
+        ModelLoadError: PyTorch is not installed (names the ``torch`` extra's install line).
+    """
+    try:
+        from .automatic.execute import execute_automatic
+    except ImportError as exc:
+        raise missing_extra("torch", exc) from exc
+    return execute_automatic(seg, request, cancel)

@@ -6,11 +6,22 @@ upsampling, NMS, the generator loop) are small modules of their own.
 
 from __future__ import annotations
 
-from .generator import generate_masks
+from typing import Any
+
 from .grids import CropBox, crop_boxes, layer_point_grids, point_grid
 from .options import AutoOptions, auto_options
-from .records import AutoMask
-from .results import to_results
+
+#: Names whose modules need PyTorch (the torch extra), imported on first use so ``import perceptra_seg`` does not.
+_LAZY = {"generate_masks": "generator", "AutoMask": "records", "to_results": "results"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AutoMask",
