@@ -14,10 +14,13 @@ from ..requests import EmbedRequest, SegmentorRequest, SegmentRequest
 from ..utils.masks import OutputFormat
 from .schemas import BoxRequest, PointIn, PointsRequest, SegmentOptions
 
-__all__ = ["Answer", "ServiceCall", "Source", "embed_call", "prompt_count", "segment_call", "single_call"]
+__all__ = [
+    "Answer", "ServiceCall", "Source", "embed_call", "prompt_count", "segment_call", "session_call", "single_call",
+]
 
-#: ``mask``: one mask's fields at the top level; ``results``: a list; ``embed``: ``{image_id, width, height}``.
-Answer = Literal["mask", "results", "embed"]
+#: ``mask``: one mask's fields at the top level; ``results``: a list; ``embed``: ``{image_id, width, height}``;
+#: ``session``: ``{"results": ResultSet}`` unshaped, for in-process front ends that keep ``low_res_logits`` (/v1/ws).
+Answer = Literal["mask", "results", "embed", "session"]
 #: A request's image: base64/data-URI text, uploaded or downloaded bytes, or an embedded image handle.
 Source = str | bytes | EmbeddedImage
 
@@ -92,3 +95,10 @@ def prompt_count(options: SegmentOptions) -> int:
 def embed_call(image: str | bytes, scope: str, request_id: str | None) -> ServiceCall:
     """``/v1/embed`` (and its upload form)."""
     return ServiceCall(EmbedRequest(image, request_id=request_id), "embed", prompts=0, scope=scope)
+
+
+def session_call(handle: EmbeddedImage, prompt: Prompt, formats: tuple[OutputFormat, ...]) -> ServiceCall:
+    """One object of a ``/v1/ws`` session: its accumulated clicks and box plus the previous ``low_res_logits`` as
+    ``mask_input`` (the SDK's refinement), best mask only, answered unshaped (see :data:`Answer`)."""
+    request = SegmentRequest(handle, (prompt,), strategy="best", output_formats=formats)
+    return ServiceCall(request, "session", prompts=1)

@@ -99,4 +99,5 @@ def uvicorn_options(config: SegmentorConfig) -> dict[str, Any]:
         "timeout_keep_alive": server.keep_alive_timeout_s,
         "limit_concurrency": server.max_connections,
         "h11_max_incomplete_event_size": server.max_header_bytes,
+        "ws_max_size": server.max_body_bytes,  # /v1/ws messages: the same bound as a request body
     }

@@ -72,6 +72,8 @@ class InferenceService:
         stages = dict(result.info.stages_s)
         if isinstance(result, EmbedResult):
             body = self._embed_body(result, call.scope)
+        elif call.answer == "session":  # shaped by the session itself, which keeps the logits
+            body = {"results": result}
         else:
             shaping_start = time.perf_counter()
             body = result.to_dict(single=call.answer == "mask")
