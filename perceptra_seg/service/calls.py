@@ -12,6 +12,7 @@ from typing import Literal
 from ..models import EmbeddedImage, Point, Prompt
 from ..requests import EmbedRequest, SegmentorRequest, SegmentRequest
 from ..utils.masks import OutputFormat
+from .logits import decode_logits
 from .schemas import BoxRequest, PointIn, PointsRequest, SegmentOptions
 
 __all__ = [
@@ -34,12 +35,14 @@ class ServiceCall:
         answer: how the response body is shaped (see :data:`Answer`).
         prompts: objects the request asks for (for the work bound, logs and metrics).
         scope: the caller's image-id scope (``embed`` answers with an id valid in it only).
+        logits: add the (one) mask's ``low_res_logits`` to a ``mask`` answer (``return_logits``).
     """
 
     request: SegmentorRequest
     answer: Answer
     prompts: int
     scope: str = ""
+    logits: bool = False
 
 
 def _points(points: list[PointIn]) -> tuple[Point, ...]:
@@ -49,16 +52,22 @@ def _points(points: list[PointIn]) -> tuple[Point, ...]:
 def single_call(
     body: BoxRequest | PointsRequest, image: Source, formats: tuple[OutputFormat, ...], request_id: str | None
 ) -> ServiceCall:
-    """``/v1/segment/box`` and ``/v1/segment/points``: one object, the best mask at the top level."""
+    """``/v1/segment/box`` and ``/v1/segment/points``: one object, the best mask at the top level (refined from
+    ``mask_input`` when given; its logits added with ``return_logits``).
+
+    Raises:
+        InvalidInputError: ``mask_input`` is not base64 of ``size`` x ``size`` float32 values.
+    """
+    mask_input = None if body.mask_input is None else decode_logits(body.mask_input.size, body.mask_input.data)
     if isinstance(body, BoxRequest):
         x1, y1, x2, y2 = body.box
-        prompt = Prompt(box=(x1, y1, x2, y2))
+        prompt = Prompt(box=(x1, y1, x2, y2), mask_input=mask_input)
     else:
-        prompt = Prompt(points=_points(body.points))
+        prompt = Prompt(points=_points(body.points), mask_input=mask_input)
     request = SegmentRequest(
         image, (prompt,), strategy="best", output_formats=formats, multimask=body.multimask, request_id=request_id
     )
-    return ServiceCall(request, "mask", prompts=1)
+    return ServiceCall(request, "mask", prompts=1, logits=body.return_logits)
 
 
 def segment_call(
