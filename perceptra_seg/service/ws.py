@@ -175,6 +175,7 @@ class _Connection:
             max_points=self.server.max_points_per_prompt,
         )
         self.busy = False
+        self.messages = 0
         self._send_lock = asyncio.Lock()
 
     async def send(self, body: dict[str, Any]) -> None:
@@ -184,23 +185,45 @@ class _Connection:
     # ---------------------------------------------------------------- lifecycle
 
     async def serve(self) -> None:
+        """Run the session until the client leaves or a limit closes it; one ``websocket session`` log record."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         worker = asyncio.create_task(self._work(queue))
+        started = time.perf_counter()
+        code = CLOSE_NORMAL
         try:
-            await self._authenticate_from_headers()
+            self._authenticate_from_headers()
             await self._read(queue, worker)
         except _Close as close:
-            if close.error is not None:
-                await self.send(close.error)
-            await self.websocket.close(close.code, close.reason)
+            code = close.code
+            await self._close(close)
         except WebSocketDisconnect:
             pass
         finally:
             worker.cancel()  # a call it awaits is cancelled too (its cancel token is set by the runner)
             # asyncio.wait, not gather: a cancellation of this task itself must stay the canceller's own exception
             await asyncio.wait({worker})
+            if not worker.cancelled():
+                worker.exception()  # retrieved (it was handled through _read); not logged twice
+            logger.info(
+                "websocket session",
+                extra={
+                    "key_id": self.principal.key_id if self.principal else None,
+                    "messages": self.messages,
+                    "close_code": code,
+                    "duration_s": round(time.perf_counter() - started, 3),
+                },
+            )
 
-    async def _authenticate_from_headers(self) -> None:
+    async def _close(self, close: _Close) -> None:
+        """Send the error (if any) and the close frame; a client that is already gone needs neither."""
+        try:
+            if close.error is not None:
+                await self.send(close.error)
+            await self.websocket.close(close.code, close.reason)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
+
+    def _authenticate_from_headers(self) -> None:
         headers = self.websocket.headers
         bearer = headers.get("authorization", "")
         presented = bearer[7:].strip() if bearer[:7].lower() == "bearer " else headers.get("x-api-key")
@@ -237,6 +260,7 @@ class _Connection:
                 message, receiving = receiving.result(), None
                 if message["type"] == "websocket.disconnect":
                     return
+                self.messages += 1
                 if message.get("bytes") is not None:
                     size = len(message["bytes"])
                 else:

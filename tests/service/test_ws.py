@@ -289,3 +289,29 @@ def test_image_message_base64_data_uri(fake_client: Callable[..., Any]) -> None:
     with session(fake_client) as ws:
         uri = "data:image/png;base64," + base64.b64encode(png_bytes(20, 30)).decode()
         assert ask(ws, {"type": "image", "image": uri})["width"] == 30
+
+
+def test_a_session_that_leaves_gives_its_queued_call_back(
+    fake_client: Callable[..., Any], fake_backend: FakeBackend
+) -> None:
+    """Session B's prompt waits behind A's slow one; B disconnects; its call never runs (cancelled in the queue)."""
+    with fake_client() as client, client.websocket_connect("/v1/ws") as a:
+        runner = client.app.state.service.runner
+        open_image(a)
+        fake_backend.decode_delay_s = 1.0
+        decodes = fake_backend.decode_calls
+        with client.websocket_connect("/v1/ws") as b:
+            open_image(b)
+            a.send_json({"type": "prompt", "object": 0, "points": [click(1, 1)]})
+            b.send_json({"type": "prompt", "object": 0, "points": [click(2, 2)]})
+            deadline = time.monotonic() + 30
+            while runner.admitted < 2:  # both calls admitted: A running, B waiting for the one slot
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        assert a.receive_json()["type"] == "mask"
+        fake_backend.decode_delay_s = 0.0
+        deadline = time.monotonic() + 30
+        while runner.admitted:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert fake_backend.decode_calls == decodes + 1  # B's decoder call never started
