@@ -38,6 +38,8 @@
       socket.onopen = () => {
         const key = $("api-key").value.trim();
         if (key) socket.send(JSON.stringify({ type: "auth", api_key: key }));
+        // A new session (after an idle close or a network drop) starts without an image: send it again first.
+        if (state.image && state.imageBytes) socket.send(state.imageBytes);
         state.socket = socket;
         state.opening = null;
         setStatus("connected");
