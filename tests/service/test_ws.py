@@ -6,6 +6,7 @@ The masks themselves are compared with the SDK's refinement chain on a real mode
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -315,3 +316,21 @@ def test_a_session_that_leaves_gives_its_queued_call_back(
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert fake_backend.decode_calls == decodes + 1  # B's decoder call never started
+
+
+def test_a_live_session_outlasts_the_header_deadline(fake_backend: FakeBackend) -> None:
+    """Served by uvicorn with the service's own h11 protocol: the header deadline (here 0.5 s) must stop at the
+    upgrade, not close the WebSocket later."""
+    from websockets.sync.client import connect
+
+    from .helpers import free_port, live_server
+
+    config = build_config(server={"port": free_port(), "header_timeout_s": 0.5})
+    app = create_app(config, backend=fake_backend)
+    with live_server(app, config) as base, connect(base.replace("http://", "ws://") + "/v1/ws") as ws:
+        ws.send(png_bytes(HEIGHT, WIDTH))
+        assert json.loads(ws.recv(timeout=30))["type"] == "ready"
+        for x in range(4):
+            time.sleep(0.4)  # 1.6 s in all: three times the header deadline
+            ws.send(json.dumps({"type": "prompt", "object": 0, "points": [click(x, 1)]}))
+            assert json.loads(ws.recv(timeout=30))["type"] == "mask"
