@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from perceptra_seg import Segmentor
+from perceptra_seg.utils.masks import mask_to_rle
 
 from .helpers import server_process
 
@@ -156,6 +157,16 @@ def test_click_to_segment_page_draws_the_sdk_masks(browser: Any, tmp_path: Path)
         browser.find_element(By.TAG_NAME, "body").send_keys("e")
         wait_for(lambda: browser.execute_script(state + ".lastExport !== null"), "the export")
         assert browser.execute_script(state + ".lastExport.objects") == [0]
+
+        # the page's RLE decoder on both COCO forms: short runs (noise) and long ones (large regions, multi-char counts)
+        rng = np.random.default_rng(3)
+        noise = rng.random((37, 53)) > 0.6
+        block = np.zeros((300, 470), dtype=bool)
+        block[20:280, 5:400] = True
+        for mask in (noise, block, np.zeros((4, 5), dtype=bool), np.ones((4, 5), dtype=bool)):
+            for rle in (mask_to_rle(mask), mask_to_rle(mask, compressed=False)):
+                values = browser.execute_script("return Array.from(PerceptraRLE.decode(arguments[0]).data);", rle)
+                assert np.array_equal(np.asarray(values, dtype=bool).reshape(mask.shape), mask)
 
         browser.find_element(By.TAG_NAME, "body").send_keys("2")  # select object 2: one more mask for the screenshot
         assert browser.execute_script(state + ".selected") == 1

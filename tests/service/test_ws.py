@@ -334,3 +334,20 @@ def test_a_live_session_outlasts_the_header_deadline(fake_backend: FakeBackend) 
             time.sleep(0.4)  # 1.6 s in all: three times the header deadline
             ws.send(json.dumps({"type": "prompt", "object": 0, "points": [click(x, 1)]}))
             assert json.loads(ws.recv(timeout=30))["type"] == "mask"
+
+
+def test_messages_beyond_the_read_ahead_bound_get_busy(
+    fake_client: Callable[..., Any], fake_backend: FakeBackend
+) -> None:
+    from perceptra_seg.service.ws import MAX_PENDING
+
+    with session(fake_client) as ws:
+        open_image(ws)
+        fake_backend.decode_delay_s = 0.1
+        total = MAX_PENDING + 4
+        for x in range(total):
+            ws.send_json({"type": "prompt", "object": 0, "points": [click(x % 60, 1)]})
+        replies = [ws.receive_json() for _ in range(total)]  # every message is answered, in one way or the other
+        kinds = [r["type"] if r["type"] == "mask" else r["code"] for r in replies]
+        assert "busy" in kinds and kinds.count("mask") >= MAX_PENDING
+        assert set(kinds) <= {"mask", "busy"}
