@@ -12,9 +12,10 @@ it is waiting for).
   closes the session with code 1008 after an ``error`` message. ``image`` and ``prompt`` messages count against
   ``server.rate_limit`` like REST requests; image ids are scoped to the key as in REST.
 * A malformed or refused message gets ``{"type": "error", "code", "message"}`` (plus ``retry_after`` where worth
-  retrying) and the session stays open. A message over ``server.max_body_bytes`` closes it with 1009, an idle
-  session (``server.ws_idle_timeout_s`` without a message while no call of it runs) with 1001, an internal failure
-  with 1011.
+  retrying) and the session stays open; so does an unexpected failure of one message (``internal_error``, the
+  traceback in the log only). A message over ``server.max_body_bytes`` closes the session with 1009, an idle
+  session (``server.ws_idle_timeout_s`` without a message while no call of it runs) with 1001, a failure of the
+  session itself with 1011.
 """
 
 from __future__ import annotations
@@ -326,7 +327,12 @@ class _Connection:
             try:
                 reply = await self._handle(message, start)
             except SegmentorError as exc:
+                if exc.http_status == 500:  # a failure, not the client's doing: logged as REST logs it
+                    logger.error("websocket message failed: %s: %s", type(exc).__name__, exc)
                 reply = error_message(exc.code, str(exc), getattr(exc, "retry_after", None))
+            except Exception:  # as REST's 500: the session stays usable, the cause goes to the log only
+                logger.exception("websocket message failed")
+                reply = error_message("internal_error", "internal server error")
             finally:
                 self.busy = False
             await self.send(reply)

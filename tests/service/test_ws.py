@@ -351,3 +351,15 @@ def test_messages_beyond_the_read_ahead_bound_get_busy(
         kinds = [r["type"] if r["type"] == "mask" else r["code"] for r in replies]
         assert "busy" in kinds and kinds.count("mask") >= MAX_PENDING
         assert set(kinds) <= {"mask", "busy"}
+
+
+def test_an_unexpected_failure_answers_internal_error_and_the_session_goes_on(
+    fake_client: Callable[..., Any], fake_backend: FakeBackend
+) -> None:
+    with session(fake_client) as ws:
+        open_image(ws)
+        fake_backend.fail_next = KeyError("boom")  # raised by the next encode: not an error the SDK knows
+        ws.send_bytes(png_bytes(20, 20, seed=5))  # a new image: the encoder runs
+        error = ws.receive_json()
+        assert error == {"type": "error", "code": "internal_error", "message": "internal server error"}
+        assert ask(ws, {"type": "prompt", "object": 0, "points": [click(3, 3)]})["type"] == "mask"  # old image kept
