@@ -71,7 +71,7 @@ def browser() -> Iterator[Any]:
         "--no-sandbox",
         "--disable-gpu",
         "--disable-dev-shm-usage",
-        "--window-size=1280,600",
+        "--window-size=900,720",
         "--force-device-scale-factor=1",
     ):
         options.add_argument(flag)
@@ -172,6 +172,22 @@ def test_click_to_segment_page_draws_the_sdk_masks(browser: Any, tmp_path: Path)
         assert browser.execute_script(state + ".selected") == 1
         ActionChains(browser).move_to_element_with_offset(canvas, *offset(330, 220)).click().perform()
         wait_for(lambda: browser.execute_script(masks) == 4, "the screenshot's second mask")
+        # 5. the session is lost (as after an idle close): the next action reconnects, sends the image again and
+        #    re-creates each object from its clicks (without its earlier logits)
+        browser.execute_script("window.perceptraUI.state.socket.close();")
+        wait_for(lambda: browser.execute_script(state + ".socket === null"), "the close")
+        received = browser.execute_script(masks)
+        browser.find_element(By.TAG_NAME, "body").send_keys("e")
+        wait_for(lambda: browser.execute_script(masks) == received + 2, "the re-created objects")
+        wait_for(lambda: browser.execute_script(state + ".lastExport.objects.length") == 2, "the export")
+        replayed = [browser.execute_script(state + f".objects.get({k}).points") for k in (0, 1)]
+        clicks0, clicks1 = ([(p["x"], p["y"], p["label"]) for p in points] for points in replayed)
+        assert len(clicks0) == 2 and len(clicks1) == 1
+        again0 = sdk.segment_from_points(pixels, clicks0, output_formats=["numpy"])
+        again1 = sdk.segment_from_points(pixels, clicks1, output_formats=["numpy"])
+        layer = drawn(browser)
+        assert np.array_equal(layer == 2, again1.mask) and np.array_equal(layer == 1, again0.mask & ~again1.mask)
+
         shot = tmp_path / "ui.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
         if os.environ.get("UPDATE_UI_SCREENSHOT"):

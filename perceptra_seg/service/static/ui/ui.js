@@ -12,7 +12,7 @@
   const stage = $("stage"), imageLayer = $("image-layer"), maskLayer = $("mask-layer"), markerLayer = $("marker-layer");
   const state = {
     socket: null, opening: null, imageBytes: null, bitmap: null, image: null,
-    objects: new Map(), selected: 0, masksReceived: 0, lastReply: null, lastExport: null, drag: null,
+    objects: new Map(), selected: 0, masksReceived: 0, lastReply: null, lastExport: null, drag: null, replayed: 0,
   };
 
   const colour = (k) => PALETTE[k % PALETTE.length];
@@ -38,8 +38,17 @@
       socket.onopen = () => {
         const key = $("api-key").value.trim();
         if (key) socket.send(JSON.stringify({ type: "auth", api_key: key }));
-        // A new session (after an idle close or a network drop) starts without an image: send it again first.
-        if (state.image && state.imageBytes) socket.send(state.imageBytes);
+        // A new session (after an idle close or a network drop) starts empty: send the image again, then each
+        // object's clicks and box as one prompt (its earlier refinement steps are not replayed).
+        if (state.image && state.imageBytes) {
+          const objects = [...state.objects.entries()];
+          socket.send(state.imageBytes);
+          for (const [k, object] of objects) {
+            socket.send(JSON.stringify({ type: "prompt", object: k, points: object.points,
+              ...(object.box ? { box: object.box } : {}) }));
+          }
+          state.replayed = objects.length;
+        }
         state.socket = socket;
         state.opening = null;
         setStatus("connected");
@@ -81,10 +90,12 @@
       case "ready":
         state.image = { id: reply.image_id, width: reply.width, height: reply.height };
         state.objects.clear();
-        state.selected = 0;
+        if (!state.replayed) state.selected = 0;
         sizeLayers(reply.width, reply.height);
         redraw();
-        setStatus(`ready: ${reply.width}×${reply.height}, encoded in ${Math.round(reply.latency_ms || 0)} ms`);
+        setStatus(state.replayed ? `reconnected: re-creating ${state.replayed} objects from their clicks`
+          : `ready: ${reply.width}×${reply.height}, encoded in ${Math.round(reply.latency_ms || 0)} ms`);
+        state.replayed = 0;
         break;
       case "mask": {
         const mask = PerceptraRLE.decode(reply.rle);
@@ -128,6 +139,7 @@
       canvas.height = height;
     }
     stage.style.height = `${height + 4}px`;
+    stage.style.width = `${width + 4}px`;
     if (state.bitmap) imageLayer.getContext("2d").drawImage(state.bitmap, 0, 0, width, height);
   }
 
