@@ -196,8 +196,12 @@ class Segmentor:
     ) -> SegmentationResult:
         """Segment the object inside one ``(x1, y1, x2, y2)`` box; with ``multimask`` the best of 3 masks."""
         request = SegmentRequest.build(
-            image, [{"box": box, "mask_input": mask_input}], strategy="best", output_formats=output_formats,
-            multimask=multimask, return_overlay=return_overlay,
+            image,
+            [{"box": box, "mask_input": mask_input}],
+            strategy="best",
+            output_formats=output_formats,
+            multimask=multimask,
+            return_overlay=return_overlay,
         )
         return self.run(request, cancel=cancel)[0]
 
@@ -214,8 +218,12 @@ class Segmentor:
     ) -> SegmentationResult:
         """Segment one object from ``(x, y, label)`` clicks (1 = foreground, 0 = background)."""
         request = SegmentRequest.build(
-            image, [{"points": list(points), "mask_input": mask_input}], strategy="best",
-            output_formats=output_formats, multimask=multimask, return_overlay=return_overlay,
+            image,
+            [{"points": list(points), "mask_input": mask_input}],
+            strategy="best",
+            output_formats=output_formats,
+            multimask=multimask,
+            return_overlay=return_overlay,
         )
         return self.run(request, cancel=cancel)[0]
 
@@ -257,8 +265,14 @@ class Segmentor:
             OperationCancelledError: ``cancel`` was set.
         """
         request = SegmentRequest.build(
-            image, prompts, boxes=boxes, points=points, strategy=strategy, output_formats=output_formats,
-            multimask=multimask, return_overlay=return_overlay,
+            image,
+            prompts,
+            boxes=boxes,
+            points=points,
+            strategy=strategy,
+            output_formats=output_formats,
+            multimask=multimask,
+            return_overlay=return_overlay,
         )
         return self.run(request, cancel=cancel)
 

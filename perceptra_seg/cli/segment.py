@@ -57,8 +57,9 @@ OutOption = Annotated[
 FormatOption = Annotated[
     MaskFormat | None,
     typer.Option(
-        "--format", "-f", help="Format of --out: png needs a .png name, rle/polygons/json a .json name; "
-        "default: from the name.",
+        "--format",
+        "-f",
+        help="Format of --out: png needs a .png name, rle/polygons/json a .json name; default: from the name.",
     ),
 ]
 OverlayOption = Annotated[
@@ -82,9 +83,7 @@ def segment_box(
     image: ImageOption,
     box: Annotated[
         tuple[float, float, float, float],
-        typer.Option(
-            "--box", "-b", metavar="X1 Y1 X2 Y2", help="Pixels of the top-left and bottom-right corners."
-        ),
+        typer.Option("--box", "-b", metavar="X1 Y1 X2 Y2", help="Pixels of the top-left and bottom-right corners."),
     ],
     out: OutOption = None,
     fmt: FormatOption = None,
@@ -225,7 +224,11 @@ def _single(
     require_suffix(overlay, (".png",), "--overlay")
     require_output_dirs(out, overlay)
     request = SegmentRequest.build(
-        image, [prompt], strategy="best", output_formats=_SDK_FORMATS[mask_format], multimask=multimask,
+        image,
+        [prompt],
+        strategy="best",
+        output_formats=_SDK_FORMATS[mask_format],
+        multimask=multimask,
         return_overlay=overlay is not None,
     )
     with opts.segmentor() as seg:

@@ -16,7 +16,14 @@ from .logits import decode_logits
 from .schemas import BoxRequest, PointIn, PointsRequest, SegmentOptions
 
 __all__ = [
-    "Answer", "ServiceCall", "Source", "embed_call", "prompt_count", "segment_call", "session_call", "single_call",
+    "Answer",
+    "ServiceCall",
+    "Source",
+    "embed_call",
+    "prompt_count",
+    "segment_call",
+    "session_call",
+    "single_call",
 ]
 
 #: ``mask``: one mask's fields at the top level; ``results``: a list; ``embed``: ``{image_id, width, height}``;

@@ -92,4 +92,3 @@ class InferenceService:
             "latency_ms": result.info.latency_ms,
             "request_id": result.info.request_id,
         }
-

@@ -66,8 +66,9 @@ def test_every_sdk_call_decodes_its_image_once(
 
 
 def test_run_returns_results_with_the_calls_metadata(segmentor: Segmentor, image: np.ndarray) -> None:
-    request = SegmentRequest(image, ({"box": BOX},), boxes=[(1, 1, 20, 20)], output_formats=("rle",),
-                             request_id="a" * 32)
+    request = SegmentRequest(
+        image, ({"box": BOX},), boxes=[(1, 1, 20, 20)], output_formats=("rle",), request_id="a" * 32
+    )
     first = segmentor.run(request)
     assert isinstance(first, ResultSet) and isinstance(first.info, CallInfo)
     assert [r.prompt_index for r in first] == [0, 1] and first.image_size == (48, 64)
@@ -113,8 +114,9 @@ def test_an_unknown_request_type_is_refused(segmentor: Segmentor) -> None:
 def test_best_is_the_highest_score_of_all(small_segmentor: Segmentor, photos: dict[str, np.ndarray]) -> None:
     photo = photos["coffee"]
     everything = small_segmentor.segment(photo, points=[(40, 30, 1)], multimask=True, output_formats=["numpy"])
-    best = small_segmentor.segment(photo, points=[(40, 30, 1)], multimask=True, strategy="best",
-                                   output_formats=["numpy"])
+    best = small_segmentor.segment(
+        photo, points=[(40, 30, 1)], multimask=True, strategy="best", output_formats=["numpy"]
+    )
     want = max(everything, key=lambda r: r.score)
     assert len(everything) == 3 and len(best) == 1
     assert best[0].score == want.score and np.array_equal(best[0].mask, want.mask)
