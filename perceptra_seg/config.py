@@ -224,6 +224,11 @@ class ServerConfig(_Section):
         256, ge=1, description="open connections plus requests in progress; beyond that uvicorn answers 503"
     )
     max_header_bytes: int = Field(16 * 1024, ge=1024, description="request line plus headers; larger is 400")
+    ws_idle_timeout_s: float = Field(
+        300.0, gt=0, description="a /v1/ws session that sends nothing (and waits for nothing) this long is closed"
+    )
+    ws_max_objects: int = Field(64, ge=1, description="objects one /v1/ws session may hold masks for at once")
+    ws_max_undo: int = Field(32, ge=0, description="undo steps one /v1/ws session remembers (0 = no undo)")
 
     @field_validator("url_allowed_networks")
     @classmethod

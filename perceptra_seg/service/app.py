@@ -41,8 +41,10 @@ from .metrics import ServiceMetrics
 from .routes import build_router
 from .security import Authenticator, RateLimiter, principal_dependency
 from .state import ServiceState
+from .ui import install_ui
 from .url_fetch import UrlFetcher
 from .url_guard import guarded_client
+from .ws import install_ws
 
 __all__ = ["create_app"]
 
@@ -124,6 +126,8 @@ def create_app(
     guard = principal_dependency(authenticator, limiter)
     auth_only = principal_dependency(authenticator, None) if authenticator.enabled else None
     app.include_router(build_router(server, guard, auth_only))
+    install_ws(app, authenticator, limiter)
+    install_ui(app)
     # Added innermost first: RequestContext wraps CORS wraps the body limit wraps the routes.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=server.max_body_bytes, body_timeout_s=server.body_timeout_s)
     if server.cors_origins:

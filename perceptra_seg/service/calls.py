@@ -14,6 +14,7 @@ from ..models import EmbeddedImage, Point, Prompt
 from ..registry import Family
 from ..requests import AutoMaskRequest, EmbedRequest, SegmentorRequest, SegmentRequest
 from ..utils.masks import OutputFormat
+from .logits import decode_logits
 from .schemas import AutoRequest, BoxRequest, PointIn, PointsRequest, SegmentOptions
 
 __all__ = [
@@ -25,11 +26,13 @@ __all__ = [
     "embed_call",
     "prompt_count",
     "segment_call",
+    "session_call",
     "single_call",
 ]
 
-#: ``mask``: one mask's fields at the top level; ``results``: a list; ``embed``: ``{image_id, width, height}``.
-Answer = Literal["mask", "results", "embed"]
+#: ``mask``: one mask's fields at the top level; ``results``: a list; ``embed``: ``{image_id, width, height}``;
+#: ``session``: ``{"results": ResultSet}`` unshaped, for in-process front ends that keep ``low_res_logits`` (/v1/ws).
+Answer = Literal["mask", "results", "embed", "session"]
 #: A request's image: base64/data-URI text, uploaded or downloaded bytes, or an embedded image handle.
 Source = str | bytes | EmbeddedImage
 
@@ -43,12 +46,14 @@ class ServiceCall:
         answer: how the response body is shaped (see :data:`Answer`).
         prompts: objects the request asks for (for the work bound, logs and metrics).
         scope: the caller's image-id scope (``embed`` answers with an id valid in it only).
+        logits: add the (one) mask's ``low_res_logits`` to a ``mask`` answer (``return_logits``).
     """
 
     request: SegmentorRequest
     answer: Answer
     prompts: int
     scope: str = ""
+    logits: bool = False
 
 
 def _points(points: list[PointIn]) -> tuple[Point, ...]:
@@ -58,16 +63,22 @@ def _points(points: list[PointIn]) -> tuple[Point, ...]:
 def single_call(
     body: BoxRequest | PointsRequest, image: Source, formats: tuple[OutputFormat, ...], request_id: str | None
 ) -> ServiceCall:
-    """``/v1/segment/box`` and ``/v1/segment/points``: one object, the best mask at the top level."""
+    """``/v1/segment/box`` and ``/v1/segment/points``: one object, the best mask at the top level (refined from
+    ``mask_input`` when given; its logits added with ``return_logits``).
+
+    Raises:
+        InvalidInputError: ``mask_input`` is not base64 of ``size`` x ``size`` float32 values.
+    """
+    mask_input = None if body.mask_input is None else decode_logits(body.mask_input.size, body.mask_input.data)
     if isinstance(body, BoxRequest):
         x1, y1, x2, y2 = body.box
-        prompt = Prompt(box=(x1, y1, x2, y2))
+        prompt = Prompt(box=(x1, y1, x2, y2), mask_input=mask_input)
     else:
-        prompt = Prompt(points=_points(body.points))
+        prompt = Prompt(points=_points(body.points), mask_input=mask_input)
     request = SegmentRequest(
         image, (prompt,), strategy="best", output_formats=formats, multimask=body.multimask, request_id=request_id
     )
-    return ServiceCall(request, "mask", prompts=1)
+    return ServiceCall(request, "mask", prompts=1, logits=body.return_logits)
 
 
 def segment_call(
@@ -123,3 +134,10 @@ def auto_points(family: Family, body: AutoRequest) -> int:
 def embed_call(image: str | bytes, scope: str, request_id: str | None) -> ServiceCall:
     """``/v1/embed`` (and its upload form)."""
     return ServiceCall(EmbedRequest(image, request_id=request_id), "embed", prompts=0, scope=scope)
+
+
+def session_call(handle: EmbeddedImage, prompt: Prompt, formats: tuple[OutputFormat, ...]) -> ServiceCall:
+    """One object of a ``/v1/ws`` session: its accumulated clicks and box plus the previous ``low_res_logits`` as
+    ``mask_input`` (the SDK's refinement), best mask only, answered unshaped (see :data:`Answer`)."""
+    request = SegmentRequest(handle, (prompt,), strategy="best", output_formats=formats)
+    return ServiceCall(request, "session", prompts=1)

@@ -80,6 +80,11 @@ class HeaderTimeoutH11Protocol(H11Protocol):
         if self.cycle is not cycle or self.conn.their_state in (h11.MIGHT_SWITCH_PROTOCOL, h11.SWITCHED_PROTOCOL):
             self._disarm()
 
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        # The connection becomes a WebSocket (/v1/ws) before h11 leaves SEND_BODY: no header deadline from here on.
+        self._disarm()
+        super().handle_websocket_upgrade(event)
+
     def on_response_complete(self) -> None:
         # Armed first: uvicorn parses a pipelined request inside on_response_complete, and that disarms it again.
         if not self.transport.is_closing():
@@ -99,4 +104,5 @@ def uvicorn_options(config: SegmentorConfig) -> dict[str, Any]:
         "timeout_keep_alive": server.keep_alive_timeout_s,
         "limit_concurrency": server.max_connections,
         "h11_max_incomplete_event_size": server.max_header_bytes,
+        "ws_max_size": server.max_body_bytes,  # /v1/ws messages: the same bound as a request body
     }

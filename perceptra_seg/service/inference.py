@@ -26,6 +26,7 @@ from ..results import EmbedResult
 from ..utils.masks import OutputFormat
 from .calls import ServiceCall
 from .image_ids import ImageIdRegistry
+from .logits import encode_logits
 
 __all__ = ["InferenceService", "Outcome", "service_input_policy"]
 
@@ -72,9 +73,13 @@ class InferenceService:
         stages = dict(result.info.stages_s)
         if isinstance(result, EmbedResult):
             body = self._embed_body(result, call.scope)
+        elif call.answer == "session":  # shaped by the session itself, which keeps the logits
+            body = {"results": result}
         else:
             shaping_start = time.perf_counter()
             body = result.to_dict(single=call.answer == "mask")
+            if call.logits and result and result[0].low_res_logits is not None:
+                body["low_res_logits"] = encode_logits(result[0].low_res_logits)
             stages["outputs"] += time.perf_counter() - shaping_start
         return Outcome(body=body, prompts=call.prompts, cache_hit=result.info.cache_hit, stages=stages)
 

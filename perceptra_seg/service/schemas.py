@@ -24,6 +24,7 @@ __all__ = [
     "ErrorBody",
     "ErrorResponse",
     "HealthResponse",
+    "LowResLogits",
     "MaskResult",
     "OutputFormat",
     "PointIn",
@@ -76,16 +77,28 @@ class _ImageSource(_Body):
         return self
 
 
-class BoxRequest(_ImageSource):
+class LowResLogits(_Body):
+    """A mask's low-resolution logits: ``size`` x ``size`` float32, little-endian, row-major, base64."""
+
+    size: int = Field(ge=1, le=1024, description="L: 256 for Meta's models, 128 for the demo model")
+    data: str = Field(description="base64 of the L x L float32 values (little-endian, row-major)")
+
+
+class _Refinable(_ImageSource):
+    output_formats: list[OutputFormat] | None = Field(None, description=_FORMATS_DESCRIPTION)
+    multimask: bool = Field(False, description="score 3 candidate masks and return the best")
+    return_logits: bool = Field(False, description="add the mask's low_res_logits, to send back as mask_input")
+    mask_input: LowResLogits | None = Field(
+        None, description="a previous response's low_res_logits for this object: refine it with these prompts"
+    )
+
+
+class BoxRequest(_Refinable):
     box: Box
-    output_formats: list[OutputFormat] | None = Field(None, description=_FORMATS_DESCRIPTION)
-    multimask: bool = Field(False, description="score 3 candidate masks and return the best")
 
 
-class PointsRequest(_ImageSource):
+class PointsRequest(_Refinable):
     points: list[PointIn] = Field(min_length=1)
-    output_formats: list[OutputFormat] | None = Field(None, description=_FORMATS_DESCRIPTION)
-    multimask: bool = Field(False, description="score 3 candidate masks and return the best")
 
 
 class SegmentOptions(_Body):
@@ -164,6 +177,7 @@ class MaskResult(BaseModel):
 
 
 class SegmentResponse(MaskResult):
+    low_res_logits: LowResLogits | None = Field(None, description="with return_logits: pass back as mask_input")
     latency_ms: float = Field(description="server-side processing time, queue wait excluded")
     model_info: dict[str, Any]
     request_id: str

@@ -235,6 +235,7 @@ def test_serve_runs_uvicorn_with_the_service_app_and_passes_config_and_flags(
         "timeout_keep_alive": 5,
         "limit_concurrency": 256,
         "h11_max_incomplete_event_size": 16384,
+        "ws_max_size": 72 * 1024 * 1024,
     }
     assert os.environ["SEGMENTOR_CONFIG"] == str(config_file.resolve())
     assert os.environ["SEGMENTOR_RUNTIME_DEVICE"] == "cpu" and os.environ["SEGMENTOR_MODEL_VARIANT"] == "vit_b"

@@ -152,7 +152,13 @@ def test_uvicorn_settings_come_from_the_server_section(monkeypatch: pytest.Monke
     from perceptra_seg.service.main import uvicorn_config
 
     config = build_config(
-        server={"header_timeout_s": 4.5, "keep_alive_timeout_s": 7, "max_connections": 33, "max_header_bytes": 4096}
+        server={
+            "header_timeout_s": 4.5,
+            "keep_alive_timeout_s": 7,
+            "max_connections": 33,
+            "max_header_bytes": 4096,
+            "max_body_bytes": 5000,
+        }
     )
     settings = uvicorn_config(object(), config)
     assert settings.http is connections.HeaderTimeoutH11Protocol
@@ -161,6 +167,7 @@ def test_uvicorn_settings_come_from_the_server_section(monkeypatch: pytest.Monke
         33,
         4096,
     )
+    assert settings.ws_max_size == 5000  # /v1/ws messages: the request body bound
     protocol = object.__new__(connections.HeaderTimeoutH11Protocol)
     protocol.config = settings
     assert protocol._header_timeout_s() == 4.5
