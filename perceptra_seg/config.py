@@ -151,6 +151,13 @@ class PostprocessConfig(_Section):
     mask_threshold: float = Field(0.0, description="logit threshold; SAM's own is 0.0")
     min_hole_area: int = Field(0, ge=0, description="fill holes smaller than this many pixels; 0 = off")
     min_island_area: int = Field(0, ge=0, description="remove foreground islands smaller than this; 0 = off")
+    min_score: float = Field(0.0, description="drop masks whose predicted IoU is below this; 0 = keep every mask")
+    min_stability: float = Field(
+        0.0, ge=0, le=1, description="drop masks whose stability score is below this; 0 = keep every mask"
+    )
+    stability_offset: float = Field(
+        1.0, gt=0, description="stability score = IoU of the masks at mask_threshold +/- this logit offset"
+    )
 
 
 class TilingConfig(_Section):

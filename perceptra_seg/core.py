@@ -198,6 +198,8 @@ class Segmentor:
         multimask: bool = False,
         mask_input: np.ndarray | None = None,
         return_overlay: bool = False,
+        min_score: float | None = None,
+        min_stability: float | None = None,
         cancel: CancelToken | None = None,
     ) -> SegmentationResult:
         """Segment the object inside one ``(x1, y1, x2, y2)`` box; with ``multimask`` the best of 3 masks."""
@@ -208,8 +210,10 @@ class Segmentor:
             output_formats=output_formats,
             multimask=multimask,
             return_overlay=return_overlay,
+            min_score=min_score,
+            min_stability=min_stability,
         )
-        return self.run(request, cancel=cancel)[0]
+        return _only(self.run(request, cancel=cancel))
 
     def segment_from_points(
         self,
@@ -220,6 +224,8 @@ class Segmentor:
         multimask: bool = False,
         mask_input: np.ndarray | None = None,
         return_overlay: bool = False,
+        min_score: float | None = None,
+        min_stability: float | None = None,
         cancel: CancelToken | None = None,
     ) -> SegmentationResult:
         """Segment one object from ``(x, y, label)`` clicks (1 = foreground, 0 = background)."""
@@ -230,8 +236,10 @@ class Segmentor:
             output_formats=output_formats,
             multimask=multimask,
             return_overlay=return_overlay,
+            min_score=min_score,
+            min_stability=min_stability,
         )
-        return self.run(request, cancel=cancel)[0]
+        return _only(self.run(request, cancel=cancel))
 
     def segment(
         self,
@@ -244,6 +252,8 @@ class Segmentor:
         output_formats: Sequence[str] | None = None,
         multimask: bool = False,
         return_overlay: bool = False,
+        min_score: float | None = None,
+        min_stability: float | None = None,
         cancel: CancelToken | None = None,
     ) -> ResultSet:
         """Segment every prompt on one image with one encoder pass and decoder calls of at most
@@ -261,6 +271,8 @@ class Segmentor:
             output_formats: any of ``numpy``, ``rle``, ``png``, ``polygons``; default ``outputs.formats``.
             multimask: 3 masks per prompt instead of 1.
             return_overlay: attach a PNG of the image with the masks drawn.
+            min_score, min_stability: drop masks whose predicted IoU / stability score is below these (before the
+                strategy); ``None`` = ``postprocess.min_score`` / ``postprocess.min_stability`` (0 = keep all).
             cancel: see :meth:`run`.
 
         Returns:
@@ -279,6 +291,8 @@ class Segmentor:
             output_formats=output_formats,
             multimask=multimask,
             return_overlay=return_overlay,
+            min_score=min_score,
+            min_stability=min_stability,
         )
         return self.run(request, cancel=cancel)
 
@@ -373,3 +387,14 @@ def _automatic(seg: Segmentor, request: AutoMaskRequest, cancel: CancelToken | N
     except ImportError as exc:
         raise missing_extra("torch", exc) from exc
     return execute_automatic(seg, request, cancel)
+
+
+def _only(results: ResultSet) -> SegmentationResult:
+    """The one mask of a single-object call.
+
+    Raises:
+        NotFoundError: the quality filters (``min_score`` / ``min_stability``) dropped every mask.
+    """
+    if not results:
+        raise NotFoundError("no mask of this prompt reaches min_score / min_stability")
+    return results[0]

@@ -12,7 +12,7 @@ from .backends.base import Backend, ImageEmbedding, PromptBatch
 from .cancel import CancelToken, check
 from .config import PostprocessConfig
 from .models import Prompt
-from .preprocessing import logits_to_mask
+from .preprocessing import mask_and_stability
 from .prompts import build_batches
 from .timings import StageClock
 from .utils.masks import remove_small_regions
@@ -34,12 +34,15 @@ class MaskCandidate:
         low_res_logits: float32 ``[L, L]`` (``L`` = the backend's ``mask_size``, 256 for Meta's models) in the
             frame of the embedding that produced it.
         prompt_index: index of the prompt in the request (``-1`` for a merged mask).
+        stability: stability score of the mask (see :func:`~perceptra_seg.preprocessing.mask_and_stability`); NaN
+            when undefined (nothing above ``mask_threshold - stability_offset``, or a merged mask).
     """
 
     mask: np.ndarray
     score: float
     low_res_logits: np.ndarray
     prompt_index: int
+    stability: float = float("nan")
 
 
 def decode_prompts(
@@ -93,8 +96,13 @@ def decode_prompts(
         logits_k, scores_k = answers[position]
         for low_res, score in zip(logits_k, scores_k, strict=True):
             check(cancel)
-            mask = logits_to_mask(
-                low_res, embedding.original_size, embedding.input_size, family, postprocess.mask_threshold
+            mask, stability = mask_and_stability(
+                low_res,
+                embedding.original_size,
+                embedding.input_size,
+                family,
+                postprocess.mask_threshold,
+                postprocess.stability_offset,
             )
             mask = remove_small_regions(mask, min_area=postprocess.min_hole_area, mode="holes")
             mask = remove_small_regions(mask, min_area=postprocess.min_island_area, mode="islands")
@@ -103,7 +111,7 @@ def decode_prompts(
                 canvas[y0 : y0 + window_h, x0 : x0 + window_w] = mask
                 mask = canvas
             low = np.ascontiguousarray(low_res, dtype=np.float32)
-            candidates.append(MaskCandidate(mask, float(score), low, request_index))
+            candidates.append(MaskCandidate(mask, float(score), low, request_index, stability))
     return candidates
 
 
@@ -127,7 +135,7 @@ def apply_strategy(strategy: Strategy, candidates: list[MaskCandidate]) -> list[
     """``all``: every candidate; ``best``: the one with the highest score (ties: the first); ``largest``: the one
     with most pixels (ties: higher score); ``merge``: the union of all masks, scored with the best score and carrying
     the best candidate's logits, ``prompt_index`` -1."""
-    if strategy == "all":
+    if strategy == "all" or not candidates:
         return candidates
     if strategy == "best":
         return [max(candidates, key=lambda c: c.score)]

@@ -7,12 +7,14 @@ Called by :meth:`Segmentor.run <perceptra_seg.Segmentor.run>` while it holds the
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .cancel import CancelToken, check
+from .config import PostprocessConfig
 from .decoding import MaskCandidate, apply_strategy, decode_prompts
 from .models import EmbeddedImage, Prompt, SegmentationResult
 from .prompts import normalize_prompts
@@ -58,7 +60,8 @@ def execute_segment(seg: Segmentor, request: SegmentRequest, cancel: CancelToken
         mask_size=seg.backend.mask_size,
     )
     check(cancel)
-    candidates = apply_strategy(request.strategy, _candidates(seg, request, pixels, prompts, clock, cancel))
+    found = _candidates(seg, request, pixels, prompts, clock, cancel)
+    candidates = apply_strategy(request.strategy, _quality_filter(found, request, seg.config.postprocess))
     overlay = None
     if pixels is not None and request.return_overlay:
         overlay = render_overlay(
@@ -91,6 +94,7 @@ def execute_segment(seg: Segmentor, request: SegmentRequest, cancel: CancelToken
                 prompt_index=candidate.prompt_index,
                 low_res_logits=candidate.low_res_logits,
                 overlay_png=overlay,
+                stability_score=None if math.isnan(candidate.stability) else candidate.stability,
                 **encoded,
             )
         )
@@ -98,6 +102,22 @@ def execute_segment(seg: Segmentor, request: SegmentRequest, cancel: CancelToken
     for result in results:
         result.latency_ms = info.latency_ms
     return ResultSet(results, info, size)
+
+
+def _quality_filter(
+    candidates: list[MaskCandidate], request: SegmentRequest, postprocess: PostprocessConfig
+) -> list[MaskCandidate]:
+    """The candidates whose predicted IoU and stability score reach the request's (else the config's) minimums; a
+    minimum of 0 keeps everything (an undefined stability, NaN, passes only a minimum of 0)."""
+    min_score = postprocess.min_score if request.min_score is None else request.min_score
+    min_stability = postprocess.min_stability if request.min_stability is None else request.min_stability
+    if min_score <= 0 and min_stability <= 0:
+        return candidates
+    return [
+        c
+        for c in candidates
+        if (min_score <= 0 or c.score >= min_score) and (min_stability <= 0 or c.stability >= min_stability)
+    ]
 
 
 def _candidates(

@@ -25,6 +25,7 @@ __all__ = [
     "SAM1_PIXEL_STD",
     "bilinear_taps",
     "logits_to_mask",
+    "mask_and_stability",
     "preprocess_image",
     "resized_input_size",
     "transform_coords",
@@ -161,19 +162,47 @@ def logits_to_mask(
     Returns:
         bool ``[H, W]``, identical to ``resize(logits) > threshold`` computed over the whole image.
     """
+    mask, _ = mask_and_stability(low_res_logits, original_size, input_size, family, threshold, 0.0)
+    return mask
+
+
+def mask_and_stability(
+    low_res_logits: np.ndarray,
+    original_size: tuple[int, int],
+    input_size: tuple[int, int],
+    family: Family,
+    threshold: float,
+    offset: float,
+) -> tuple[np.ndarray, float]:
+    """:func:`logits_to_mask` plus the mask's stability score, from one evaluation of the upsampled logits.
+
+    The stability score is ``count(logits > threshold + offset) / count(logits > threshold - offset)`` over the
+    upsampled logits (the definition of Meta's automatic mask generators); NaN when no value exceeds
+    ``threshold - offset`` or when ``offset`` is 0 (not asked for). The logits are evaluated only where a value can
+    exceed the lowest of the levels.
+
+    Returns:
+        ``(mask, stability)``: bool ``[H, W]`` and a float in ``[0, 1]`` or NaN.
+    """
+    height, width = original_size
+    mask = np.zeros((height, width), dtype=bool)
+    offset = abs(offset)
     source = np.ascontiguousarray(low_res_logits, dtype=np.float32)
     if family == "sam1":  # 256 → 1024, then crop away the padding
         full = (INPUT_SIZE, INPUT_SIZE)
         source = _resample(source, full, (0, input_size[0]), (0, input_size[1]))
-    height, width = original_size
-    mask = np.zeros((height, width), dtype=bool)
-    above = source > threshold
+    above = source > threshold - offset
     if not above.any():
-        return mask
+        return mask, float("nan")
     rows, cols = np.flatnonzero(above.any(axis=1)), np.flatnonzero(above.any(axis=0))
     r0, r1 = _span(height, source.shape[0], int(rows[0]), int(rows[-1]))
     c0, c1 = _span(width, source.shape[1], int(cols[0]), int(cols[-1]))
-    if r0 == r1 or c0 == c1:  # every output's taps miss the above-threshold values: the mask is empty
-        return mask
-    mask[r0:r1, c0:c1] = _resample(source, (height, width), (r0, r1), (c0, c1)) > threshold
-    return mask
+    if r0 == r1 or c0 == c1:  # every output's taps miss the above-level values: nothing exceeds any level
+        return mask, float("nan")
+    values = _resample(source, (height, width), (r0, r1), (c0, c1))
+    mask[r0:r1, c0:c1] = values > threshold
+    if offset == 0.0:
+        return mask, float("nan")
+    union = np.count_nonzero(values > threshold - offset)
+    inter = np.count_nonzero(values > threshold + offset)
+    return mask, float(np.float32(inter) / np.float32(union)) if union else float("nan")

@@ -8,6 +8,7 @@ overlay with a handle) when it is made; prompts are checked against the image si
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ class SegmentRequest(_Identified):
             configured ``outputs.formats``.
         multimask: 3 masks per prompt instead of 1.
         return_overlay: attach a PNG of the image with the masks drawn (needs the image, not a handle).
+        min_score: drop masks whose predicted IoU is below this (before the strategy); ``None`` =
+            ``postprocess.min_score``.
+        min_stability: drop masks whose stability score is below this; ``None`` = ``postprocess.min_stability``.
         request_id: the caller's id for this call (the REST service passes its ``X-Request-ID``); ``None`` = a new
             random one. It becomes ``CallInfo.request_id`` and every result's ``request_id``.
 
@@ -64,9 +68,15 @@ class SegmentRequest(_Identified):
     output_formats: tuple[OutputFormat, ...] | None = None
     multimask: bool = False
     return_overlay: bool = False
+    min_score: float | None = None
+    min_stability: float | None = None
     request_id: str | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
+        for name in ("min_score", "min_stability"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise InvalidInputError(f"{name} must be a finite number, got {value!r}")
         if self.strategy not in STRATEGIES:
             raise InvalidInputError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.output_formats is not None:  # the one place per-call formats are checked

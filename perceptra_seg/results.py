@@ -10,10 +10,12 @@ the JSON shaping every front end uses (REST bodies, CLI ``--json`` and result fi
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .exceptions import NotFoundError
 from .models import EmbeddedImage, SegmentationResult
 from .timings import StageClock
 
@@ -80,6 +82,9 @@ class ResultSet(list[SegmentationResult]):
         Args:
             encodings: the encodings to include per mask (default: every one the results carry).
             single: put the one mask's fields at the top level instead of ``results`` (one-object calls).
+
+        Raises:
+            NotFoundError: ``single`` and no mask (the quality filters dropped it; 404 in the service).
         """
         body: dict[str, Any] = {
             "request_id": self.info.request_id,
@@ -87,6 +92,8 @@ class ResultSet(list[SegmentationResult]):
             "model_info": self.info.model_info,
         }
         masks = [mask_document(result, encodings=encodings) for result in self]
+        if single and not masks:
+            raise NotFoundError("no mask of this prompt reaches min_score / min_stability")
         if single:
             body.update(masks[0])
         else:
@@ -118,8 +125,8 @@ _ENCODINGS = {
 def mask_document(result: SegmentationResult, *, encodings: Collection[str] | None = None) -> dict[str, Any]:
     """The JSON fields of one mask: ``prompt_index``, ``score``, ``area``, ``bbox`` (``[x1, y1, x2, y2]``, ``x2``
     / ``y2`` exclusive), each encoding the result carries (``rle``, ``png_base64``, ``polygons``), limited to
-    ``encodings`` when given, and for automatic masks ``stability_score``, ``point_coords`` (``[[x, y]]``) and
-    ``crop_box`` (``[x0, y0, x1, y1]``). Numpy masks do not travel as JSON."""
+    ``encodings`` when given, ``stability_score`` when it is defined, and for automatic masks ``point_coords``
+    (``[[x, y]]``) and ``crop_box`` (``[x0, y0, x1, y1]``). Numpy masks do not travel as JSON."""
     out: dict[str, Any] = {
         "prompt_index": int(result.prompt_index),
         "score": float(result.score),
@@ -130,7 +137,7 @@ def mask_document(result: SegmentationResult, *, encodings: Collection[str] | No
         value = value_of(result)
         if value is not None and (encodings is None or name in encodings):
             out[key] = value
-    if result.stability_score is not None:  # automatic masks (Segmentor.generate)
+    if result.stability_score is not None and math.isfinite(result.stability_score):
         out["stability_score"] = float(result.stability_score)
     if result.point_coords is not None:
         out["point_coords"] = [[float(x), float(y)] for x, y in result.point_coords]

@@ -76,7 +76,14 @@ def single_call(
     else:
         prompt = Prompt(points=_points(body.points), mask_input=mask_input)
     request = SegmentRequest(
-        image, (prompt,), strategy="best", output_formats=formats, multimask=body.multimask, request_id=request_id
+        image,
+        (prompt,),
+        strategy="best",
+        output_formats=formats,
+        multimask=body.multimask,
+        min_score=body.min_score,
+        min_stability=body.min_stability,
+        request_id=request_id,
     )
     return ServiceCall(request, "mask", prompts=1, logits=body.return_logits)
 
@@ -102,6 +109,8 @@ def segment_call(
         strategy=options.strategy,
         output_formats=formats,
         multimask=options.multimask,
+        min_score=options.min_score,
+        min_stability=options.min_stability,
         request_id=request_id,
     )
     return ServiceCall(request, "results", prompts=prompt_count(options))

@@ -84,8 +84,14 @@ class LowResLogits(_Body):
     data: str = Field(description="base64 of the L x L float32 values (little-endian, row-major)")
 
 
+_MIN_SCORE_DESCRIPTION = "drop masks whose predicted IoU is below this; default: postprocess.min_score"
+_MIN_STABILITY_DESCRIPTION = "drop masks whose stability score is below this; default: postprocess.min_stability"
+
+
 class _Refinable(_ImageSource):
     output_formats: list[OutputFormat] | None = Field(None, description=_FORMATS_DESCRIPTION)
+    min_score: Coordinate | None = Field(None, description=_MIN_SCORE_DESCRIPTION + " (then 404)")
+    min_stability: float | None = Field(None, ge=0, le=1, description=_MIN_STABILITY_DESCRIPTION + " (then 404)")
     multimask: bool = Field(False, description="score 3 candidate masks and return the best")
     return_logits: bool = Field(False, description="add the mask's low_res_logits, to send back as mask_input")
     mask_input: LowResLogits | None = Field(
@@ -112,6 +118,8 @@ class SegmentOptions(_Body):
     )
     output_formats: list[OutputFormat] | None = Field(None, description=_FORMATS_DESCRIPTION)
     multimask: bool = Field(False, description="3 masks per prompt instead of 1")
+    min_score: Coordinate | None = Field(None, description=_MIN_SCORE_DESCRIPTION)
+    min_stability: float | None = Field(None, ge=0, le=1, description=_MIN_STABILITY_DESCRIPTION)
 
 
 class AutoOptionsIn(_Body):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,7 +40,7 @@ def to_coco_results(
                 "score": float(result.score),
                 "bbox": [float(v) for v in mask_utils.toBbox(_as_bytes_rle(rle))],
                 "area": int(mask_utils.area(_as_bytes_rle(rle))),
-                **({} if result.stability_score is None else {"stability_score": float(result.stability_score)}),
+                **_stability(result),
             }
         )
     return out
@@ -61,3 +62,9 @@ def _compressed_rle(result: SegmentationResult, index: int) -> dict[str, Any]:
 
 def _as_bytes_rle(rle: dict[str, Any]) -> dict[str, Any]:
     return {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+
+
+def _stability(result: SegmentationResult) -> dict[str, float]:
+    """``{"stability_score": value}`` when the result has a defined (finite) one, else nothing."""
+    value = result.stability_score
+    return {} if value is None or not math.isfinite(value) else {"stability_score": float(value)}

@@ -107,7 +107,8 @@ def test_a_server_path_is_never_opened(client: TestClient, tmp_path: Path) -> No
 
 def test_empty_output_formats_give_only_the_summary(client: TestClient) -> None:
     body = client.post("/v1/segment/box", json={"image": b64_png(), "box": BOX, "output_formats": []}).json()
-    assert set(body) == {"score", "area", "bbox", "prompt_index", "latency_ms", "model_info", "request_id"}
+    summary = {"score", "area", "bbox", "prompt_index", "stability_score"}
+    assert set(body) == summary | {"latency_ms", "model_info", "request_id"}
 
 
 def test_unknown_routes_and_methods_use_the_envelope(client: TestClient) -> None:

@@ -63,3 +63,17 @@ def test_strategy_best_over_rest_keeps_one_mask(client: TestClient) -> None:
         "/v1/segment", json={"image": b64_png(), "boxes": [BOX, [1, 1, 10, 10]], "strategy": "best"}
     ).json()
     assert [r["prompt_index"] for r in body["results"]] == [0]
+
+
+def test_quality_minimums_over_rest(client: TestClient) -> None:
+    plain = client.post("/v1/segment/box", json={"image": b64_png(), "box": BOX}).json()
+    score, stability = plain["score"], plain["stability_score"]
+    assert 0.0 <= stability <= 1.0
+    kept = client.post("/v1/segment/box", json={"image": b64_png(), "box": BOX, "min_score": score})
+    assert kept.status_code == 200 and kept.json()["score"] == score
+    dropped = client.post("/v1/segment/box", json={"image": b64_png(), "box": BOX, "min_score": score + 0.01})
+    assert dropped.status_code == 404 and "min_score" in dropped.json()["error"]["message"]
+    many = {"image": b64_png(), "boxes": [BOX, [1, 1, 20, 20]], "min_stability": min(1.0, stability + 1e-3)}
+    assert client.post("/v1/segment", json=many).json()["results"] == [] or stability == 1.0
+    bad = client.post("/v1/segment", json={"image": b64_png(), "boxes": [BOX], "min_stability": 2})
+    assert bad.status_code == 422

@@ -144,13 +144,14 @@ def test_one_json_shape_for_every_front_end(segmentor: Segmentor, image: np.ndar
     assert set(body) == {"request_id", "latency_ms", "model_info", "results"}
     assert body["request_id"] == results.info.request_id
     first = body["results"][0]
-    assert set(first) == {"prompt_index", "score", "area", "bbox", "rle", "png_base64"}  # numpy stays home
+    summary = {"prompt_index", "score", "area", "bbox", "stability_score"}
+    assert set(first) == summary | {"rle", "png_base64"}  # numpy stays home
     png_mask = png_to_mask(base64.b64decode(first["png_base64"]))
     np.testing.assert_array_equal(png_mask, results[0].mask)
     np.testing.assert_array_equal(rle_to_mask(first["rle"]), results[0].mask)
     assert first["area"] == int(results[0].mask.sum())
     only_rle = results.to_dict(encodings=("rle",))["results"][1]
-    assert set(only_rle) == {"prompt_index", "score", "area", "bbox", "rle"}
+    assert set(only_rle) == summary | {"rle"}
     single = results[:1]
     assert set(mask_document(single[0])) == set(first)
     flat = ResultSet(single, results.info, results.image_size).to_dict(single=True)
