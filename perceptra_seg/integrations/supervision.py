@@ -16,7 +16,7 @@ Conventions (they differ, so every conversion is explicit here):
 * a detector's ``xyxy`` are continuous pixel coordinates, which is what SAM's box prompt takes: detections →
   prompts pass them unchanged.
 
-Needs the ``supervision`` extra (``pip install "perceptra-seg[supervision]"``); supervision itself needs no torch
+Needs the ``supervision`` extra (``pip install ".[supervision]"`` in a clone); supervision itself needs no torch
 and no torchvision.
 """
 
