@@ -218,3 +218,20 @@ def test_503_queue_full_is_retried_and_timeouts_are_errors(busy: str) -> None:
             worker.join()
     with Client(busy, timeout=0.3) as hasty, pytest.raises(RequestTimeoutError):
         hasty.segment_box(image, (1, 1, 20, 20))
+
+
+def test_client_drives_the_supervision_integration(demo: tuple[str, Segmentor, np.ndarray]) -> None:
+    sv = pytest.importorskip("supervision")
+    from perceptra_seg.integrations.supervision import segment_detections
+
+    base, sdk, pixels = demo
+    boxes = np.array([[40.0, 30.0, 200.0, 170.0], [10.0, 10.0, 90.0, 120.0]], dtype=np.float32)
+    detections = sv.Detections(xyxy=boxes, class_id=np.array([1, 2]))
+    with Client(base, api_key=KEY_A) as client:
+        remote = segment_detections(client, SAMPLE, detections)
+        best = segment_detections(client, SAMPLE, detections, multimask=True)
+    local = segment_detections(sdk, pixels, detections)
+    local_best = segment_detections(sdk, pixels, detections, multimask=True)
+    assert np.array_equal(remote.mask, local.mask) and np.array_equal(best.mask, local_best.mask)
+    assert np.allclose(remote.data["sam_score"], local.data["sam_score"], atol=1e-5)
+    assert remote.class_id.tolist() == [1, 2]
