@@ -173,7 +173,8 @@ def limited() -> Iterator[str]:
 def test_429_is_retried_after_retry_after(limited: str) -> None:
     image = png_bytes()
     with Client(limited, retry=RetryPolicy(max_retries=0)) as once:
-        once.segment_box(image, (1, 1, 20, 20))
+        with Client(limited) as default:  # retries: whatever ran just before, this call gets through
+            default.segment_box(image, (1, 1, 20, 20))
         with pytest.raises(RateLimitedError) as refused:
             once.segment_box(image, (1, 1, 20, 20))
     assert refused.value.status_code == 429 and refused.value.retry_after >= 1  # type: ignore[attr-defined]
@@ -186,6 +187,29 @@ def test_429_is_retried_after_retry_after(limited: str) -> None:
         result = patient.segment_box(image, (1, 1, 20, 20))
     assert statuses[0] == 429 and statuses[-1] == 200
     assert result.area > 0
+
+
+def test_async_client_retries_429_too(limited: str) -> None:
+    image = png_bytes()
+
+    async def run() -> tuple[list[int], Any]:
+        statuses: list[int] = []
+
+        async def record(response: Any) -> None:
+            statuses.append(response.status_code)
+
+        async with AsyncClient(limited, retry=RetryPolicy(max_retries=5, total_s=20)) as client:
+            client._http.event_hooks["response"].append(record)
+            await client.segment_box(image, (1, 1, 20, 20))
+            statuses.clear()
+            result = await client.segment_box(image, (1, 1, 20, 20))
+        async with AsyncClient(limited, retry=RetryPolicy(max_retries=0)) as once:
+            with pytest.raises(RateLimitedError):
+                await once.segment_box(image, (1, 1, 20, 20))
+        return statuses, result
+
+    statuses, result = asyncio.run(run())
+    assert statuses[0] == 429 and statuses[-1] == 200 and result.area > 0
 
 
 @pytest.fixture(scope="module")
