@@ -3,6 +3,7 @@ the service sends still satisfy)."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -45,3 +46,21 @@ def test_both_rle_forms_pass_the_response_model(fake_client: Callable[..., Any])
         if compressed:
             mask = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})
             assert mask.shape == (48, 64) and mask.sum() == answer.json()["area"] > 0
+
+
+def test_upload_request_part_is_typed(fake_client: Callable[..., Any]) -> None:
+    with fake_client() as client:
+        spec = client.get("/openapi.json").json()
+        form = spec["paths"]["/v1/segment/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]
+        request = form["schema"]["properties"]["request"]
+        assert {"prompts", "boxes", "points", "strategy", "output_formats", "multimask"} <= set(request["properties"])
+        assert form["encoding"]["request"]["contentType"] == "application/json"
+        # a part sent as declared (JSON text with its content type) is read as the options
+        options = '{"boxes": [[4, 4, 40, 30], [1, 1, 20, 20]], "output_formats": ["rle"]}'
+        files = {
+            "file": ("a.png", base64.b64decode(b64_png()), "image/png"),
+            "request": (None, options, "application/json"),
+        }
+        answer = client.post("/v1/segment/upload", files=files)
+    assert answer.status_code == 200, answer.text
+    assert [r["prompt_index"] for r in answer.json()["results"]] == [0, 1]
