@@ -98,13 +98,14 @@ def image_fields(image: Any) -> tuple[dict[str, str], tuple[int, int] | None]:
     known here.
 
     ``image`` is an :class:`~perceptra_seg.models.EmbeddedImage` (from :meth:`Client.embed`), encoded bytes, a
-    path (``str`` or :class:`~pathlib.Path`), an ``http(s)://`` URL (fetched by the server when it allows URLs),
+    path (``str`` or :class:`~pathlib.Path`), an ``http(s)://`` URL (fetched by the server when it allows URLs) or
+    a ``data:`` URI,
     a PIL image, or a uint8 numpy ``[H, W]`` / ``[H, W, 3]`` / ``[H, W, 4]`` array (sent as PNG: lossless).
     """
     if isinstance(image, EmbeddedImage):
         return {"image_id": image.image_id}, (image.height, image.width)
-    if isinstance(image, str) and image.startswith(("http://", "https://")):
-        return {"image": image}, None
+    if isinstance(image, str) and image.startswith(("http://", "https://", "data:")):
+        return {"image": image}, None  # a URL the server fetches, or a data: URI it decodes
     if isinstance(image, (str, Path)):
         try:
             data = Path(image).read_bytes()

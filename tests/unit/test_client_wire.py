@@ -105,6 +105,7 @@ def test_images_and_prompts_on_the_wire() -> None:
     assert size == (5, 7) and base64.b64decode(fields["image"]).startswith(b"\x89PNG")
     assert image_fields(EmbeddedImage("f" * 32, 7, 5)) == ({"image_id": "f" * 32}, (5, 7))
     assert image_fields("https://example.org/a.png") == ({"image": "https://example.org/a.png"}, None)
+    assert image_fields("data:image/png;base64,AAAA") == ({"image": "data:image/png;base64,AAAA"}, None)
     with pytest.raises(InvalidInputError, match="cannot read"):
         image_fields("/nonexistent/image.png")
     with pytest.raises(InvalidInputError, match="unsupported"):
