@@ -21,6 +21,7 @@ _PROVIDES = {
     "export": "ONNX export (PyTorch, transformers, onnx and ONNX Runtime)",
     "server": "the REST service (FastAPI and uvicorn)",
     "cli": "segmentor-cli (Typer and rich)",
+    "supervision": "the supervision integration (perceptra_seg.integrations.supervision)",
 }
 
 
@@ -33,9 +34,9 @@ def missing_extra(extra: str, exc: ImportError) -> ModelLoadError | ConfigError:
     """The error to raise when importing ``extra``'s dependencies failed with ``exc``.
 
     A missing runtime (``torch``, ``onnx``, ``export``) means the model cannot load: :class:`ModelLoadError`. A
-    missing front end (``server``, ``cli``) is an installation that does not match what was asked for:
-    :class:`ConfigError`. The message names the missing module and the install line (from source; inside a clone
-    ``pip install ".[extra]"`` does the same).
+    missing front end or integration (``server``, ``cli``, ``supervision``) is an installation that does not match
+    what was asked for: :class:`ConfigError`. The message names the missing module and the install line (from
+    source; inside a clone ``pip install ".[extra]"`` does the same).
     """
     module = _missing_module(exc)
     message = (
@@ -43,7 +44,7 @@ def missing_extra(extra: str, exc: ImportError) -> ModelLoadError | ConfigError:
         f"(cannot import {module!r}): {install_command(extra)} (in a clone of the repository: "
         f'pip install ".[{extra}]"; the "perceptra-seg" on the package index is a different project)'
     )
-    if extra in ("server", "cli"):
+    if extra in ("server", "cli", "supervision"):
         return ConfigError(message)
     return ModelLoadError(message)
 

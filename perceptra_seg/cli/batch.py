@@ -8,21 +8,21 @@ Inputs:
 * ``--prompts``: either a COCO annotations file (``images`` + ``annotations``; every annotation's ``bbox``
   ``[x, y, w, h]`` becomes a box prompt ``[x, y, x + w, y + h]`` of its image, and its ``category_id`` is kept), or a
   JSON object mapping image file names to prompt lists (``{"a.jpg": [{"box": [...]}, {"points": [...]}]}``; a prompt
-  may carry a ``category_id``, default 1).
+  may carry a ``category_id``, default 1, and an ``annotation_id``).
 
 Images are matched to prompt entries by their path relative to the directory (or as written in the list file),
 then by file name alone. Image ids come from the COCO file; for a prompts mapping they are derived from the file
 name (the first 31 bits of its SHA-256), so they stay the same whatever else the mapping holds and across re-runs.
 
-The output is written after every image, atomically (temporary file + rename), so an interrupted run loses nothing;
-a re-run skips images whose ``image_id`` is already in the output. A failed image is reported and the run goes on;
-the exit code is 1 when any image failed.
+``--format`` chooses the output (:mod:`.batch_output`): ``coco-rle`` (default), ``coco-polygons`` or ``yolo-seg``;
+each keeps the source annotation id. The output is written after every image, atomically (temporary file + rename),
+so an interrupted run loses nothing; a re-run skips images whose ``image_id`` is already in the output. A failed
+image is reported and the run goes on; the exit code is 1 when any image failed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import traceback
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -34,8 +34,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from perceptra_seg.exceptions import InvalidInputError
-from perceptra_seg.utils.coco import to_coco_results
 
+from .batch_output import BATCH_FORMATS, BatchFormat, CocoWriter, YoloWriter, open_writer
 from .common import (
     EXIT_FAILURE,
     CommonOptions,
@@ -43,9 +43,6 @@ from .common import (
     emit_json,
     one_line,
     read_json,
-    require_output_dirs,
-    require_suffix,
-    write_atomic,
 )
 
 __all__ = ["ImageJob", "list_images", "plan_jobs", "progress_bar", "read_results", "register", "stable_image_id"]
@@ -63,6 +60,7 @@ class ImageJob:
         image_id: COCO image id of its results.
         prompts: prompt dicts for :meth:`~perceptra_seg.Segmentor.segment` (boxes XYXY in pixels).
         categories: ``category_id`` of each prompt.
+        annotation_ids: the source annotation id of each prompt (``None`` when the input had none).
     """
 
     path: Path
@@ -70,6 +68,7 @@ class ImageJob:
     image_id: int
     prompts: list[dict[str, Any]] = field(default_factory=list)
     categories: list[int] = field(default_factory=list)
+    annotation_ids: list[int | None] = field(default_factory=list)
 
 
 @dataclass
@@ -77,6 +76,7 @@ class _Entry:
     image_id: int
     prompts: list[dict[str, Any]]
     categories: list[int]
+    annotation_ids: list[int | None] = field(default_factory=list)
 
 
 def register(app: typer.Typer) -> None:
@@ -90,27 +90,30 @@ def batch(
     prompts: Annotated[
         Path, typer.Option("--prompts", help="COCO annotations file, or a JSON mapping image file name -> prompts.")
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="COCO results JSON file (resumed when it exists).")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="COCO results JSON file, or the yolo-seg directory (resumed when it exists)."),
+    ],
+    fmt: Annotated[
+        BatchFormat,
+        typer.Option("--format", help=f"Output: {' | '.join(BATCH_FORMATS)} (COCO RLE, COCO polygons, YOLO-seg)."),
+    ] = "coco-rle",
 ) -> None:
-    """Segment many images; write a COCO results file (resumable; failed images are reported, the run goes on)."""
+    """Segment many images; write COCO results or YOLO-seg labels (resumable; failed images are reported, the run
+    goes on)."""
     opts.load_config()  # an invalid configuration is an error even when every image is already done
-    require_suffix(out, (".json",), "--out")
-    require_output_dirs(out)
     jobs, unmatched_images, unmatched_entries = plan_jobs(images, prompts)
-    existing = read_results(out)
-    done_ids = {int(item["image_id"]) for item in existing}
-    entries = [json.dumps(item) for item in existing]
-    todo = [job for job in jobs if job.image_id not in done_ids]
-    failures, written = _run(opts, todo, out, entries) if todo else ([], 0)
-    if not entries and not out.exists():
-        write_atomic(out, "[]\n")
+    writer = open_writer(fmt, out, [c for job in jobs for c in job.categories], read_results)
+    todo = [job for job in jobs if job.image_id not in writer.done_ids]
+    failures = _run(opts, todo, writer) if todo else []
+    writer.finish()
     summary = {
         "out": str(out),
         "images": len(jobs),
         "processed": len(todo) - len(failures),
         "skipped_existing": len(jobs) - len(todo),
         "failed": failures,
-        "results_written": written,
+        "results_written": writer.written,
         "images_without_prompts": len(unmatched_images),
         "prompt_entries_without_image": len(unmatched_entries),
     }
@@ -122,14 +125,13 @@ def batch(
         raise typer.Exit(EXIT_FAILURE)
 
 
-def _run(opts: CommonOptions, jobs: list[ImageJob], out: Path, entries: list[str]) -> tuple[list[dict[str, str]], int]:
-    """Segment ``jobs``, appending their COCO results to ``entries`` and rewriting ``out`` after every image.
+def _run(opts: CommonOptions, jobs: list[ImageJob], writer: CocoWriter | YoloWriter) -> list[dict[str, str]]:
+    """Segment ``jobs``, handing each image's results to ``writer`` (which writes them out) as it finishes.
 
     Returns:
-        ``(failures, results_written)``; each failure is ``{"image": name, "error": message}``.
+        The failures, each ``{"image": name, "error": message}``.
     """
     failures: list[dict[str, str]] = []
-    written = 0
     with opts.segmentor() as seg, progress_bar(Console(stderr=True), disable=opts.json) as progress:
         task = progress.add_task("segmenting", total=len(jobs))
         chunk = seg.config.input.max_prompts
@@ -141,22 +143,15 @@ def _run(opts: CommonOptions, jobs: list[ImageJob], out: Path, entries: list[str
                     for result in part:
                         result.prompt_index += start
                     results.extend(part)
-                coco = []
-                for result in results:
-                    category = job.categories[result.prompt_index]
-                    coco.extend(to_coco_results([result], image_id=job.image_id, category_id=category))
+                writer.add(job.image_id, job.name, results, job.categories, job.annotation_ids)
             except Exception as exc:  # a failed image is reported and the run goes on
                 if opts.debug:
                     traceback.print_exc()
                 failures.append({"image": job.name, "error": one_line(exc)})
                 message = f"failed: {job.name}: {one_line(exc)}"
                 progress.console.print(message, markup=False, highlight=False, soft_wrap=True)
-            else:
-                entries.extend(json.dumps(item) for item in coco)
-                written += len(coco)
-                write_atomic(out, "[\n" + ",\n".join(entries) + "\n]\n")
             progress.advance(task)
-    return failures, written
+    return failures
 
 
 def plan_jobs(images: Path, prompts: Path) -> tuple[list[ImageJob], list[str], list[str]]:
@@ -186,7 +181,7 @@ def plan_jobs(images: Path, prompts: Path) -> tuple[list[ImageJob], list[str], l
             continue
         used.add(key)
         entry = table[key]
-        jobs.append(ImageJob(path, name, entry.image_id, entry.prompts, entry.categories))
+        jobs.append(ImageJob(path, name, entry.image_id, entry.prompts, entry.categories, entry.annotation_ids))
     unmatched_entries = sorted(set(table) - used)
     return jobs, unmatched_images, unmatched_entries
 
@@ -247,6 +242,7 @@ def _coco_entries(data: dict[str, Any], path: Path) -> dict[str, _Entry]:
             x, y, w, h = (float(v) for v in ann["bbox"])
             entry = by_id[int(ann["image_id"])]
             category = int(ann.get("category_id", 1))
+            source = None if ann.get("id") is None else int(ann["id"])
         except (KeyError, TypeError, ValueError):
             raise InvalidInputError(
                 f"COCO file {path}: annotations[{index}] needs an 'image_id' listed in 'images' and a 'bbox' "
@@ -254,6 +250,7 @@ def _coco_entries(data: dict[str, Any], path: Path) -> dict[str, _Entry]:
             ) from None
         entry.prompts.append({"box": [x, y, x + w, y + h]})
         entry.categories.append(category)
+        entry.annotation_ids.append(source)
     return table
 
 
@@ -272,12 +269,15 @@ def _mapping_entries(data: dict[str, list[Any]], path: Path) -> dict[str, _Entry
             prompt = dict(item)
             try:
                 category = int(prompt.pop("category_id", 1))
+                source = prompt.pop("annotation_id", None)
+                source = None if source is None else int(source)
             except (TypeError, ValueError):
                 raise InvalidInputError(
-                    f"prompts file {path}: {name}[{index}].category_id must be an integer"
+                    f"prompts file {path}: {name}[{index}].category_id and annotation_id must be integers"
                 ) from None
             entry.prompts.append(prompt)
             entry.categories.append(category)
+            entry.annotation_ids.append(source)
         table[name] = entry
     return table
 

@@ -160,7 +160,11 @@ def json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
 def upload_body_doc(*, with_options: bool) -> dict[str, Any]:
     """``openapi_extra`` of a multipart body with ``file`` (and the ``request`` options field)."""
     properties: dict[str, Any] = {"file": {"type": "string", "format": "binary", "description": "the image file"}}
-    if with_options:
-        properties["request"] = {"type": "string", "default": "{}", "description": "JSON of the /v1/segment options"}
+    encoding: dict[str, Any] = {"file": {"contentType": "application/octet-stream"}}
+    if with_options:  # typed: the options object, sent as a JSON text part
+        options = _inline(SegmentOptions.model_json_schema())
+        properties["request"] = {**options, "description": "the /v1/segment options (JSON text; default {})"}
+        encoding["request"] = {"contentType": "application/json"}
     schema = {"type": "object", "properties": properties, "required": ["file"]}
-    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+    content = {"multipart/form-data": {"schema": schema, "encoding": encoding}}
+    return {"requestBody": {"required": True, "content": content}}

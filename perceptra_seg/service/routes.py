@@ -111,13 +111,20 @@ def build_router(
     health_deps: list[DependsParam] = [] if server.public_health or auth_only is None else [Depends(auth_only)]
     metrics_deps: list[DependsParam] = [] if server.public_metrics or auth_only is None else [Depends(auth_only)]
 
-    @router.get("/v1/healthz", response_model=HealthResponse, dependencies=health_deps, tags=["health"])
+    @router.get(
+        "/v1/healthz",
+        response_model=HealthResponse,
+        dependencies=health_deps,
+        tags=["health"],
+        operation_id="healthz",
+    )
     async def healthz() -> dict[str, str]:
         """Liveness: the process and its event loop are running (also while inference is busy)."""
         return {"status": "ok"}
 
     @router.get(
         "/v1/readyz",
+        operation_id="readyz",
         response_model=ReadyResponse,
         dependencies=health_deps,
         tags=["health"],
@@ -138,6 +145,7 @@ def build_router(
 
     @router.post(
         "/v1/embed",
+        operation_id="embed",
         response_model=EmbedResponse,
         responses=_ERRORS,
         tags=["inference"],
@@ -153,6 +161,7 @@ def build_router(
 
     @router.post(
         "/v1/embed/upload",
+        operation_id="embed_upload",
         response_model=EmbedResponse,
         responses=_ERRORS,
         tags=["inference"],
@@ -166,6 +175,7 @@ def build_router(
 
     @router.post(
         "/v1/segment/box",
+        operation_id="segment_box",
         response_model=SegmentResponse,
         response_model_exclude_none=True,
         responses=_ERRORS,
@@ -178,6 +188,7 @@ def build_router(
 
     @router.post(
         "/v1/segment/points",
+        operation_id="segment_points",
         response_model=SegmentResponse,
         response_model_exclude_none=True,
         responses=_ERRORS,
@@ -190,6 +201,7 @@ def build_router(
 
     @router.post(
         "/v1/segment",
+        operation_id="segment",
         response_model=SegmentListResponse,
         response_model_exclude_none=True,
         responses=_ERRORS,
@@ -203,6 +215,7 @@ def build_router(
 
     @router.post(
         "/v1/segment/auto",
+        operation_id="segment_auto",
         response_model=SegmentListResponse,
         response_model_exclude_none=True,
         responses=_ERRORS,
@@ -222,6 +235,7 @@ def build_router(
 
     @router.post(
         "/v1/segment/upload",
+        operation_id="segment_upload",
         response_model=SegmentListResponse,
         response_model_exclude_none=True,
         responses=_ERRORS,

@@ -31,6 +31,7 @@ __all__ = [
     "PointsRequest",
     "PromptIn",
     "ReadyResponse",
+    "Rle",
     "SegmentListResponse",
     "SegmentOptions",
     "SegmentRequest",
@@ -167,6 +168,16 @@ class EmbedResponse(BaseModel):
     request_id: str
 
 
+class Rle(BaseModel):
+    """A mask as COCO run-length encoding (decode with ``pycocotools.mask.decode`` after encoding ``counts`` to
+    bytes, or ``perceptra_seg.utils.masks.rle_to_mask``)."""
+
+    size: list[int] = Field(min_length=2, max_length=2, description="[H, W] of the mask in pixels")
+    counts: str | list[int] = Field(
+        description="compressed COCO counts string (default), or the run lengths (outputs.rle_compressed: false)"
+    )
+
+
 class MaskResult(BaseModel):
     """One mask. Only the requested encodings are present."""
 
@@ -174,7 +185,7 @@ class MaskResult(BaseModel):
     area: int = Field(description="foreground pixels")
     bbox: list[int] = Field(description="[x1, y1, x2, y2] of the foreground, x2/y2 exclusive; zeros when empty")
     prompt_index: int = Field(description="index of the prompt this mask answers; -1 for a merged mask")
-    rle: dict[str, Any] | None = Field(None, description='COCO RLE {"size": [H, W], "counts": "..."}')
+    rle: Rle | None = Field(None, description="COCO RLE of the mask")
     png_base64: str | None = Field(None, description="base64 of a single-channel PNG of the mask")
     polygons: list[list[list[list[float]]]] | None = Field(
         None, description="polygons, each a list of rings (exterior first, then holes) of [x, y] points"

@@ -36,6 +36,11 @@ _CASES = {
     ),
     "server": ("fastapi", "from perceptra_seg.service import create_app", "ConfigError"),
     "cli": ("typer", "import perceptra_seg.cli\nperceptra_seg.cli.app", "ConfigError"),
+    "supervision": (
+        "supervision",
+        "from perceptra_seg.integrations.supervision import to_detections\nto_detections([])",
+        "ConfigError",
+    ),
 }
 
 
