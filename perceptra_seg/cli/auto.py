@@ -6,15 +6,15 @@ Each image's masks come from :meth:`Segmentor.generate <perceptra_seg.Segmentor.
 of its path relative to the directory, or of the file name), so they stay the same across runs. The output is
 rewritten atomically after every image; a re-run skips images whose id is already in it (an image without any kept
 mask is therefore segmented again). A failed image is reported and the run goes on; the exit code is 1 when any
-failed. ``--overlays DIR`` also writes ``DIR/<name>.png``: the image with its masks drawn.
+failed. ``--overlays DIR`` also writes ``DIR/<name>.png``: the image with its masks drawn. ``--format`` writes COCO
+RLE (default), COCO polygons or YOLO-seg labels, as ``batch --format`` does (:mod:`.batch_output`).
 """
 
 from __future__ import annotations
 
-import json
 import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,21 +22,22 @@ from rich.console import Console
 from perceptra_seg.automatic.options import auto_options
 from perceptra_seg.exceptions import InvalidInputError
 from perceptra_seg.requests import AutoMaskRequest
-from perceptra_seg.utils.coco import to_coco_results
 from perceptra_seg.utils.masks import OutputFormat
 from perceptra_seg.utils.overlay import render_overlay
 
 from .batch import list_images, progress_bar, read_results, stable_image_id
+from .batch_output import BATCH_FORMATS, BatchFormat, CocoWriter, YoloWriter, open_writer
 from .common import (
     EXIT_FAILURE,
     CommonOptions,
     command,
     emit_json,
     one_line,
-    require_output_dirs,
-    require_suffix,
     write_atomic,
 )
+
+if TYPE_CHECKING:
+    from perceptra_seg.core import Segmentor
 
 __all__ = ["register"]
 
@@ -53,7 +54,10 @@ def _opt(flag: str, text: str) -> Any:
 def segment_auto(
     opts: CommonOptions,
     image: Annotated[Path, typer.Option("--image", "-i", help="An image file, or a directory (searched recursively).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="COCO results JSON file (resumed when it exists).")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="COCO results JSON file, or the yolo-seg directory (resumed when it exists)."),
+    ],
     overlays: Annotated[
         Path | None, typer.Option("--overlays", help="Directory for one PNG per image with its masks drawn.")
     ] = None,
@@ -72,6 +76,10 @@ def segment_auto(
         int | None, _opt("--min-mask-region-area", "Remove islands and holes smaller than this (pixels).")
     ] = None,
     use_m2m: Annotated[bool | None, _opt("--use-m2m/--no-m2m", "SAM 2: refine each mask with its own logits.")] = None,
+    fmt: Annotated[
+        BatchFormat,
+        typer.Option("--format", help=f"Output: {' | '.join(BATCH_FORMATS)} (as batch --format)."),
+    ] = "coco-rle",
 ) -> None:
     """Segment everything (automatic masks) on an image or a directory; write a COCO results file."""
     given = {
@@ -86,44 +94,27 @@ def segment_auto(
         "use_m2m": use_m2m,
     }
     options = {name: value for name, value in given.items() if value is not None}
-    require_suffix(out, (".json",), "--out")
-    require_output_dirs(out)
     if overlays is not None and not overlays.is_dir():
         raise InvalidInputError(f"--overlays {overlays} is not a directory")
     images = _images(image)
-    existing = read_results(out)
-    done = {int(item["image_id"]) for item in existing}
-    todo = [(name, path) for name, path in images if stable_image_id(name) not in done]
-    entries = [json.dumps(item) for item in existing]
+    writer = open_writer(fmt, out, [_CATEGORY], read_results)
+    todo = [(name, path) for name, path in images if stable_image_id(name) not in writer.done_ids]
     failures: list[dict[str, str]] = []
-    written = 0
     if todo:
         with opts.segmentor() as seg, progress_bar(Console(stderr=True), disable=opts.json) as progress:
             auto_options(seg.backend.family, **options)  # a bad value fails once, before the first image
             task = progress.add_task("segmenting everything", total=len(todo))
             for name, path in todo:
                 try:
-                    pixels = seg.input_policy.load(path)
-                    formats: tuple[OutputFormat, ...] = ("rle", "numpy") if overlays is not None else ("rle",)
-                    results = seg.run(AutoMaskRequest(pixels, options, formats))
-                    coco = to_coco_results(results, image_id=stable_image_id(name))
-                    if overlays is not None:
-                        picture = render_overlay(pixels, [r.mask for r in results if r.mask is not None])
-                        write_atomic(
-                            overlays / (Path(name).with_suffix("").as_posix().replace("/", "__") + ".png"), picture
-                        )
+                    _one_image(seg, name, path, options, writer, overlays)
                 except Exception as exc:  # a failed image is reported and the run goes on
                     if opts.debug:
                         traceback.print_exc()
                     failures.append({"image": name, "error": one_line(exc)})
                     progress.console.print(f"failed: {name}: {one_line(exc)}", markup=False, highlight=False)
-                else:
-                    entries.extend(json.dumps(item) for item in coco)
-                    written += len(coco)
-                    write_atomic(out, "[\n" + ",\n".join(entries) + "\n]\n")
                 progress.advance(task)
-    if not entries and not out.exists():
-        write_atomic(out, "[]\n")
+    writer.finish()
+    written = writer.written
     summary = {
         "out": str(out),
         "images": len(images),
@@ -141,6 +132,28 @@ def segment_auto(
         )
     if failures:
         raise typer.Exit(EXIT_FAILURE)
+
+
+#: The ``category_id`` of every automatic mask (they have no class).
+_CATEGORY = 1
+
+
+def _one_image(
+    seg: Segmentor,
+    name: str,
+    path: Path,
+    options: dict[str, Any],
+    writer: CocoWriter | YoloWriter,
+    overlays: Path | None,
+) -> None:
+    """Segment everything on one image, hand the masks to ``writer`` and draw the overlay."""
+    pixels = seg.input_policy.load(path)
+    formats: tuple[OutputFormat, ...] = ("rle", "numpy") if overlays is not None else ("rle",)
+    results = seg.run(AutoMaskRequest(pixels, options, formats))
+    writer.add(stable_image_id(name), name, list(results), [_CATEGORY] * len(results), [None] * len(results))
+    if overlays is not None:
+        picture = render_overlay(pixels, [r.mask for r in results if r.mask is not None])
+        write_atomic(overlays / (Path(name).with_suffix("").as_posix().replace("/", "__") + ".png"), picture)
 
 
 def _images(source: Path) -> list[tuple[str, Path]]:

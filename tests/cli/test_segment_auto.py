@@ -86,3 +86,26 @@ def test_bad_images_are_reported_and_bad_options_refused(cli: Callable[..., Any]
     assert not (tmp_path / "x.json").exists()
     wrong = cli("segment-auto", "--image", folder, "--out", tmp_path / "x.png", *MODEL)
     assert wrong.exit_code == 2 and ".json" in wrong.stderr
+
+
+def test_polygon_and_yolo_outputs(cli: Callable[..., Any], scenes: Path, tmp_path: Path) -> None:
+    single = scenes / "scene0.png"
+    polygons = tmp_path / "polygons.json"
+    run = cli("segment-auto", "--image", single, "--out", polygons, "--format", "coco-polygons", *OPTIONS, *MODEL)
+    assert run.exit_code == 0, run.stderr
+    records = json.loads(polygons.read_text())
+    assert records and all(isinstance(r["segmentation"], list) and "stability_score" in r for r in records)
+    ground_truth = COCO()
+    ground_truth.dataset = {
+        "images": [{"id": stable_image_id("scene0.png"), "height": 160, "width": 192}],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "object"}],
+    }
+    ground_truth.createIndex()
+    assert len(ground_truth.loadRes(str(polygons)).getAnnIds()) == len(records)
+    yolo = tmp_path / "yolo"
+    run = cli("segment-auto", "--image", single, "--out", yolo, "--format", "yolo-seg", *OPTIONS, *MODEL)
+    assert run.exit_code == 0, run.stderr
+    lines = (yolo / "labels" / "scene0.txt").read_text().splitlines()
+    assert 0 < len(lines) <= len(records) and all(line.startswith("0 ") for line in lines)
+    assert (yolo / "data.yaml").is_file() and (yolo / "index.json").is_file()
