@@ -56,13 +56,15 @@ def mask_agreement(workers: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if masks.shape != reference.shape:
             raise ValueError(f"{variant} {runtime}: masks {masks.shape} vs {REFERENCE_RUNTIME} {reference.shape}")
         ious = [mask_iou(m, r) for m, r in zip(masks, reference, strict=True)]
-        rows.append({
-            "variant": variant,
-            "runtime": runtime,
-            "prompts": len(ious),
-            "mean_iou": round(float(np.mean(ious)), 4),
-            "min_iou": round(float(np.min(ious)), 4),
-            # how many reference masks were empty: agreement on empty masks says little
-            "empty_reference_masks": int(sum(not r.any() for r in reference)),
-        })
+        rows.append(
+            {
+                "variant": variant,
+                "runtime": runtime,
+                "prompts": len(ious),
+                "mean_iou": round(float(np.mean(ious)), 4),
+                "min_iou": round(float(np.min(ious)), 4),
+                # how many reference masks were empty: agreement on empty masks says little
+                "empty_reference_masks": int(sum(not r.any() for r in reference)),
+            }
+        )
     return rows

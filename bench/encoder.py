@@ -35,7 +35,7 @@ def ours_encoder(loaded: LoadedSegmentor, image: np.ndarray, budget: Budget, syn
     samples = time_calls(lambda i: segmentor.embed(copies[i]), budget, sync)
     if backend.encode_calls != budget.warmup + len(samples):
         raise RuntimeError(f"expected one encoder call per embed, got {backend.encode_calls} for {len(samples)} calls")
-    inside = backend.encode_times_ms[budget.warmup:]  # the timed calls' time inside backend.encode
+    inside = backend.encode_times_ms[budget.warmup :]  # the timed calls' time inside backend.encode
     return {
         **summarize(samples),
         "backend_encode_median_ms": summarize(inside)["median_ms"],

@@ -55,24 +55,36 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         if "error" in row:
             lines.append(f"{row['precision']}: {row['error'].splitlines()[0][:160]}")
             continue
-        parts = [f"{name} {row[key]['median_ms']:.2f} ms ({row[key]['images_per_s']:.2f} img/s)"
-                 for name, key in (("embed", "embed"), ("b1", "encoder_b1"), (f"b{row['encoder_batch']['batch']}",
-                                                                           "encoder_batch"))]
+        parts = [
+            f"{name} {row[key]['median_ms']:.2f} ms ({row[key]['images_per_s']:.2f} img/s)"
+            for name, key in (
+                ("embed", "embed"),
+                ("b1", "encoder_b1"),
+                (f"b{row['encoder_batch']['batch']}", "encoder_batch"),
+            )
+        ]
         parts.append(f"decoder p50 {row['decoder']['median_ms']:.2f} ms")
         lines.append(f"{row['precision']}: " + ", ".join(parts))
     return lines
 
 
-def run_gpu_suite(plan: GpuPlan, out_dir: Path, work_dir: Path, device: str, deadline: Deadline,
-                  command: str) -> dict[str, Any]:
+def run_gpu_suite(
+    plan: GpuPlan, out_dir: Path, work_dir: Path, device: str, deadline: Deadline, command: str
+) -> dict[str, Any]:
     """Run every planned worker, rewriting the report after each one; returns the results document."""
     # the worker reads the base plan's fields it shares (none of its sections run); the time limit is ours
     base = dataclasses.replace(make_plan(quick=True, variants=plan.variants), worker_timeout_s=plan.worker_timeout_s)
     runner = Runner(base, work_dir, device)
     results: dict[str, Any] = {
-        "schema": "gpu-1", "mode": plan.mode, "device": device, "command": command,
+        "schema": "gpu-1",
+        "mode": plan.mode,
+        "device": device,
+        "command": command,
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "plan": plan.as_dict(), "machine": machine_info(), "workers": runner.results, "skipped": [],
+        "plan": plan.as_dict(),
+        "machine": machine_info(),
+        "workers": runner.results,
+        "skipped": [],
     }
 
     def write() -> None:
@@ -115,14 +127,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="device of every row")
     parser.add_argument("--quick", action="store_true", help="CPU smoke run: vit_b + hiera_tiny, 1 repeat, batch 2")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results-gpu", help="results directory")
-    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "perceptra-gpubench",
-                        help="checkpoints (vit_h: 2.4 GiB), masks, logs; kept out of --out, reused by later runs")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "perceptra-gpubench",
+        help="checkpoints (vit_h: 2.4 GiB), masks, logs; kept out of --out, reused by later runs",
+    )
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="override the plan's variants")
-    parser.add_argument("--precisions", nargs="+", choices=list(PRECISIONS),
-                        help="override the plan's precisions (fp32 always runs: the IoU reference)")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=list(PRECISIONS),
+        help="override the plan's precisions (fp32 always runs: the IoU reference)",
+    )
     parser.add_argument("--batch", type=int, default=None, help="batch of the batched encoder row (8; quick: 2)")
-    parser.add_argument("--deadline-s", type=float, default=None,
-                        help="start no worker after this many seconds (default 360; quick: none; 0: none)")
+    parser.add_argument(
+        "--deadline-s",
+        type=float,
+        default=None,
+        help="start no worker after this many seconds (default 360; quick: none; 0: none)",
+    )
     return parser.parse_args(argv)
 
 

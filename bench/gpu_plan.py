@@ -96,7 +96,10 @@ GPU_QUICK = GpuPlan(
 
 
 def make_gpu_plan(
-    *, quick: bool, variants: Sequence[str] | None = None, precisions: Sequence[str] | None = None,
+    *,
+    quick: bool,
+    variants: Sequence[str] | None = None,
+    precisions: Sequence[str] | None = None,
     batch: int | None = None,
 ) -> GpuPlan:
     """The full or quick plan, optionally narrowed to some variants / precisions or with another batch size.

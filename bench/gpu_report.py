@@ -121,31 +121,49 @@ def analyse_gpu(results: dict[str, Any]) -> dict[str, Any]:
                 encoder.append(entry)
             if ours is None and meta is None:
                 continue
-            decoder.append({
-                "variant": variant, "precision": precision,
-                "ours_p50_ms": _get(ours, "decoder", "median_ms"),
-                "ours_decode_only_p50_ms": _get(ours, "decoder_only", "median_ms"),
-                "meta_p50_ms": _get(meta, "decoder", "median_ms"),
-                "meta_over_ours": _ratio(_get(meta, "decoder", "median_ms"), _get(ours, "decoder", "median_ms")),
-                "iou_ours_vs_meta": ious["ours_vs_meta"].get(f"{variant}/{precision}"),
-                "note": (meta or {}).get("decoder_note"),
-            })
+            decoder.append(
+                {
+                    "variant": variant,
+                    "precision": precision,
+                    "ours_p50_ms": _get(ours, "decoder", "median_ms"),
+                    "ours_decode_only_p50_ms": _get(ours, "decoder_only", "median_ms"),
+                    "meta_p50_ms": _get(meta, "decoder", "median_ms"),
+                    "meta_over_ours": _ratio(_get(meta, "decoder", "median_ms"), _get(ours, "decoder", "median_ms")),
+                    "iou_ours_vs_meta": ious["ours_vs_meta"].get(f"{variant}/{precision}"),
+                    "note": (meta or {}).get("decoder_note"),
+                }
+            )
     problems = [
-        {"name": w.get("name"), "status": w.get("status"),
-         "detail": str(w.get("reason") or w.get("error") or "").splitlines()[0][:300] if (w.get("reason") or
-                                                                                          w.get("error")) else ""}
-        for w in results.get("workers", []) if w.get("status") != "ok"
+        {
+            "name": w.get("name"),
+            "status": w.get("status"),
+            "detail": str(w.get("reason") or w.get("error") or "").splitlines()[0][:300]
+            if (w.get("reason") or w.get("error"))
+            else "",
+        }
+        for w in results.get("workers", [])
+        if w.get("status") != "ok"
     ]
     problems += [
         {"name": f"{w['name']} {row['precision']}", "status": "failed", "detail": row["error"].splitlines()[0][:300]}
-        for w in _ok_gpu_workers(results) for row in w.get("rows", []) if "error" in row
+        for w in _ok_gpu_workers(results)
+        for row in w.get("rows", [])
+        if "error" in row
     ]
-    problems += [{"name": name, "status": "skipped",
-                  "detail": "no checkpoint" if name.endswith("(no checkpoint)") else
-                  "not started: the run's deadline had passed"}
-                 for name in results.get("skipped", [])]
-    problems += [{"name": name, "status": "interrupted", "detail": "the run was stopped (signal) before it finished"}
-                 for name in results.get("interrupted", [])]
+    problems += [
+        {
+            "name": name,
+            "status": "skipped",
+            "detail": "no checkpoint"
+            if name.endswith("(no checkpoint)")
+            else "not started: the run's deadline had passed",
+        }
+        for name in results.get("skipped", [])
+    ]
+    problems += [
+        {"name": name, "status": "interrupted", "detail": "the run was stopped (signal) before it finished"}
+        for name in results.get("interrupted", [])
+    ]
     return {"encoder": encoder, "decoder": decoder, "ious": ious, "problems": problems}
 
 
@@ -175,8 +193,10 @@ def _machine(results: dict[str, Any]) -> list[str]:
         ["transformers", env.get("transformers", "–")],
         ["CPU", f"{machine.get('cpu_model', '–')} ({fmt(machine.get('usable_cpus'))} usable cores)"],
         ["TF32", tf32],
-        ["plan", f"{plan['mode']}: {', '.join(plan['variants'])}; {', '.join(plan['precisions'])}; batch "
-                 f"{plan['batch']}"],
+        [
+            "plan",
+            f"{plan['mode']}: {', '.join(plan['variants'])}; {', '.join(plan['precisions'])}; batch {plan['batch']}",
+        ],
         ["run", f"{results.get('started_at', '–')}, {fmt(results.get('wall_s'))} s"],
         ["command", f"`{results.get('command', '')}`"],
     ]
@@ -189,24 +209,60 @@ def render_gpu_markdown(results: dict[str, Any], derived: dict[str, Any]) -> str
     batch = results["plan"]["batch"]
     lines = [f"# GPU benchmark: {env.get('device_name') or results.get('device')}", "", *_machine(results)]
     lines += [f"## Encoder (median ms; images/s at the median; batch {batch} on the module)", ""]
-    header = ["Variant", "Precision", "Implementation", "embed ms", "embed img/s", "encoder b1 ms", "b1 img/s",
-              f"encoder b{batch} ms", f"b{batch} img/s", "mask IoU vs fp32 (mean / min)", "GPU peak MiB",
-              f"ours ÷ Meta img/s (embed / b1 / b{batch})"]
+    header = [
+        "Variant",
+        "Precision",
+        "Implementation",
+        "embed ms",
+        "embed img/s",
+        "encoder b1 ms",
+        "b1 img/s",
+        f"encoder b{batch} ms",
+        f"b{batch} img/s",
+        "mask IoU vs fp32 (mean / min)",
+        "GPU peak MiB",
+        f"ours ÷ Meta img/s (embed / b1 / b{batch})",
+    ]
     rows = [
-        [e["variant"], e["precision"], _LABELS[e["implementation"]], e["embed_ms"], _rate(e["embed_images_per_s"]),
-         e["encoder_b1_ms"], _rate(e["encoder_b1_images_per_s"]), e["encoder_batch_ms"],
-         _rate(e["encoder_batch_images_per_s"]),
-         _iou_cell(e["iou_vs_fp32"]) if e["precision"] != "fp32" else "(reference)", e["gpu_peak_mb"],
-         _speedups(e.get("speedup_vs_meta"))]
+        [
+            e["variant"],
+            e["precision"],
+            _LABELS[e["implementation"]],
+            e["embed_ms"],
+            _rate(e["embed_images_per_s"]),
+            e["encoder_b1_ms"],
+            _rate(e["encoder_b1_images_per_s"]),
+            e["encoder_batch_ms"],
+            _rate(e["encoder_batch_images_per_s"]),
+            _iou_cell(e["iou_vs_fp32"]) if e["precision"] != "fp32" else "(reference)",
+            e["gpu_peak_mb"],
+            _speedups(e.get("speedup_vs_meta")),
+        ]
         for e in derived["encoder"]
     ]
     lines += table(header, rows)
     lines += ["## Decoder: one box prompt to a full-size mask on the host (p50 ms)", ""]
-    header = ["Variant", "Precision", "ours segment()", "ours decode only", "Meta predict()", "Meta ÷ ours",
-              "mask IoU ours vs Meta (mean / min)"]
-    rows = [[d["variant"], d["precision"], d["ours_p50_ms"], d["ours_decode_only_p50_ms"], d["meta_p50_ms"],
-             None if d["meta_over_ours"] is None else f"{d['meta_over_ours']:.2f}×", _iou_cell(d["iou_ours_vs_meta"])]
-            for d in derived["decoder"]]
+    header = [
+        "Variant",
+        "Precision",
+        "ours segment()",
+        "ours decode only",
+        "Meta predict()",
+        "Meta ÷ ours",
+        "mask IoU ours vs Meta (mean / min)",
+    ]
+    rows = [
+        [
+            d["variant"],
+            d["precision"],
+            d["ours_p50_ms"],
+            d["ours_decode_only_p50_ms"],
+            d["meta_p50_ms"],
+            None if d["meta_over_ours"] is None else f"{d['meta_over_ours']:.2f}×",
+            _iou_cell(d["iou_ours_vs_meta"]),
+        ]
+        for d in derived["decoder"]
+    ]
     lines += table(header, rows)
     notes = [f"{d['variant']} {d['precision']}: {d['note']}" for d in derived["decoder"] if d.get("note")]
     if notes:
@@ -214,8 +270,9 @@ def render_gpu_markdown(results: dict[str, Any], derived: dict[str, Any]) -> str
     lines += ["## Notes", "", *[f"- {note}" for note in NOTES], ""]
     if derived["problems"]:
         lines += ["## Not run or failed", ""]
-        lines += table(["Worker", "Status", "Detail"], [[p["name"], p["status"], p["detail"]]
-                                                       for p in derived["problems"]])
+        lines += table(
+            ["Worker", "Status", "Detail"], [[p["name"], p["status"], p["detail"]] for p in derived["problems"]]
+        )
     return "\n".join(lines).rstrip() + "\n"
 
 

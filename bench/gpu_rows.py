@@ -121,8 +121,13 @@ def _each_precision(plan: GpuPlan, device: str, measure: Callable[[str], dict[st
         try:
             rows.append({"precision": precision, **measure(precision), "gpu_peak_mb": _gpu_peak_mb(device)})
         except Exception as exc:  # one precision's failure (an unsupported dtype, out of memory) is its row's
-            rows.append({"precision": precision, "error": f"{type(exc).__name__}: {exc}"[:2000],
-                         "traceback": traceback.format_exc()[-3000:]})
+            rows.append(
+                {
+                    "precision": precision,
+                    "error": f"{type(exc).__name__}: {exc}"[:2000],
+                    "traceback": traceback.format_exc()[-3000:],
+                }
+            )
         gc.collect()
     if all("error" in row for row in rows):
         raise RuntimeError(f"every precision failed; first: {rows[0]['error']}")
@@ -140,8 +145,13 @@ def gpu_ours(task: dict[str, Any], plan: GpuPlan, variant: Variant, sync: Sync) 
     iou_boxes = bench_boxes(image.shape[:2], plan.iou_boxes, seed=9)
 
     def measure(precision: str) -> dict[str, Any]:
-        loaded = load_segmentor(variant, checkpoint, f"torch-{precision}", work_dir=work_dir,  # type: ignore[arg-type]
-                                device=device)
+        loaded = load_segmentor(
+            variant,
+            checkpoint,
+            f"torch-{precision}",
+            work_dir=work_dir,  # type: ignore[arg-type]
+            device=device,
+        )
         segmentor, backend = loaded.segmentor, loaded.backend
         try:
             row: dict[str, Any] = {"load_s": round(loaded.load_s, 2)}
@@ -149,20 +159,28 @@ def gpu_ours(task: dict[str, Any], plan: GpuPlan, variant: Variant, sync: Sync) 
             row["embed"] = _per_image({k: v for k, v in embed.items() if k != "samples_ms"})
             model = backend.inner.model  # type: ignore[attr-defined]
             with precision_context(device, precision):
-                row["encoder_b1"] = time_module(model.get_image_embeddings, pixel_batch(variant.family, 1, device),
-                                                plan.encoder, sync)
-                row["encoder_batch"] = time_module(model.get_image_embeddings,
-                                                   pixel_batch(variant.family, plan.batch, device), plan.encoder_batch,
-                                                   sync)
+                row["encoder_b1"] = time_module(
+                    model.get_image_embeddings, pixel_batch(variant.family, 1, device), plan.encoder, sync
+                )
+                row["encoder_batch"] = time_module(
+                    model.get_image_embeddings,
+                    pixel_batch(variant.family, plan.batch, device),
+                    plan.encoder_batch,
+                    sync,
+                )
             handle = segmentor.embed(image)
             embedding = backend.last_embedding
             if embedding is None:
                 raise RuntimeError("embedding the benchmark image did not run the encoder")
             [(_, prompt_batch)] = _box_batches(box, image.shape[:2], variant.family)
-            row["decoder"] = summarize(time_calls(
-                lambda _: segmentor.segment(handle, boxes=[box], output_formats=["numpy"]), plan.decoder, sync))
-            row["decoder_only"] = summarize(time_calls(
-                lambda _: backend.inner.decode(embedding, prompt_batch, multimask=False), plan.decoder, sync))
+            row["decoder"] = summarize(
+                time_calls(
+                    lambda _: segmentor.segment(handle, boxes=[box], output_formats=["numpy"]), plan.decoder, sync
+                )
+            )
+            row["decoder_only"] = summarize(
+                time_calls(lambda _: backend.inner.decode(embedding, prompt_batch, multimask=False), plan.decoder, sync)
+            )
             results = segmentor.segment(handle, boxes=iou_boxes, output_formats=["numpy"])
             path = _masks_path(work_dir, variant, "ours", precision)
             save_masks(path, np.stack([np.asarray(r.mask, dtype=bool) for r in results]))
@@ -242,8 +260,9 @@ def gpu_meta(task: dict[str, Any], plan: GpuPlan, variant: Variant, sync: Sync) 
             embed = meta_encoder(predictor, image, plan.embed, sync)  # its last call leaves the image set
             row["embed"] = _per_image({k: v for k, v in embed.items() if k != "samples_ms"})
             row["encoder_b1"] = time_module(forward, pixel_batch(variant.family, 1, device), plan.encoder, sync)
-            row["encoder_batch"] = time_module(forward, pixel_batch(variant.family, plan.batch, device),
-                                               plan.encoder_batch, sync)
+            row["encoder_batch"] = time_module(
+                forward, pixel_batch(variant.family, plan.batch, device), plan.encoder_batch, sync
+            )
             row["decoder"] = summarize(time_calls(lambda _: predict(box), plan.decoder, sync))
             masks = np.stack([predict(b) for b in iou_boxes])
         if predict.fallback:
@@ -253,5 +272,8 @@ def gpu_meta(task: dict[str, Any], plan: GpuPlan, variant: Variant, sync: Sync) 
         row["masks_path"] = str(path)
         return row
 
-    return {"implementation": "meta", "predictor": type(predictor).__name__,
-            "rows": _each_precision(plan, device, measure)}
+    return {
+        "implementation": "meta",
+        "predictor": type(predictor).__name__,
+        "rows": _each_precision(plan, device, measure),
+    }

@@ -51,7 +51,11 @@ def _time_with_part(
 
 
 def ours_interactive(
-    loaded: LoadedSegmentor, handle: EmbeddedImage, boxes: Sequence[Box], counts: Sequence[int], repeats: int,
+    loaded: LoadedSegmentor,
+    handle: EmbeddedImage,
+    boxes: Sequence[Box],
+    counts: Sequence[int],
+    repeats: int,
     sync: Sync,
 ) -> list[dict[str, Any]]:
     """ms per prompt for ``n`` box prompts (each of ``counts``), one call per prompt and all in one call."""
@@ -91,8 +95,10 @@ def decoder_only(
     out: dict[str, Any] = {"decoder": decoder}
     # polygons of random-weight masks are slow to trace (see the README): three calls are enough for that column
     few = Budget(warmup=1, min_repeats=3, max_repeats=3, seconds=0.0)
-    for name, formats, calls in (("cached_prompt", list(RLE_ONLY), budget),
-                                 ("cached_prompt_polygons", list(OUTPUT_FORMATS), few)):
+    for name, formats, calls in (
+        ("cached_prompt", list(RLE_ONLY), budget),
+        ("cached_prompt_polygons", list(OUTPUT_FORMATS), few),
+    ):
 
         def prompt(_: int, formats: list[str] = formats) -> None:
             segmentor.segment(handle, boxes=[box], output_formats=formats)
@@ -126,7 +132,12 @@ def _encode_all(masks: np.ndarray) -> None:
 
 
 def meta_interactive(
-    predictor: Any, family: str, size: tuple[int, int], boxes: Sequence[Box], counts: Sequence[int], repeats: int,
+    predictor: Any,
+    family: str,
+    size: tuple[int, int],
+    boxes: Sequence[Box],
+    counts: Sequence[int],
+    repeats: int,
     sync: Sync,
 ) -> list[dict[str, Any]]:
     """ms per prompt of the reference predictor (image already set), with and without output encoding."""

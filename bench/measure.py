@@ -23,8 +23,12 @@ class Budget:
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {"warmup": self.warmup, "min_repeats": self.min_repeats, "max_repeats": self.max_repeats,
-                "seconds": self.seconds}
+        return {
+            "warmup": self.warmup,
+            "min_repeats": self.min_repeats,
+            "max_repeats": self.max_repeats,
+            "seconds": self.seconds,
+        }
 
 
 def summarize(samples_ms: Sequence[float]) -> dict[str, float | int]:
@@ -71,7 +75,9 @@ def time_calls(call: Callable[[int], object], budget: Budget, sync: Callable[[],
 
 
 def time_calls_with_part(
-    call: Callable[[int], object], part_seconds: Callable[[], float], budget: Budget,
+    call: Callable[[int], object],
+    part_seconds: Callable[[], float],
+    budget: Budget,
     sync: Callable[[], None] | None = None,
 ) -> tuple[list[float], list[float]]:
     """:func:`time_calls`, plus for every timed call how much the running total ``part_seconds()`` grew during it
@@ -85,7 +91,7 @@ def time_calls_with_part(
         parts.append((part_seconds() - before) * 1000.0)
 
     samples = time_calls(wrapped, budget, sync)
-    return samples, parts[budget.warmup:]
+    return samples, parts[budget.warmup :]
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 10, dtype: str = "float32", device: str = "cpu") -> float:
@@ -97,8 +103,9 @@ def matmul_gflops(size: int = 2048, repeats: int = 10, dtype: str = "float32", d
     a = torch.randn(size, size, generator=generator).to(device=device, dtype=torch_dtype)
     b = torch.randn(size, size, generator=generator).to(device=device, dtype=torch_dtype)
     sync = torch.cuda.synchronize if device.startswith("cuda") else None
-    samples = time_calls(lambda _: torch.matmul(a, b), Budget(warmup=2, min_repeats=repeats, max_repeats=repeats,
-                                                               seconds=0.0), sync)
+    samples = time_calls(
+        lambda _: torch.matmul(a, b), Budget(warmup=2, min_repeats=repeats, max_repeats=repeats, seconds=0.0), sync
+    )
     best_s = sorted(samples)[len(samples) // 2] / 1000.0  # the median product
     return 2.0 * size**3 / best_s / 1e9
 

@@ -125,7 +125,10 @@ QUICK = Plan(
 
 
 def make_plan(
-    *, quick: bool, variants: Sequence[str] | None = None, sections: Sequence[str] | None = None,
+    *,
+    quick: bool,
+    variants: Sequence[str] | None = None,
+    sections: Sequence[str] | None = None,
     runtimes: Sequence[str] | None = None,
 ) -> Plan:
     """The full or quick plan, optionally narrowed to some variants, sections and runtimes.

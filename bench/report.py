@@ -30,8 +30,19 @@ IMPLEMENTATIONS = {
     ("transformers", None): "transformers processor + model",
 }
 REFERENCE_KINDS = ("meta", "transformers")
-PACKAGES = ("perceptra-seg", "torch", "transformers", "onnxruntime", "onnx", "segment-anything", "sam2", "numpy",
-            "fastapi", "uvicorn", "httpx")
+PACKAGES = (
+    "perceptra-seg",
+    "torch",
+    "transformers",
+    "onnxruntime",
+    "onnx",
+    "segment-anything",
+    "sam2",
+    "numpy",
+    "fastapi",
+    "uvicorn",
+    "httpx",
+)
 _CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 
 
@@ -129,15 +140,27 @@ def analyse(results: dict[str, Any]) -> dict[str, Any]:
             if worker is None:
                 continue
             median = _median(worker)
-            row: dict[str, Any] = {"variant": variant, "implementation": label, "kind": kind, "runtime": runtime,
-                                   "status": worker.get("status"), "peak_rss_mb": worker.get("peak_rss_mb")}
+            row: dict[str, Any] = {
+                "variant": variant,
+                "implementation": label,
+                "kind": kind,
+                "runtime": runtime,
+                "status": worker.get("status"),
+                "peak_rss_mb": worker.get("peak_rss_mb"),
+            }
             if median is None:
                 row["note"] = worker.get("reason") or worker.get("error") or "not measured"
             else:
                 enc = worker["encoder"]
-                row.update({"median_ms": median, "p95_ms": enc.get("p95_ms"), "n": enc.get("n"),
-                            "speedup_vs_best_reference": _ratio(best_reference, median),
-                            "x_floor": _ratio(median, floor_ms)})
+                row.update(
+                    {
+                        "median_ms": median,
+                        "p95_ms": enc.get("p95_ms"),
+                        "n": enc.get("n"),
+                        "speedup_vs_best_reference": _ratio(best_reference, median),
+                        "x_floor": _ratio(median, floor_ms),
+                    }
+                )
                 if kind == "ours" and runtime != "torch-fp32":
                     row["speedup_vs_torch_fp32"] = _ratio(fp32["torch-fp32"], median)
                 if runtime == "onnx-int8":
@@ -148,21 +171,31 @@ def analyse(results: dict[str, Any]) -> dict[str, Any]:
             encoder_rows.append(row)
     return {
         "floors": floors,
-        "mask_complexity": {w["variant"]: {k: v for k, v in w["masks"].items() if k.startswith("mean_")}
-                            for w in workers if w.get("kind") == "ours" and w.get("runtime") == "torch-fp32"
-                            and w.get("status") == "ok" and "masks" in w},
-        "timing": [{"name": w.get("name") or w.get("kind"), "status": w.get("status"), "wall_s": w.get("wall_s")}
-                   for w in workers],
+        "mask_complexity": {
+            w["variant"]: {k: v for k, v in w["masks"].items() if k.startswith("mean_")}
+            for w in workers
+            if w.get("kind") == "ours" and w.get("runtime") == "torch-fp32" and w.get("status") == "ok" and "masks" in w
+        },
+        "timing": [
+            {"name": w.get("name") or w.get("kind"), "status": w.get("status"), "wall_s": w.get("wall_s")}
+            for w in workers
+        ],
         "targets": _targets(results, encoder_rows, workers),
         "encoder": encoder_rows,
         "interactive": _interactive(workers, results),
-        "decoder": [{"variant": w["variant"], "runtime": w["runtime"], **w["decoder"]} for w in workers
-                    if w.get("status") == "ok" and "decoder" in w],
+        "decoder": [
+            {"variant": w["variant"], "runtime": w["runtime"], **w["decoder"]}
+            for w in workers
+            if w.get("status") == "ok" and "decoder" in w
+        ],
         "seed": [{"variant": w["variant"], **w["seed"]} for w in workers if w.get("status") == "ok" and "seed" in w],
         "rest": _rest(workers),
         "memory": _memory(workers),
-        "unavailable": [f"{w.get('name') or w.get('kind')}: {w.get('reason') or w.get('error')}" for w in workers
-                        if w.get("status") != "ok"],
+        "unavailable": [
+            f"{w.get('name') or w.get('kind')}: {w.get('reason') or w.get('error')}"
+            for w in workers
+            if w.get("status") != "ok"
+        ],
     }
 
 
@@ -171,16 +204,25 @@ def _interactive(workers: list[dict[str, Any]], results: dict[str, Any]) -> list
     for variant in _variants(results):
         reference = _ok(workers, "meta", variant)
         ref_rows = {(r["prompts"], r["mode"]): r for r in (reference or {}).get("interactive", [])}
-        ours = {w["runtime"]: {(r["prompts"], r["mode"]): r for r in w["interactive"]} for w in workers
-                if w.get("kind") == "ours" and w.get("variant") == variant and w.get("status") == "ok"
-                and "interactive" in w}
+        ours = {
+            w["runtime"]: {(r["prompts"], r["mode"]): r for r in w["interactive"]}
+            for w in workers
+            if w.get("kind") == "ours"
+            and w.get("variant") == variant
+            and w.get("status") == "ok"
+            and "interactive" in w
+        }
         modes = {"single": 0, "batch": 1}
         keys = sorted({k for table in (ref_rows, *ours.values()) for k in table}, key=lambda k: (k[0], modes[k[1]]))
         for key in keys:
             ref = ref_rows.get(key)
-            row: dict[str, Any] = {"variant": variant, "prompts": key[0], "mode": key[1],
-                                   "reference_ms": ref["median_ms"] if ref else None,
-                                   "reference_predict_only_ms": ref["predict_only_ms"] if ref else None}
+            row: dict[str, Any] = {
+                "variant": variant,
+                "prompts": key[0],
+                "mode": key[1],
+                "reference_ms": ref["median_ms"] if ref else None,
+                "reference_predict_only_ms": ref["predict_only_ms"] if ref else None,
+            }
             for runtime, table in ours.items():
                 mine = table.get(key)
                 row[f"{runtime}_ms"] = mine["median_ms"] if mine else None
@@ -197,15 +239,20 @@ def _rest(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         sdk_p50 = w["sdk"]["median_ms"]
         single = next((r for r in w["runs"] if r["concurrency"] == 1 and r.get("p50_ms") is not None), None)
-        rows.append({
-            "variant": w["variant"], "sdk_p50_ms": sdk_p50, "runs": w["runs"],
-            # paired per request: client latency − the server's own latency_ms (SDK call + result shaping)
-            "http_overhead_ms": single["http_overhead_p50_ms"] if single else None,
-            # unpaired: client p50 − the in-process SDK p50 measured before the server started
-            "client_minus_sdk_ms": round(single["p50_ms"] - sdk_p50, 2) if single else None,
-            "server_peak_rss_mb": w.get("server_memory", {}).get("peak_rss_mb"),
-            "embed_ms": w.get("embed_ms"), "server_startup_s": w.get("server_startup_s"),
-        })
+        rows.append(
+            {
+                "variant": w["variant"],
+                "sdk_p50_ms": sdk_p50,
+                "runs": w["runs"],
+                # paired per request: client latency − the server's own latency_ms (SDK call + result shaping)
+                "http_overhead_ms": single["http_overhead_p50_ms"] if single else None,
+                # unpaired: client p50 − the in-process SDK p50 measured before the server started
+                "client_minus_sdk_ms": round(single["p50_ms"] - sdk_p50, 2) if single else None,
+                "server_peak_rss_mb": w.get("server_memory", {}).get("peak_rss_mb"),
+                "embed_ms": w.get("embed_ms"),
+                "server_startup_s": w.get("server_startup_s"),
+            }
+        )
     return rows
 
 
@@ -215,12 +262,25 @@ def _memory(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if w.get("kind") not in ("ours", "meta", "transformers", "rest") or w.get("status") != "ok":
             continue
         label = IMPLEMENTATIONS.get((w["kind"], w.get("runtime")), "REST worker (in-process SDK + HTTP clients)")
-        rows.append({"variant": w["variant"], "configuration": label, "peak_rss_mb": w.get("peak_rss_mb"),
-                     "rss_after_load_mb": w.get("rss_after_load_mb"), "gpu_peak_mb": w.get("gpu_peak_mb")})
+        rows.append(
+            {
+                "variant": w["variant"],
+                "configuration": label,
+                "peak_rss_mb": w.get("peak_rss_mb"),
+                "rss_after_load_mb": w.get("rss_after_load_mb"),
+                "gpu_peak_mb": w.get("gpu_peak_mb"),
+            }
+        )
         if w["kind"] == "rest":
-            rows.append({"variant": w["variant"], "configuration": "REST server (uvicorn, ours · torch fp32)",
-                         "peak_rss_mb": w.get("server_memory", {}).get("peak_rss_mb"), "rss_after_load_mb": None,
-                         "gpu_peak_mb": None})
+            rows.append(
+                {
+                    "variant": w["variant"],
+                    "configuration": "REST server (uvicorn, ours · torch fp32)",
+                    "peak_rss_mb": w.get("server_memory", {}).get("peak_rss_mb"),
+                    "rss_after_load_mb": None,
+                    "gpu_peak_mb": None,
+                }
+            )
     return rows
 
 
@@ -229,32 +289,75 @@ def _target(name: str, value: float | None, threshold: float, higher_is_better: 
     return {"target": name, "value": value, "threshold": threshold, "met": met, "detail": detail}
 
 
-def _targets(results: dict[str, Any], encoder_rows: list[dict[str, Any]], workers: list[dict[str, Any]]) -> list[
-        dict[str, Any]]:
+def _targets(
+    results: dict[str, Any], encoder_rows: list[dict[str, Any]], workers: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     rows = []
     by = {(r["variant"], r["kind"], r["runtime"]): r for r in encoder_rows}
     encoder_ran = "encoder" in results["plan"]["sections"]
     for variant in _variants(results) if encoder_ran else []:
         fp32 = by.get((variant, "ours", "torch-fp32"), {})
-        rows.append(_target(f"{variant}: encoder torch fp32 no slower than the fastest reference (speedup ≥ 1)",
-                            fp32.get("speedup_vs_best_reference"), 1.0, True, "best reference median / ours median"))
+        rows.append(
+            _target(
+                f"{variant}: encoder torch fp32 no slower than the fastest reference (speedup ≥ 1)",
+                fp32.get("speedup_vs_best_reference"),
+                1.0,
+                True,
+                "best reference median / ours median",
+            )
+        )
         for runtime, base in (("torch-bf16", "speedup_vs_torch_fp32"), ("onnx-int8", "speedup_vs_onnx_fp32")):
             row = by.get((variant, "ours", runtime), {})
-            rows.append(_target(f"{variant}: {runtime} ≥ 1.5× faster than fp32 of its runtime", row.get(base), 1.5,
-                                True, f"{base.replace('_', ' ')}"))
+            rows.append(
+                _target(
+                    f"{variant}: {runtime} ≥ 1.5× faster than fp32 of its runtime",
+                    row.get(base),
+                    1.5,
+                    True,
+                    f"{base.replace('_', ' ')}",
+                )
+            )
             mean_iou = row.get("mean_iou")
-            rows.append(_target(f"{variant}: {runtime} mask IoU vs torch fp32 ≥ 0.97 (min over prompts)",
-                                row.get("min_iou"), 0.97, True, f"mean IoU {'–' if mean_iou is None else mean_iou}"))
+            rows.append(
+                _target(
+                    f"{variant}: {runtime} mask IoU vs torch fp32 ≥ 0.97 (min over prompts)",
+                    row.get("min_iou"),
+                    0.97,
+                    True,
+                    f"mean IoU {'–' if mean_iou is None else mean_iou}",
+                )
+            )
     for w in workers:
         if w.get("status") == "ok" and "decoder" in w and w.get("runtime") == "torch-fp32":
-            rows.append(_target(f"{w['variant']}: one cached prompt (decoder + RLE) ≤ 1.5× decoder alone",
-                                w["decoder"]["ratio"], 1.5, False, "SDK call (RLE) median / backend.decode median"))
+            rows.append(
+                _target(
+                    f"{w['variant']}: one cached prompt (decoder + RLE) ≤ 1.5× decoder alone",
+                    w["decoder"]["ratio"],
+                    1.5,
+                    False,
+                    "SDK call (RLE) median / backend.decode median",
+                )
+            )
         if w.get("status") == "ok" and "seed" in w:
-            rows.append(_target(f"{w['variant']}: {w['seed']['prompts']} prompts ≥ 5× faster than re-encode per call",
-                                w["seed"]["speedup"], 5.0, True, "cache off / cache on, one call per prompt"))
+            rows.append(
+                _target(
+                    f"{w['variant']}: {w['seed']['prompts']} prompts ≥ 5× faster than re-encode per call",
+                    w["seed"]["speedup"],
+                    5.0,
+                    True,
+                    "cache off / cache on, one call per prompt",
+                )
+            )
     for row in _rest(workers):
-        rows.append(_target(f"{row['variant']}: HTTP layer adds < 15 ms (1 client, p50)", row["http_overhead_ms"],
-                            15.0, False, "per request: client latency − server latency_ms (SDK call)"))
+        rows.append(
+            _target(
+                f"{row['variant']}: HTTP layer adds < 15 ms (1 client, p50)",
+                row["http_overhead_ms"],
+                15.0,
+                False,
+                "per request: client latency − server latency_ms (SDK call)",
+            )
+        )
     return rows
 
 

@@ -164,8 +164,7 @@ def run_clients(
                         return
                     index = issued
                     issued += 1
-                body = {"image_id": image_id, "box": list(boxes[index % len(boxes)]),
-                        "output_formats": list(RLE_ONLY)}
+                body = {"image_id": image_id, "box": list(boxes[index % len(boxes)]), "output_formats": list(RLE_ONLY)}
                 start = time.perf_counter()
                 try:
                     response = client.post("/v1/segment/box", json=body)
@@ -199,10 +198,16 @@ def run_clients(
     if latencies:
         client = summarize(latencies)
         overhead = summarize([c - s for c, s in zip(latencies, server_ms, strict=True)])
-        row.update({"p50_ms": client["median_ms"], "p95_ms": client["p95_ms"],
-                    "server_p50_ms": summarize(server_ms)["median_ms"],
-                    "http_overhead_p50_ms": overhead["median_ms"], "http_overhead_p95_ms": overhead["p95_ms"],
-                    "response_bytes_p50": summarize(sizes)["median_ms"]})
+        row.update(
+            {
+                "p50_ms": client["median_ms"],
+                "p95_ms": client["p95_ms"],
+                "server_p50_ms": summarize(server_ms)["median_ms"],
+                "http_overhead_p50_ms": overhead["median_ms"],
+                "http_overhead_p95_ms": overhead["p95_ms"],
+                "response_bytes_p50": summarize(sizes)["median_ms"],
+            }
+        )
     if errors:
         row["first_error"] = errors[0]
     return row

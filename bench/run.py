@@ -49,9 +49,14 @@ class Runner:
     def run(self, kind: str, variant: str | None = None, runtime: str | None = None, **extra: Any) -> dict[str, Any]:
         name = "_".join(part for part in (kind, variant, runtime, extra.pop("tag", None)) if part)
         task = {
-            "kind": kind, "variant": variant, "runtime": runtime, "device": self.device,
-            "work_dir": str(self.work_dir), "plan": self.plan.as_dict(),
-            "result_path": str(self.work_dir / "tasks" / f"{name}.result.json"), **extra,
+            "kind": kind,
+            "variant": variant,
+            "runtime": runtime,
+            "device": self.device,
+            "work_dir": str(self.work_dir),
+            "plan": self.plan.as_dict(),
+            "result_path": str(self.work_dir / "tasks" / f"{name}.result.json"),
+            **extra,
         }
         task_path = self.work_dir / "tasks" / f"{name}.json"
         task_path.write_text(json.dumps(task, indent=2))
@@ -71,7 +76,10 @@ class Runner:
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "bench.worker", str(task_path)],
-                cwd=REPO_ROOT, env=clean_environment(), stdout=log, stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+                env=clean_environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
             try:
                 return process.wait(timeout=self.plan.worker_timeout_s)
@@ -142,8 +150,15 @@ def run_suite(plan: Plan, out_dir: Path, work_dir: Path, device: str) -> dict[st
             if not _needs_ours(plan, variant, runtime):
                 continue
             if runtime.startswith("onnx") and onnx_ready.get(variant) is not None:
-                runner.results.append({"kind": "ours", "variant": variant, "runtime": runtime,
-                                       "status": "unavailable", "reason": f"ONNX export: {onnx_ready[variant]}"})
+                runner.results.append(
+                    {
+                        "kind": "ours",
+                        "variant": variant,
+                        "runtime": runtime,
+                        "status": "unavailable",
+                        "reason": f"ONNX export: {onnx_ready[variant]}",
+                    }
+                )
                 continue
             runner.run("ours", variant, runtime, checkpoint=checkpoints[variant])
         if {"encoder", "interactive"} & set(plan.sections):
@@ -177,13 +192,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny repeat counts, vit_b + hiera_tiny")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results", help="results directory")
-    parser.add_argument("--work-dir", type=Path, default=None,
-                        help="checkpoints, ONNX exports, logs (default: <out>/work; reused between runs)")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="checkpoints, ONNX exports, logs (default: <out>/work; reused between runs)",
+    )
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="override the plan's variants")
     parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), help="run only these sections")
     parser.add_argument("--runtimes", nargs="+", choices=list(RUNTIMES), help="run only these runtimes of ours")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                        help="device of every row (GPU rows come only from a run with --device cuda)")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="device of every row (GPU rows come only from a run with --device cuda)",
+    )
     return parser.parse_args(argv)
 
 

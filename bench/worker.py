@@ -135,8 +135,11 @@ def ours(task: dict[str, Any], plan: Plan, variant: Variant) -> dict[str, Any]:
             raise Unavailable(f"ONNX backend not available: {exc}") from None
     sync = _sync(device)
     loaded = load_segmentor(variant, Path(task["checkpoint"]), runtime, work_dir=work_dir, device=device)
-    result: dict[str, Any] = {"load_s": round(loaded.load_s, 2), "rss_after_load_mb": loaded.rss_after_load_mb,
-                              "backend_info": loaded.segmentor.backend.info()}
+    result: dict[str, Any] = {
+        "load_s": round(loaded.load_s, 2),
+        "rss_after_load_mb": loaded.rss_after_load_mb,
+        "backend_info": loaded.segmentor.backend.info(),
+    }
     image = bench_image()
     if "encoder" in plan.sections:
         result["encoder"] = encoder.ours_encoder(loaded, image, plan.encoder, sync)
@@ -211,10 +214,14 @@ def transformers_path(task: dict[str, Any], plan: Plan, variant: Variant) -> dic
     )
     model = create_backend(config).model  # type: ignore[attr-defined]
     gc.collect()
-    result: dict[str, Any] = {"load_s": round(time.perf_counter() - start, 2), "rss_after_load_mb": current_rss_mb(),
-                              "processor": type(processor.image_processor).__name__}
-    result["encoder"] = encoder.transformers_encoder(model, processor, bench_image(), plan.encoder, _sync(device),
-                                                     device)
+    result: dict[str, Any] = {
+        "load_s": round(time.perf_counter() - start, 2),
+        "rss_after_load_mb": current_rss_mb(),
+        "processor": type(processor.image_processor).__name__,
+    }
+    result["encoder"] = encoder.transformers_encoder(
+        model, processor, bench_image(), plan.encoder, _sync(device), device
+    )
     result.update(_gpu_memory(device))
     return result
 
@@ -241,14 +248,22 @@ def rest(task: dict[str, Any], plan: Plan, variant: Variant) -> dict[str, Any]:
     gc.collect()
     sections = segmentor_config(variant, checkpoint, "torch-fp32", work_dir=work_dir, device=device)
     sections["cache"] = {"enabled": True}  # the service's own default cache size
-    with rest_bench.Server(sections, work_dir / "rest" / variant.key,
-                           ready_timeout_s=plan.worker_timeout_s / 2) as server:
+    with rest_bench.Server(
+        sections, work_dir / "rest" / variant.key, ready_timeout_s=plan.worker_timeout_s / 2
+    ) as server:
         embedded = rest_bench.embed_image(server.base_url, image)
-        rest_bench.run_clients(server.base_url, embedded["image_id"], boxes, concurrency=1, max_requests=3,
-                               max_seconds=plan.rest_seconds)  # warm-up
+        rest_bench.run_clients(
+            server.base_url, embedded["image_id"], boxes, concurrency=1, max_requests=3, max_seconds=plan.rest_seconds
+        )  # warm-up
         runs = [
-            rest_bench.run_clients(server.base_url, embedded["image_id"], boxes, concurrency=concurrency,
-                                   max_requests=plan.rest_requests, max_seconds=plan.rest_seconds)
+            rest_bench.run_clients(
+                server.base_url,
+                embedded["image_id"],
+                boxes,
+                concurrency=concurrency,
+                max_requests=plan.rest_requests,
+                max_seconds=plan.rest_seconds,
+            )
             for concurrency in plan.rest_concurrency
         ]
         server_memory = server.memory()
@@ -309,8 +324,9 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     except Unavailable as exc:
         result.update({"status": "unavailable", "reason": str(exc)})
     except Exception as exc:
-        result.update({"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                       "traceback": traceback.format_exc()[-4000:]})
+        result.update(
+            {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}
+        )
     result["wall_s"] = round(time.perf_counter() - start, 2)
     result["peak_rss_mb"] = peak_rss_mb()
     return result

@@ -32,6 +32,7 @@ __all__ = ["Segmentor"]
 
 logger = logging.getLogger(__name__)
 
+
 class Segmentor:
     """Segment Anything behind a small API: one image encoding, any number of prompts.
 
@@ -186,7 +187,11 @@ class Segmentor:
     ) -> SegmentationResult:
         """Segment one object from ``(x, y, label)`` clicks (1 = foreground, 0 = background)."""
         return self._best(
-            image, {"points": list(points), "mask_input": mask_input}, output_formats, multimask, return_overlay,
+            image,
+            {"points": list(points), "mask_input": mask_input},
+            output_formats,
+            multimask,
+            return_overlay,
             cancel,
         )
 
@@ -201,7 +206,11 @@ class Segmentor:
     ) -> SegmentationResult:
         """One prompt; the highest-scoring mask (the only one unless ``multimask``)."""
         results = self.segment(
-            image, prompts=[prompt], output_formats=output_formats, multimask=multimask, return_overlay=return_overlay,
+            image,
+            prompts=[prompt],
+            output_formats=output_formats,
+            multimask=multimask,
+            return_overlay=return_overlay,
             cancel=cancel,
         )
         return max(results, key=lambda r: r.score)
@@ -390,7 +399,11 @@ class Segmentor:
 
     @holds_backend
     def generate(
-        self, image: Any, *, output_formats: Sequence[str] | None = None, cancel: CancelToken | None = None,
+        self,
+        image: Any,
+        *,
+        output_formats: Sequence[str] | None = None,
+        cancel: CancelToken | None = None,
         **options: Any,
     ) -> list[SegmentationResult]:
         """Segment everything: Meta's automatic mask generator over this model (see docs/automatic.md).

@@ -101,8 +101,9 @@ def _from_torch() -> CpuFeatures | None:
 
     capability = str(torch.backends.cpu.get_cpu_capability()).upper()  # "AVX2", "AVX512", "DEFAULT", ...
     avx512 = capability.startswith("AVX512")
-    return CpuFeatures(avx2=avx512 or capability == "AVX2", avx512f=avx512, source="torch",
-                       model=platform.processor() or None)
+    return CpuFeatures(
+        avx2=avx512 or capability == "AVX2", avx512f=avx512, source="torch", model=platform.processor() or None
+    )
 
 
 @functools.lru_cache(maxsize=1)

@@ -117,8 +117,11 @@ class SegmentationResult:
             shape = tuple(int(v) for v in self.rle["size"])
         else:
             shape = None
-        extras = [name for name, value in (("overlay", self.overlay_png), ("low_res_logits", self.low_res_logits))
-                  if value is not None]
+        extras = [
+            name
+            for name, value in (("overlay", self.overlay_png), ("low_res_logits", self.low_res_logits))
+            if value is not None
+        ]
         return (
             f"SegmentationResult(prompt_index={self.prompt_index}, shape={shape}, score={self.score:.4f}, "
             f"area={self.area}, bbox={tuple(int(v) for v in self.bbox)}, formats={self.formats}"

@@ -84,7 +84,10 @@ _CATALOGUE: dict[tuple[str, str], ModelSpec] = {
 
 MODEL_NAMES: tuple[str, ...] = ("sam_v1", "sam_v2", "sam_v2.0", "demo")
 DEFAULT_VARIANTS: dict[str, str] = {
-    "sam_v1": "vit_b", "sam_v2": "hiera_small", "sam_v2.0": "hiera_small", "demo": "tiny"
+    "sam_v1": "vit_b",
+    "sam_v2": "hiera_small",
+    "sam_v2.0": "hiera_small",
+    "demo": "tiny",
 }
 
 

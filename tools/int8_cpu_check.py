@@ -53,6 +53,7 @@ def _masks(encoder: Path, decoder: Path, family: str, image: np.ndarray) -> list
     scale = np.array([width, height], dtype=np.float32)
     masks = []
     for _, box, points in PROMPTS:
+
         def frame(xy: np.ndarray) -> np.ndarray:
             return transform_coords(xy * scale, (height, width), family).astype(np.float32)  # type: ignore[arg-type]
 
@@ -80,13 +81,16 @@ def main() -> None:
     print(f"CPU (as numpy detects it): {_cpu()}", flush=True)
     reference = _masks(graphs["encoder"], graphs["decoder_single"], manifest.family, image)
     with tempfile.TemporaryDirectory() as scratch:
-        for label, weight_type in (("uint8 weights (exports now)", QuantType.QUInt8),
-                                   ("int8 weights (exports before)", QuantType.QInt8)):
+        for label, weight_type in (
+            ("uint8 weights (exports now)", QuantType.QUInt8),
+            ("int8 weights (exports before)", QuantType.QInt8),
+        ):
             quantised = {}
             for name, path in graphs.items():
                 quantised[name] = Path(scratch) / f"{weight_type.name}-{path.name}"
-                quantize_dynamic(path, quantised[name], op_types_to_quantize=["MatMul"], per_channel=True,
-                                 weight_type=weight_type)
+                quantize_dynamic(
+                    path, quantised[name], op_types_to_quantize=["MatMul"], per_channel=True, weight_type=weight_type
+                )
             masks = _masks(quantised["encoder"], quantised["decoder_single"], manifest.family, image)
             ious = [
                 np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1)

@@ -86,8 +86,14 @@ def _save(proto: onnx.ModelProto, target: Path) -> str | None:
         onnx.save_model(proto, str(target))
         return None
     data_file = f"{target.name}.data"
-    onnx.save_model(proto, str(target), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=data_file, size_threshold=1024)
+    onnx.save_model(
+        proto,
+        str(target),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data_file,
+        size_threshold=1024,
+    )
     return data_file
 
 
@@ -110,9 +116,15 @@ def _convert_graph(source: Path, target: Path, precision: Precision) -> str | No
             root = logging.getLogger()
             root.addFilter(_drop_preprocessing_hint)
             try:
-                quantize_dynamic(source, quantized, op_types_to_quantize=["MatMul"], per_channel=scheme.per_channel,
-                                 reduce_range=scheme.reduce_range, weight_type=weight_type,
-                                 use_external_data_format=large)
+                quantize_dynamic(
+                    source,
+                    quantized,
+                    op_types_to_quantize=["MatMul"],
+                    per_channel=scheme.per_channel,
+                    reduce_range=scheme.reduce_range,
+                    weight_type=weight_type,
+                    use_external_data_format=large,
+                )
             finally:
                 root.removeFilter(_drop_preprocessing_hint)
             return _save(onnx.load(str(quantized)), target)
@@ -209,14 +221,30 @@ def export_onnx(
     settings = _export_settings(config, {"name": model, "variant": variant, "checkpoint_path": checkpoint_path})
     backend = TorchBackend(settings)
     spec, family, fingerprint = backend.spec, backend.family, backend.source.fingerprint
-    directory = Path(out_dir).expanduser() if out_dir is not None else default_onnx_dir(
-        settings.model.cache_dir, spec.name, spec.variant, precision, fingerprint
+    directory = (
+        Path(out_dir).expanduser()
+        if out_dir is not None
+        else default_onnx_dir(settings.model.cache_dir, spec.name, spec.variant, precision, fingerprint)
     )
-    logger.info("exporting %s/%s (checkpoint %s) to ONNX opset %d, %s, into %s", spec.name, spec.variant,
-                fingerprint, opset, precision, directory)
+    logger.info(
+        "exporting %s/%s (checkpoint %s) to ONNX opset %d, %s, into %s",
+        spec.name,
+        spec.variant,
+        fingerprint,
+        opset,
+        precision,
+        directory,
+    )
     manifest = OnnxManifest(
-        model=spec.name, variant=spec.variant, family=family, checkpoint=fingerprint, opset=opset,
-        precision=precision, preprocessing=PREPROCESSING[family], graphs={}, exported_with=_versions(),
+        model=spec.name,
+        variant=spec.variant,
+        family=family,
+        checkpoint=fingerprint,
+        opset=opset,
+        precision=precision,
+        preprocessing=PREPROCESSING[family],
+        graphs={},
+        exported_with=_versions(),
         quantization=INT8_QUANTIZATION if precision == "int8" else None,
     )
     try:
@@ -246,8 +274,13 @@ def convert_export(
     if original.precision != "fp32":
         raise ConfigError(f"{source} is a {original.precision} export; convert from an fp32 export")
     directory = Path(out_dir).expanduser()
-    manifest = dataclasses.replace(original, precision=precision, graphs={}, exported_with=_versions(),
-                                   quantization=INT8_QUANTIZATION if precision == "int8" else None)
+    manifest = dataclasses.replace(
+        original,
+        precision=precision,
+        graphs={},
+        exported_with=_versions(),
+        quantization=INT8_QUANTIZATION if precision == "int8" else None,
+    )
     with _staging(directory) as staging:
         _finish({name: source / graph.file for name, graph in original.graphs.items()}, staging, directory, manifest)
     return directory / MANIFEST_NAME
@@ -270,5 +303,6 @@ def _finish(source: dict[str, Path], staging: Path, directory: Path, manifest: O
     graphs = _write_graphs(source, staging, manifest.family, manifest.precision)
     write_manifest(staging, dataclasses.replace(manifest, graphs=graphs))
     _publish(staging, directory)
-    logger.info("ONNX export of %s/%s (%s) written to %s", manifest.model, manifest.variant, manifest.precision,
-                directory)
+    logger.info(
+        "ONNX export of %s/%s (%s) written to %s", manifest.model, manifest.variant, manifest.precision, directory
+    )

@@ -63,9 +63,7 @@ class _DecoderGraph(torch.nn.Module):
             table = encoder.point_embed.weight
         # labels 0..3: background, foreground, box top-left, box bottom-right
         self.register_buffer("point_table", table.detach().clone(), persistent=False)
-        self.register_buffer(
-            "image_pe", sam.get_image_wide_positional_embeddings().detach().clone(), persistent=False
-        )
+        self.register_buffer("image_pe", sam.get_image_wide_positional_embeddings().detach().clone(), persistent=False)
 
     def _sparse(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         encoder = self.model.prompt_encoder
@@ -134,8 +132,14 @@ def export_fp32_graphs(model: torch.nn.Module, family: Family, directory: Path, 
     pixels = torch.zeros(1, 3, 1024, 1024)
     with torch.no_grad():
         features = _EncoderGraph(model)(pixels)
-        _trace(_EncoderGraph(model), (pixels,), paths["encoder"], opset,
-               input_names=["pixel_values"], output_names=list(encoder_outputs(family)))
+        _trace(
+            _EncoderGraph(model),
+            (pixels,),
+            paths["encoder"],
+            opset,
+            input_names=["pixel_values"],
+            output_names=list(encoder_outputs(family)),
+        )
         # example sizes differ from every fixed dimension so that no dynamic axis is specialised by accident
         coords = torch.tensor([[[100.0, 200.0], [300.0, 400.0], [0.0, 0.0]]] * 2)
         labels = torch.tensor([[1, 2, 3], [0, 1, -1]])
@@ -149,6 +153,13 @@ def export_fp32_graphs(model: torch.nn.Module, family: Family, directory: Path, 
             "iou_scores": {0: "num_prompts"},
         }
         for name, multimask in (("decoder_single", False), ("decoder_multi", True)):
-            _trace(_DecoderGraph(model, family, multimask), (*features, *prompt), paths[name], opset,
-                   input_names=list(decoder_inputs(family)), output_names=list(DECODER_OUTPUTS), dynamic_axes=dynamic)
+            _trace(
+                _DecoderGraph(model, family, multimask),
+                (*features, *prompt),
+                paths[name],
+                opset,
+                input_names=list(decoder_inputs(family)),
+                output_names=list(DECODER_OUTPUTS),
+                dynamic_axes=dynamic,
+            )
     return paths

@@ -201,8 +201,11 @@ class OnnxBackend:
         self.directory = self._directory(config, checkpoint)
         self.manifest = self._load_manifest(config, checkpoint)
         if self.precision == "int8" and self.device == "cpu":
-            _check_int8_kernels(self.manifest, self.directory, export_command(
-                self.spec.name, self.spec.variant, config.model.checkpoint_path, self.directory, "int8"))
+            _check_int8_kernels(
+                self.manifest,
+                self.directory,
+                export_command(self.spec.name, self.spec.variant, config.model.checkpoint_path, self.directory, "int8"),
+            )
         threads = config.runtime.num_threads
         self._sessions = {
             name: _session(self.directory / graph.file, providers, threads, static_shapes=name == "encoder")
@@ -219,7 +222,11 @@ class OnnxBackend:
         )
         logger.info(
             "loaded ONNX %s/%s (%s) from %s; providers in use: %s; intra-op threads: %s",
-            self.spec.name, self.spec.variant, self.precision, self.directory, ", ".join(self.providers),
+            self.spec.name,
+            self.spec.variant,
+            self.precision,
+            self.directory,
+            ", ".join(self.providers),
             threads if threads is not None else "default",
         )
 
@@ -233,16 +240,18 @@ class OnnxBackend:
             self._require_export_possible(config, None)
             model = config.model
             checkpoint = resolve_checkpoint(
-                self.spec, None, cache_dir=model.cache_dir, offline=model.offline,
-                download_base_url=model.download_base_url, timeout_s=model.download_timeout_s,
+                self.spec,
+                None,
+                cache_dir=model.cache_dir,
+                offline=model.offline,
+                download_base_url=model.download_base_url,
+                timeout_s=model.download_timeout_s,
             ).fingerprint
         return default_onnx_dir(config.model.cache_dir, self.spec.name, self.spec.variant, self.precision, checkpoint)
 
     def _require_export_possible(self, config: SegmentorConfig, directory: Path | None) -> None:
         where = directory if directory is not None else Path("<export dir>")
-        command = export_command(
-            self.spec.name, self.spec.variant, config.model.checkpoint_path, where, self.precision
-        )
+        command = export_command(self.spec.name, self.spec.variant, config.model.checkpoint_path, where, self.precision)
         if directory is None:
             missing = (
                 f"no ONNX export of {self.spec.name}/{self.spec.variant} ({self.precision}) is configured"
@@ -267,16 +276,26 @@ class OnnxBackend:
 
             logger.warning(
                 "no ONNX export of %s/%s (%s) in %s: exporting it now (once; this takes a while)",
-                self.spec.name, self.spec.variant, self.precision, self.directory,
+                self.spec.name,
+                self.spec.variant,
+                self.precision,
+                self.directory,
             )
             export_onnx(
-                config, self.directory, quantize="int8" if self.precision == "int8" else None,
+                config,
+                self.directory,
+                quantize="int8" if self.precision == "int8" else None,
                 fp16=self.precision == "fp16",
             )
         manifest = read_manifest(self.directory)
         check_manifest(
-            manifest, self.directory, model=self.spec.name, variant=self.spec.variant, family=self.family,
-            precision=self.precision, checkpoint=checkpoint,
+            manifest,
+            self.directory,
+            model=self.spec.name,
+            variant=self.spec.variant,
+            family=self.family,
+            precision=self.precision,
+            checkpoint=checkpoint,
         )
         if checkpoint is None:
             logger.info("checkpoint not available locally; trusting the export's fingerprint %s", manifest.checkpoint)

@@ -173,11 +173,15 @@ class OnnxManifest:
         quantization = None
         if data["precision"] == "int8":
             recorded = data.get("quantization")
-            quantization = LEGACY_INT8 if recorded is None else Quantization(
-                weight_type=recorded["weight_type"],
-                activation_type=recorded["activation_type"],
-                reduce_range=bool(recorded["reduce_range"]),
-                per_channel=bool(recorded["per_channel"]),
+            quantization = (
+                LEGACY_INT8
+                if recorded is None
+                else Quantization(
+                    weight_type=recorded["weight_type"],
+                    activation_type=recorded["activation_type"],
+                    reduce_range=bool(recorded["reduce_range"]),
+                    per_channel=bool(recorded["per_channel"]),
+                )
             )
             if quantization.weight_type not in ("uint8", "int8") or quantization.activation_type != "uint8":
                 raise ValueError(f"unknown INT8 quantisation {recorded}")

@@ -164,10 +164,17 @@ def resolve_onnx_auto(config: SegmentorConfig, spec: ModelSpec, checkpoint: str 
         found: Precision = read_manifest(directory).precision if (directory / MANIFEST_NAME).is_file() else "fp32"
     else:
         candidates: tuple[Precision, ...] = ("fp32", "fp16", "int8")
-        found = next((
-            precision for precision in candidates if checkpoint is not None and (default_onnx_dir(
-                config.model.cache_dir, spec.name, spec.variant, precision, checkpoint
-            ) / MANIFEST_NAME).is_file()
-        ), "fp32")
+        found = next(
+            (
+                precision
+                for precision in candidates
+                if checkpoint is not None
+                and (
+                    default_onnx_dir(config.model.cache_dir, spec.name, spec.variant, precision, checkpoint)
+                    / MANIFEST_NAME
+                ).is_file()
+            ),
+            "fp32",
+        )
     logger.info("precision auto-selected for ONNX Runtime: %s (the export's)", found)
     return found

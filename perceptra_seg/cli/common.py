@@ -116,7 +116,11 @@ _COMMON_PARAMETERS: dict[str, inspect.Parameter] = {
         Annotated[
             Path | None,
             typer.Option(
-                "--config", "-c", envvar="SEGMENTOR_CONFIG", show_envvar=True, rich_help_panel=_COMMON_PANEL,
+                "--config",
+                "-c",
+                envvar="SEGMENTOR_CONFIG",
+                show_envvar=True,
+                rich_help_panel=_COMMON_PANEL,
                 help="YAML config file (see config.yaml); SEGMENTOR_* environment variables and the flags below "
                 "override it.",
             ),
@@ -135,7 +139,8 @@ _COMMON_PARAMETERS: dict[str, inspect.Parameter] = {
         Annotated[
             str | None,
             typer.Option(
-                "--variant", rich_help_panel=_COMMON_PANEL,
+                "--variant",
+                rich_help_panel=_COMMON_PANEL,
                 help="vit_b|vit_l|vit_h (sam_v1); hiera_tiny|hiera_small|hiera_base_plus|hiera_large (sam_v2*).",
             ),
         ]
@@ -144,7 +149,8 @@ _COMMON_PARAMETERS: dict[str, inspect.Parameter] = {
         Annotated[
             str | None,
             typer.Option(
-                "--checkpoint", rich_help_panel=_COMMON_PANEL,
+                "--checkpoint",
+                rich_help_panel=_COMMON_PANEL,
                 help="Meta checkpoint file, transformers directory or hub id (default: download Meta's file).",
             ),
         ]

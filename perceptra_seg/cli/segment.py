@@ -58,8 +58,9 @@ OutOption = Annotated[
 FormatOption = Annotated[
     MaskFormat | None,
     typer.Option(
-        "--format", "-f", help="Format of --out: png needs a .png name, rle/polygons/json a .json name; "
-        "default: from the name.",
+        "--format",
+        "-f",
+        help="Format of --out: png needs a .png name, rle/polygons/json a .json name; default: from the name.",
     ),
 ]
 OverlayOption = Annotated[
@@ -83,9 +84,7 @@ def segment_box(
     image: ImageOption,
     box: Annotated[
         tuple[float, float, float, float],
-        typer.Option(
-            "--box", "-b", metavar="X1 Y1 X2 Y2", help="Pixels of the top-left and bottom-right corners."
-        ),
+        typer.Option("--box", "-b", metavar="X1 Y1 X2 Y2", help="Pixels of the top-left and bottom-right corners."),
     ],
     out: OutOption = None,
     fmt: FormatOption = None,

@@ -60,17 +60,19 @@ def info(opts: CommonOptions) -> None:
     cpu = hardware.cpu_features().as_dict()
     precision = _precision_info(config, device)
     if opts.json:
-        emit_json({
-            "version": version,
-            "python": python,
-            "device": device,
-            "cpu": cpu,
-            "precision": precision,
-            "backends": backends,
-            "cache_dir": str(cache_dir),
-            "cached_checkpoints": cached,
-            "config": settings,
-        })
+        emit_json(
+            {
+                "version": version,
+                "python": python,
+                "device": device,
+                "cpu": cpu,
+                "precision": precision,
+                "backends": backends,
+                "cache_dir": str(cache_dir),
+                "cached_checkpoints": cached,
+                "config": settings,
+            }
+        )
         return
     selected = device["selected"] or f"unavailable: {device['error']}"
     typer.echo(f"perceptra-seg {version} (Python {python})")
@@ -232,7 +234,11 @@ def _precision_info(config: SegmentorConfig, device: dict[str, Any]) -> dict[str
     capability = tuple(device["cuda_capability"]) if device_type == "cuda" and device.get("cuda_capability") else None
     custom = bool(config.model.architecture)
     resolved = resolve_torch_precision(
-        requested, device_type=device_type, family=spec.family, variant=spec.variant, custom_architecture=custom,
+        requested,
+        device_type=device_type,
+        family=spec.family,
+        variant=spec.variant,
+        custom_architecture=custom,
         cuda_capability=capability,
     )
     reason = auto_reason(device_type, spec.family, spec.variant, custom) if requested == "auto" else "as configured"
@@ -263,4 +269,3 @@ def _version(distribution: str) -> str | None:
 
 def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.rstrip().splitlines())
-

@@ -166,10 +166,12 @@ def _shape_mask(
     side = min(height, width)
     outer, inner = _outline(rng, kind, rng.uniform(*size_range) * side, min_band=0.05 * side)
     low, high = outer.min(axis=0), outer.max(axis=0)
-    offset = np.array([
-        rng.uniform(-low[0] + 1.0, max(width - 2.0 - high[0], -low[0] + 1.0)),
-        rng.uniform(-low[1] + 1.0, max(height - 2.0 - high[1], -low[1] + 1.0)),
-    ])
+    offset = np.array(
+        [
+            rng.uniform(-low[0] + 1.0, max(width - 2.0 - high[0], -low[0] + 1.0)),
+            rng.uniform(-low[1] + 1.0, max(height - 2.0 - high[1], -low[1] + 1.0)),
+        ]
+    )
     mask = _fill_polygon(size, outer + offset)
     if inner is not None:
         mask &= ~_fill_polygon(size, inner + offset)

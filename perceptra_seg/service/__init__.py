@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app"]
 
+
 def __getattr__(name: str) -> Any:
     if name == "create_app":
         try:

@@ -193,4 +193,3 @@ class InferenceRunner:
     def shutdown(self) -> None:
         """Stop accepting work, cancel queued calls and wait for running ones (e.g. timed-out calls) to finish."""
         self._executor.shutdown(wait=True, cancel_futures=True)
-

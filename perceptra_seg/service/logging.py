@@ -45,9 +45,7 @@ def _drop_duplicates(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutabl
 def build_formatter(config: LoggingConfig) -> logging.Formatter:
     """A :class:`logging.Formatter` rendering records as JSON (``format: json``) or aligned text."""
     renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if config.format == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if config.format == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
     pre_chain: list[Any] = [
         structlog.stdlib.add_log_level,

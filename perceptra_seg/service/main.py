@@ -49,7 +49,11 @@ def uvicorn_config(app: Any, config: SegmentorConfig) -> uvicorn.Config:
     from .connections import uvicorn_options
 
     settings = uvicorn.Config(
-        app, host=config.server.host, port=config.server.port, log_config=None, access_log=False,
+        app,
+        host=config.server.host,
+        port=config.server.port,
+        log_config=None,
+        access_log=False,
         **uvicorn_options(config),
     )
     setattr(settings, "header_timeout_s", config.server.header_timeout_s)  # noqa: B010 - read by the protocol

@@ -61,22 +61,32 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.http_requests = Counter(
-            "segmentor_http_requests", "HTTP requests by route and status", ["method", "route", "status"],
+            "segmentor_http_requests",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
             registry=self.registry,
         )
         self.http_latency = Histogram(
-            "segmentor_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
-            buckets=_LATENCY_BUCKETS, registry=self.registry,
+            "segmentor_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.stage_latency = Histogram(
-            "segmentor_inference_stage_seconds", "inference latency by stage", ["stage"],
-            buckets=_LATENCY_BUCKETS, registry=self.registry,
+            "segmentor_inference_stage_seconds",
+            "inference latency by stage",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
         )
-        self.queue_depth = Gauge("segmentor_queue_depth", "requests waiting for an inference slot",
-                                 registry=self.registry)
+        self.queue_depth = Gauge(
+            "segmentor_queue_depth", "requests waiting for an inference slot", registry=self.registry
+        )
         self.inflight = Gauge("segmentor_inflight_requests", "inference calls running", registry=self.registry)
-        self.model_loaded = Gauge("segmentor_model_loaded", "1 when the model is loaded and warmed up",
-                                  registry=self.registry)
+        self.model_loaded = Gauge(
+            "segmentor_model_loaded", "1 when the model is loaded and warmed up", registry=self.registry
+        )
         self._cache = _CacheCollector()
         self.registry.register(self._cache)
 

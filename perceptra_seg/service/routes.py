@@ -98,7 +98,11 @@ async def _run_segment(
 
     def call(segmentor: Segmentor, target: Any, formats: list[str], cancel: CancelToken) -> list[SegmentationResult]:
         return segmentor.segment(
-            target, **kwargs, strategy=options.strategy, output_formats=formats, multimask=options.multimask,
+            target,
+            **kwargs,
+            strategy=options.strategy,
+            output_formats=formats,
+            multimask=options.multimask,
             cancel=cancel,
         )
 
@@ -117,13 +121,17 @@ async def _run_single(
 
     def call(segmentor: Segmentor, target: Any, formats: list[str], cancel: CancelToken) -> list[SegmentationResult]:
         if isinstance(body, BoxRequest):
-            return [segmentor.segment_from_box(
-                target, body.box, output_formats=formats, multimask=body.multimask, cancel=cancel
-            )]
+            return [
+                segmentor.segment_from_box(
+                    target, body.box, output_formats=formats, multimask=body.multimask, cancel=cancel
+                )
+            ]
         points = [(p.x, p.y, p.label) for p in body.points]
-        return [segmentor.segment_from_points(
-            target, points, output_formats=formats, multimask=body.multimask, cancel=cancel
-        )]
+        return [
+            segmentor.segment_from_points(
+                target, points, output_formats=formats, multimask=body.multimask, cancel=cancel
+            )
+        ]
 
     def job(service: InferenceService, cancel: CancelToken) -> Outcome:
         return service.segment(source, call, body.output_formats, prompts=1, single=True, cancel=cancel)
@@ -167,7 +175,10 @@ def build_router(
         return {"status": "ok"}
 
     @router.get(
-        "/v1/readyz", response_model=ReadyResponse, dependencies=health_deps, tags=["health"],
+        "/v1/readyz",
+        response_model=ReadyResponse,
+        dependencies=health_deps,
+        tags=["health"],
         responses={503: _ERRORS[503]},
     )
     async def readyz(request: Request) -> Any:
@@ -183,8 +194,13 @@ def build_router(
     async def metrics(request: Request) -> Response:
         return Response(get_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @router.post("/v1/embed", response_model=EmbedResponse, responses=_ERRORS, tags=["inference"],
-                 openapi_extra=json_body_doc(EmbedRequest))
+    @router.post(
+        "/v1/embed",
+        response_model=EmbedResponse,
+        responses=_ERRORS,
+        tags=["inference"],
+        openapi_extra=json_body_doc(EmbedRequest),
+    )
     async def embed(request: Request, caller: Caller) -> Any:
         """Decode and encode an image once; segment it later by ``image_id`` (valid for this API key only)."""
         state = get_state(request)
@@ -193,28 +209,51 @@ def build_router(
         assert not isinstance(source, EmbeddedImage)  # no image_id here
         return await state.execute(_embed_job(source, caller.scope), prompts=0, request=request)
 
-    @router.post("/v1/embed/upload", response_model=EmbedResponse, responses=_ERRORS, tags=["inference"],
-                 openapi_extra=upload_body_doc(with_options=False))
+    @router.post(
+        "/v1/embed/upload",
+        response_model=EmbedResponse,
+        responses=_ERRORS,
+        tags=["inference"],
+        openapi_extra=upload_body_doc(with_options=False),
+    )
     async def embed_upload(request: Request, caller: Caller) -> Any:
         """``/v1/embed`` with the image as a multipart file."""
         state = get_state(request)
         data, _ = await read_upload(request, server, state.config.input.max_bytes)
         return await state.execute(_embed_job(data, caller.scope), prompts=0, request=request)
 
-    @router.post("/v1/segment/box", response_model=SegmentResponse, response_model_exclude_none=True,
-                 responses=_ERRORS, tags=["inference"], openapi_extra=json_body_doc(BoxRequest))
+    @router.post(
+        "/v1/segment/box",
+        response_model=SegmentResponse,
+        response_model_exclude_none=True,
+        responses=_ERRORS,
+        tags=["inference"],
+        openapi_extra=json_body_doc(BoxRequest),
+    )
     async def segment_box(request: Request, caller: Caller) -> Any:
         """The mask of the object inside one ``[x1, y1, x2, y2]`` box."""
         return await _segment_one(request, caller, BoxRequest, server)
 
-    @router.post("/v1/segment/points", response_model=SegmentResponse, response_model_exclude_none=True,
-                 responses=_ERRORS, tags=["inference"], openapi_extra=json_body_doc(PointsRequest))
+    @router.post(
+        "/v1/segment/points",
+        response_model=SegmentResponse,
+        response_model_exclude_none=True,
+        responses=_ERRORS,
+        tags=["inference"],
+        openapi_extra=json_body_doc(PointsRequest),
+    )
     async def segment_points(request: Request, caller: Caller) -> Any:
         """The mask of one object from foreground/background clicks."""
         return await _segment_one(request, caller, PointsRequest, server)
 
-    @router.post("/v1/segment", response_model=SegmentListResponse, response_model_exclude_none=True,
-                 responses=_ERRORS, tags=["inference"], openapi_extra=json_body_doc(SegmentRequest))
+    @router.post(
+        "/v1/segment",
+        response_model=SegmentListResponse,
+        response_model_exclude_none=True,
+        responses=_ERRORS,
+        tags=["inference"],
+        openapi_extra=json_body_doc(SegmentRequest),
+    )
     async def segment(request: Request, caller: Caller) -> Any:
         """Every prompt on one image; one result per mask unless ``strategy`` is ``largest`` or ``merge``."""
         state = get_state(request)
@@ -223,8 +262,14 @@ def build_router(
         source = await state.source(body.image, body.image_id, caller, request)
         return await _run_segment(state, request, source, body)
 
-    @router.post("/v1/segment/upload", response_model=SegmentListResponse, response_model_exclude_none=True,
-                 responses=_ERRORS, tags=["inference"], openapi_extra=upload_body_doc(with_options=True))
+    @router.post(
+        "/v1/segment/upload",
+        response_model=SegmentListResponse,
+        response_model_exclude_none=True,
+        responses=_ERRORS,
+        tags=["inference"],
+        openapi_extra=upload_body_doc(with_options=True),
+    )
     async def segment_upload(request: Request, caller: Caller) -> Any:
         """``/v1/segment`` with the image as a multipart ``file`` and the options as the ``request`` field."""
         state = get_state(request)
@@ -234,4 +279,3 @@ def build_router(
         return await _run_segment(state, request, data, options)
 
     return router
-

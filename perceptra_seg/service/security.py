@@ -113,9 +113,7 @@ class RateLimiter:
         raise RateLimitedError(f"rate limit of {self.item} exceeded", retry_after=retry_after)
 
 
-def principal_dependency(
-    authenticator: Authenticator, limiter: RateLimiter | None
-) -> Callable[..., Principal]:
+def principal_dependency(authenticator: Authenticator, limiter: RateLimiter | None) -> Callable[..., Principal]:
     """A FastAPI dependency that authenticates (when keys are configured) and applies the rate limit.
 
     With authentication off the dependency declares no security scheme, so the OpenAPI document does not ask

@@ -105,8 +105,12 @@ class UrlFetcher:
 
     def _download(self, url: httpx.URL, abort: SocketAbort) -> bytes:
         return download_image_body(
-            self.client, url, max_bytes=self.max_bytes, deadline_s=self.deadline_s,
-            deadline_error=_fetch_timeout, abort=abort,
+            self.client,
+            url,
+            max_bytes=self.max_bytes,
+            deadline_s=self.deadline_s,
+            deadline_error=_fetch_timeout,
+            abort=abort,
         )
 
     def shutdown(self) -> None:

@@ -33,8 +33,14 @@ import httpx
 
 from ..exceptions import InvalidInputError
 
-__all__ = ["MAX_REDIRECTS", "GuardedTransport", "UrlNotAllowedError", "guarded_client", "is_public_address",
-           "parse_ip_host"]
+__all__ = [
+    "MAX_REDIRECTS",
+    "GuardedTransport",
+    "UrlNotAllowedError",
+    "guarded_client",
+    "is_public_address",
+    "parse_ip_host",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: ``(host, port) -> [address, ...]``; the default uses :func:`socket.getaddrinfo`.

@@ -60,9 +60,7 @@ def check_pixels(width: int, height: int, max_pixels: int) -> None:
         raise ImageTooLargeError(f"image is {width}x{height} = {width * height} pixels, over the {max_pixels} limit")
 
 
-def decode_image_bytes(
-    data: bytes, *, max_pixels: int, max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
-) -> np.ndarray:
+def decode_image_bytes(data: bytes, *, max_pixels: int, max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndarray:
     """Decode encoded image bytes into RGB ``uint8`` ``[H, W, 3]``.
 
     Only :data:`ALLOWED_FORMATS` are decoded. ``width * height`` is checked against ``max_pixels`` and the decode's
@@ -80,9 +78,7 @@ def decode_image_bytes(
     return decode_stream(io.BytesIO(data), max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
 
 
-def decode_stream(
-    fp: BinaryIO, *, max_pixels: int, max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
-) -> np.ndarray:
+def decode_stream(fp: BinaryIO, *, max_pixels: int, max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndarray:
     """:func:`decode_image_bytes` for an open binary file."""
     try:
         img = Image.open(fp, formats=ALLOWED_FORMATS)

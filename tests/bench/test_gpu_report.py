@@ -63,8 +63,9 @@ def test_deadline_counts_from_start_and_zero_means_none() -> None:
     assert not Deadline(0.0, clock=lambda: now[0]).passed()
 
 
-def _row(precision: str, embed_ms: float, b1_ms: float, batch_ms: float, decoder_ms: float, masks: Path,
-         **extra: Any) -> dict[str, Any]:
+def _row(
+    precision: str, embed_ms: float, b1_ms: float, batch_ms: float, decoder_ms: float, masks: Path, **extra: Any
+) -> dict[str, Any]:
     return {
         "precision": precision,
         "embed": {"median_ms": embed_ms, "images_per_s": round(1000 / embed_ms, 2)},
@@ -90,21 +91,49 @@ def _results(tmp_path: Path) -> dict[str, Any]:
     save_masks(paths["meta_fp32"], reference)
     save_masks(paths["meta_bf16"], reference)
     plan = make_gpu_plan(quick=False, variants=["vit_b"], precisions=["bf16"])
-    ours = {"kind": "gpu-ours", "name": "gpu-ours_vit_b", "variant": "vit_b", "status": "ok",
-            "implementation": "ours", "environment": {"device_name": "Example GPU", "torch": "9.9"},
-            "rows": [_row("fp32", 20.0, 10.0, 64.0, 4.0, paths["ours_fp32"], decoder_only={"median_ms": 1.5}),
-                     _row("bf16", 10.0, 5.0, 32.0, 3.0, paths["ours_bf16"], decoder_only={"median_ms": 1.0})]}
-    meta = {"kind": "gpu-meta", "name": "gpu-meta_vit_b", "variant": "vit_b", "status": "ok",
-            "implementation": "meta",
-            "rows": [_row("fp32", 25.0, 10.0, 80.0, 6.0, paths["meta_fp32"]),
-                     {"precision": "bf16", "error": "TypeError: bf16\nmore", "traceback": "..."}]}
-    return {"plan": plan.as_dict(), "device": "cuda", "command": "python -m bench.gpu",
-            "environment": ours["environment"],
-            "workers": [{"kind": "checkpoint", "name": "checkpoint_vit_b", "variant": "vit_b", "status": "ok"},
-                        ours, meta,
-                        {"kind": "gpu-ours", "name": "gpu-ours_vit_h", "variant": "vit_h", "status": "failed",
-                         "error": "OutOfMemoryError: CUDA out of memory\ntraceback"}],
-            "skipped": ["gpu-meta_vit_h", "gpu-meta_hiera_tiny (no checkpoint)"], "interrupted": ["gpu-ours_vit_l"]}
+    ours = {
+        "kind": "gpu-ours",
+        "name": "gpu-ours_vit_b",
+        "variant": "vit_b",
+        "status": "ok",
+        "implementation": "ours",
+        "environment": {"device_name": "Example GPU", "torch": "9.9"},
+        "rows": [
+            _row("fp32", 20.0, 10.0, 64.0, 4.0, paths["ours_fp32"], decoder_only={"median_ms": 1.5}),
+            _row("bf16", 10.0, 5.0, 32.0, 3.0, paths["ours_bf16"], decoder_only={"median_ms": 1.0}),
+        ],
+    }
+    meta = {
+        "kind": "gpu-meta",
+        "name": "gpu-meta_vit_b",
+        "variant": "vit_b",
+        "status": "ok",
+        "implementation": "meta",
+        "rows": [
+            _row("fp32", 25.0, 10.0, 80.0, 6.0, paths["meta_fp32"]),
+            {"precision": "bf16", "error": "TypeError: bf16\nmore", "traceback": "..."},
+        ],
+    }
+    return {
+        "plan": plan.as_dict(),
+        "device": "cuda",
+        "command": "python -m bench.gpu",
+        "environment": ours["environment"],
+        "workers": [
+            {"kind": "checkpoint", "name": "checkpoint_vit_b", "variant": "vit_b", "status": "ok"},
+            ours,
+            meta,
+            {
+                "kind": "gpu-ours",
+                "name": "gpu-ours_vit_h",
+                "variant": "vit_h",
+                "status": "failed",
+                "error": "OutOfMemoryError: CUDA out of memory\ntraceback",
+            },
+        ],
+        "skipped": ["gpu-meta_vit_h", "gpu-meta_hiera_tiny (no checkpoint)"],
+        "interrupted": ["gpu-ours_vit_l"],
+    }
 
 
 def test_analyse_gpu_speedups_ious_and_problems(tmp_path: Path) -> None:
@@ -123,8 +152,11 @@ def test_analyse_gpu_speedups_ious_and_problems(tmp_path: Path) -> None:
     assert decoder["bf16"]["meta_p50_ms"] is None and decoder["bf16"]["iou_ours_vs_meta"] is None
     problems = {p["name"]: p for p in derived["problems"]}
     assert problems["gpu-ours_vit_h"]["detail"] == "OutOfMemoryError: CUDA out of memory"
-    assert problems["gpu-meta_vit_b bf16"] == {"name": "gpu-meta_vit_b bf16", "status": "failed",
-                                               "detail": "TypeError: bf16"}
+    assert problems["gpu-meta_vit_b bf16"] == {
+        "name": "gpu-meta_vit_b bf16",
+        "status": "failed",
+        "detail": "TypeError: bf16",
+    }
     assert problems["gpu-meta_vit_h"]["status"] == "skipped"
     assert problems["gpu-meta_hiera_tiny (no checkpoint)"]["detail"] == "no checkpoint"
     assert problems["gpu-ours_vit_l"]["status"] == "interrupted"
@@ -134,10 +166,14 @@ def test_markdown_tables_and_rebuild_without_masks(tmp_path: Path) -> None:
     results = _results(tmp_path)
     markdown = render_gpu_markdown(results, analyse_gpu(results))
     assert markdown.startswith("# GPU benchmark: Example GPU\n")
-    assert ("| vit_b | fp32 | ours (perceptra-seg) | 20.0 | 50.0 | 10.0 | 100.0 | 64.0 | 125.0 | (reference) | 512.0 "
-            "| 1.25× / 1.00× / 1.25× |") in markdown
-    assert ("| vit_b | bf16 | ours (perceptra-seg) | 10.0 | 100.0 | 5.0 | 200.0 | 32.0 | 250.0 | 0.700 / 0.400 |"
-            in markdown)
+    assert (
+        "| vit_b | fp32 | ours (perceptra-seg) | 20.0 | 50.0 | 10.0 | 100.0 | 64.0 | 125.0 | (reference) | 512.0 "
+        "| 1.25× / 1.00× / 1.25× |"
+    ) in markdown
+    assert (
+        "| vit_b | bf16 | ours (perceptra-seg) | 10.0 | 100.0 | 5.0 | 200.0 | 32.0 | 250.0 | 0.700 / 0.400 |"
+        in markdown
+    )
     assert "| vit_b | fp32 | 4.0 | 1.5 | 6.0 | 1.50× | 1.000 / 1.000 |" in markdown
     assert "| gpu-meta_vit_h | skipped | not started: the run's deadline had passed |" in markdown
     assert "encoder b8 ms" in markdown and "automatic mask generation and video" in markdown
@@ -155,7 +191,9 @@ def test_markdown_tables_and_rebuild_without_masks(tmp_path: Path) -> None:
 
 def test_progress_lines_per_precision(tmp_path: Path) -> None:
     ours, meta = _results(tmp_path)["workers"][1:3]
-    assert summary_lines(ours)[0] == ("fp32: embed 20.00 ms (50.00 img/s), b1 10.00 ms (100.00 img/s), "
-                                      "b8 64.00 ms (125.00 img/s), decoder p50 4.00 ms")
+    assert summary_lines(ours)[0] == (
+        "fp32: embed 20.00 ms (50.00 img/s), b1 10.00 ms (100.00 img/s), "
+        "b8 64.00 ms (125.00 img/s), decoder p50 4.00 ms"
+    )
     assert summary_lines(meta)[1] == "bf16: TypeError: bf16"
     assert summary_lines({"status": "failed", "error": "boom"}) == []

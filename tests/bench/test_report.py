@@ -55,8 +55,9 @@ def test_time_calls_with_part_leaves_warm_up_out() -> None:
     def call(index: int) -> None:
         total[0] += 1.0 if index == 0 else 0.004 * index  # the warm-up call's part is large
 
-    samples, parts = time_calls_with_part(call, lambda: total[0], Budget(warmup=1, min_repeats=2, max_repeats=2,
-                                                                           seconds=0.0))
+    samples, parts = time_calls_with_part(
+        call, lambda: total[0], Budget(warmup=1, min_repeats=2, max_repeats=2, seconds=0.0)
+    )
     assert len(samples) == 2 and parts == pytest.approx([4.0, 8.0])
 
 
@@ -90,42 +91,109 @@ def test_mask_agreement_against_torch_fp32(tmp_path: Path) -> None:
 
 
 def _encoder_worker(kind: str, runtime: str | None, median: float, **extra: Any) -> dict[str, Any]:
-    return {"kind": kind, "variant": "vit_b", "runtime": runtime, "status": "ok", "peak_rss_mb": 900.0,
-            "encoder": {"median_ms": median, "p95_ms": median * 1.1, "n": 3}, **extra}
+    return {
+        "kind": kind,
+        "variant": "vit_b",
+        "runtime": runtime,
+        "status": "ok",
+        "peak_rss_mb": 900.0,
+        "encoder": {"median_ms": median, "p95_ms": median * 1.1, "n": 3},
+        **extra,
+    }
 
 
 def _results() -> dict[str, Any]:
     plan = make_plan(quick=True, variants=["vit_b"])
     workers = [
-        _encoder_worker("ours", "torch-fp32", 4000.0,
-                        masks={"path": "unused", "prompts": 14, "mean_polygons": 3.0, "mean_vertices": 120.0},
-                        decoder={"decoder": {"median_ms": 20.0}, "cached_prompt": {"median_ms": 40.0}, "ratio": 2.0},
-                        seed={"prompts": 10, "baseline_ms": 42000.0, "ours_ms": 6000.0, "ours_batched_ms": 4500.0,
-                              "encoder_calls": {"baseline": 10, "ours": 1, "ours_batched": 1}, "speedup": 7.0,
-                              "speedup_batched": 9.33},
-                        interactive=[{"prompts": 2, "mode": "single", "median_ms": 30.0}]),
+        _encoder_worker(
+            "ours",
+            "torch-fp32",
+            4000.0,
+            masks={"path": "unused", "prompts": 14, "mean_polygons": 3.0, "mean_vertices": 120.0},
+            decoder={"decoder": {"median_ms": 20.0}, "cached_prompt": {"median_ms": 40.0}, "ratio": 2.0},
+            seed={
+                "prompts": 10,
+                "baseline_ms": 42000.0,
+                "ours_ms": 6000.0,
+                "ours_batched_ms": 4500.0,
+                "encoder_calls": {"baseline": 10, "ours": 1, "ours_batched": 1},
+                "speedup": 7.0,
+                "speedup_batched": 9.33,
+            },
+            interactive=[{"prompts": 2, "mode": "single", "median_ms": 30.0}],
+        ),
         _encoder_worker("ours", "torch-bf16", 2000.0),
-        {"kind": "ours", "variant": "vit_b", "runtime": "onnx-fp32", "status": "unavailable",
-         "reason": "ONNX backend not available: no module named onnxruntime", "name": "ours_vit_b_onnx-fp32"},
-        _encoder_worker("meta", None, 5000.0,
-                        interactive=[{"prompts": 2, "mode": "single", "median_ms": 60.0, "predict_only_ms": 50.0}]),
+        {
+            "kind": "ours",
+            "variant": "vit_b",
+            "runtime": "onnx-fp32",
+            "status": "unavailable",
+            "reason": "ONNX backend not available: no module named onnxruntime",
+            "name": "ours_vit_b_onnx-fp32",
+        },
+        _encoder_worker(
+            "meta",
+            None,
+            5000.0,
+            interactive=[{"prompts": 2, "mode": "single", "median_ms": 60.0, "predict_only_ms": 50.0}],
+        ),
         _encoder_worker("transformers", None, 8000.0),
-        {"kind": "rest", "variant": "vit_b", "runtime": None, "status": "ok", "peak_rss_mb": 1000.0,
-         "sdk": {"median_ms": 40.0}, "server_memory": {"peak_rss_mb": 1500.0}, "embed_ms": 4100.0,
-         "server_startup_s": 12.0,
-         "runs": [{"concurrency": 1, "requests": 16, "errors": 0, "wall_s": 1.0, "requests_per_s": 20.0,
-                   "p50_ms": 48.5, "p95_ms": 60.0, "server_p50_ms": 45.0, "http_overhead_p50_ms": 3.5,
-                   "http_overhead_p95_ms": 5.0, "response_bytes_p50": 2048.0}]},
+        {
+            "kind": "rest",
+            "variant": "vit_b",
+            "runtime": None,
+            "status": "ok",
+            "peak_rss_mb": 1000.0,
+            "sdk": {"median_ms": 40.0},
+            "server_memory": {"peak_rss_mb": 1500.0},
+            "embed_ms": 4100.0,
+            "server_startup_s": 12.0,
+            "runs": [
+                {
+                    "concurrency": 1,
+                    "requests": 16,
+                    "errors": 0,
+                    "wall_s": 1.0,
+                    "requests_per_s": 20.0,
+                    "p50_ms": 48.5,
+                    "p95_ms": 60.0,
+                    "server_p50_ms": 45.0,
+                    "http_overhead_p50_ms": 3.5,
+                    "http_overhead_p95_ms": 5.0,
+                    "response_bytes_p50": 2048.0,
+                }
+            ],
+        },
     ]
     return {
-        "schema": 1, "mode": "quick", "device": "cpu", "started_at": "t0", "finished_at": "t1", "wall_s": 60.0,
-        "plan": plan.as_dict(), "machine": machine_info(CPUINFO, MEMINFO),
-        "calibration": {"start": {"matmul_gflops": {"float32": 100.0, "bfloat16": 200.0}, "torch_threads": 2,
-                                  "cuda_device": None, "flops": {"vit_b": {"gflop": 972.0}}},
-                        "end": {"matmul_gflops": {"float32": 90.0, "bfloat16": 180.0}}},
+        "schema": 1,
+        "mode": "quick",
+        "device": "cpu",
+        "started_at": "t0",
+        "finished_at": "t1",
+        "wall_s": 60.0,
+        "plan": plan.as_dict(),
+        "machine": machine_info(CPUINFO, MEMINFO),
+        "calibration": {
+            "start": {
+                "matmul_gflops": {"float32": 100.0, "bfloat16": 200.0},
+                "torch_threads": 2,
+                "cuda_device": None,
+                "flops": {"vit_b": {"gflop": 972.0}},
+            },
+            "end": {"matmul_gflops": {"float32": 90.0, "bfloat16": 180.0}},
+        },
         "workers": workers,
-        "agreement": [{"variant": "vit_b", "runtime": "torch-bf16", "prompts": 14, "mean_iou": 0.985,
-                       "min_iou": 0.95, "empty_reference_masks": 0}],
+        "agreement": [
+            {
+                "variant": "vit_b",
+                "runtime": "torch-bf16",
+                "prompts": 14,
+                "mean_iou": 0.985,
+                "min_iou": 0.95,
+                "empty_reference_masks": 0,
+            }
+        ],
         "load_average": {"start": [2.0, 1.5, 1.0], "end": [2.1, 1.6, 1.1]},
     }
 

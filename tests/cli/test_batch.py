@@ -59,10 +59,12 @@ def test_batch_from_coco_annotations_matches_the_sdk_and_resumes(
     results = json.loads(out.read_text())
     # image-name order (coffee.png < sub/chelsea.jpg, matched to COCO's chelsea.jpg by file name)
     assert [(r["image_id"], r["category_id"]) for r in results] == [(42, 3), (42, 5), (7, 3)]
-    expected_cat = small_segmentor.segment(image_dir / "sub" / "chelsea.jpg", boxes=[[5, 5, 80, 55]],
-                                           output_formats=["numpy"])
-    expected_coffee = small_segmentor.segment(image_dir / "coffee.png", boxes=[[20, 10, 90, 70], [0, 0, 60, 50]],
-                                              output_formats=["numpy"])
+    expected_cat = small_segmentor.segment(
+        image_dir / "sub" / "chelsea.jpg", boxes=[[5, 5, 80, 55]], output_formats=["numpy"]
+    )
+    expected_coffee = small_segmentor.segment(
+        image_dir / "coffee.png", boxes=[[20, 10, 90, 70], [0, 0, 60, 50]], output_formats=["numpy"]
+    )
     for got, want in zip(results, expected_coffee + expected_cat, strict=True):
         mask = rle_to_mask(got["segmentation"])
         np.testing.assert_array_equal(mask, want.mask)
@@ -91,18 +93,24 @@ def test_batch_reports_a_failed_image_and_a_rerun_completes_only_that_one(
     listing.write_text(f"# images\n{image_dir / 'coffee.png'}\n\nbroken.png\n")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     prompts = tmp_path / "prompts.json"
-    prompts.write_text(json.dumps({
-        "coffee.png": [{"box": [20, 10, 90, 70], "category_id": 2}, {"points": [[30, 30, 1]]}],
-        "broken.png": [{"box": [1, 1, 5, 5]}],
-    }))
+    prompts.write_text(
+        json.dumps(
+            {
+                "coffee.png": [{"box": [20, 10, 90, 70], "category_id": 2}, {"points": [[30, 30, 1]]}],
+                "broken.png": [{"box": [1, 1, 5, 5]}],
+            }
+        )
+    )
     out = tmp_path / "results.json"
     run = cli("batch", "-c", config_file, "--images", listing, "--prompts", prompts, "--out", out)
     assert run.exit_code == 1
     assert "failed: broken.png: " in run.stderr
     assert "1 image(s) segmented, 0 already in" in run.stdout and "1 failed" in run.stdout
     first = json.loads(out.read_text())
-    assert [(r["image_id"], r["category_id"]) for r in first] == [(stable_image_id("coffee.png"), 2),
-                                                                  (stable_image_id("coffee.png"), 1)]
+    assert [(r["image_id"], r["category_id"]) for r in first] == [
+        (stable_image_id("coffee.png"), 2),
+        (stable_image_id("coffee.png"), 1),
+    ]
 
     shutil.copy(images["coffee"], tmp_path / "broken.png")  # "fix" the image, then resume
     run = cli("batch", "-c", config_file, "--images", listing, "--prompts", prompts, "--out", out, "--json")

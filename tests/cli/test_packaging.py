@@ -73,9 +73,20 @@ def test_docs_build_strictly(tmp_path: Path) -> None:
     pages = [next(iter(entry.values())) for entry in config["nav"]]
     assert {"index.md", "quickstart.md", "api.md", "cli.md", "config.md", "rest.md", "onnx.md"} <= set(pages)
     done = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
-         "--site-dir", str(tmp_path / "site")],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(ROOT / "mkdocs.yml"),
+            "--site-dir",
+            str(tmp_path / "site"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "site" / "cli" / "index.html").is_file()

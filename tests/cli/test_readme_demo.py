@@ -36,8 +36,12 @@ def _demo_command(out: Path) -> list[str]:
 def _run(out: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTOR_")}
     return subprocess.run(
-        _demo_command(out), cwd=ROOT, env={**clean, "HF_HUB_OFFLINE": "1", **env},
-        capture_output=True, text=True, timeout=600,
+        _demo_command(out),
+        cwd=ROOT,
+        env={**clean, "HF_HUB_OFFLINE": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 

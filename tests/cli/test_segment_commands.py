@@ -27,11 +27,24 @@ def test_segment_box_png_and_json_match_the_sdk(
     cli: Callable[..., Run], config_file: Path, images: dict[str, Path], small_segmentor: Any, tmp_path: Path
 ) -> None:
     out, overlay = tmp_path / "mask.png", tmp_path / "overlay.png"
-    run = cli("segment-box", "--config", config_file, "--image", images["coffee"], "--box", *BOX,
-              "--out", out, "--overlay", overlay, "--json")
+    run = cli(
+        "segment-box",
+        "--config",
+        config_file,
+        "--image",
+        images["coffee"],
+        "--box",
+        *BOX,
+        "--out",
+        out,
+        "--overlay",
+        overlay,
+        "--json",
+    )
     assert run.exit_code == 0, run.stderr
-    expected = small_segmentor.segment_from_box(images["coffee"], box=BOX, output_formats=["numpy", "rle"],
-                                                return_overlay=True)
+    expected = small_segmentor.segment_from_box(
+        images["coffee"], box=BOX, output_formats=["numpy", "rle"], return_overlay=True
+    )
     np.testing.assert_array_equal(png_to_mask(out.read_bytes()), expected.mask)
     report = run.json()
     assert (report["height"], report["width"]) == (80, 120)
@@ -65,8 +78,9 @@ def test_segment_points_polygons_and_json_formats_match_the_sdk(
     expected = small_segmentor.segment_from_points(images["coffee"], points=POINTS, output_formats=["numpy"])
     point_args = [str(v) for p in POINTS for v in ("--point", *p)]
     polygons_out = tmp_path / "mask.polygons.json"
-    run = cli("segment-points", "-c", config_file, "-i", images["coffee"], *point_args, "-o", polygons_out,
-              "-f", "polygons")
+    run = cli(
+        "segment-points", "-c", config_file, "-i", images["coffee"], *point_args, "-o", polygons_out, "-f", "polygons"
+    )
     assert run.exit_code == 0, run.stderr
     polygons = json.loads(polygons_out.read_text())
     np.testing.assert_array_equal(polygons_to_mask(polygons, 80, 120), expected.mask)
@@ -105,8 +119,9 @@ def test_segment_with_prompts_file_and_strategies(
         assert got["score"] == pytest.approx(want.score, abs=1e-5)
 
     prompts_file.write_text(json.dumps(prompts))  # a bare list works too
-    run = cli("segment", "-c", config_file, "-i", images["coffee"], "--prompts", prompts_file, "--strategy", "merge",
-              "--json")
+    run = cli(
+        "segment", "-c", config_file, "-i", images["coffee"], "--prompts", prompts_file, "--strategy", "merge", "--json"
+    )
     assert run.exit_code == 0, run.stderr
     (merged,) = run.json()["results"]
     assert merged["prompt_index"] == -1
@@ -190,8 +205,13 @@ def test_debug_shows_the_traceback(cli: Callable[..., Run], config_file: Path, i
     ],
 )
 def test_out_name_that_contradicts_the_format_is_refused_before_any_work(
-    cli: Callable[..., Run], config_file: Path, images: dict[str, Path], tmp_path: Path, name: str,
-    extra: list[str], message: str,
+    cli: Callable[..., Run],
+    config_file: Path,
+    images: dict[str, Path],
+    tmp_path: Path,
+    name: str,
+    extra: list[str],
+    message: str,
 ) -> None:
     out = tmp_path / name
     run = cli("segment-box", "-c", config_file, "-i", images["coffee"], "-b", *BOX, "--out", out, *extra)
@@ -233,8 +253,14 @@ def test_upper_case_png_name_gets_the_png_mask(
     ],
 )
 def test_json_mode_reports_errors_as_json_on_stdout(
-    cli: Callable[..., Run], images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    args: list[str], code: str, exit_code: int, message: str,
+    cli: Callable[..., Run],
+    images: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    code: str,
+    exit_code: int,
+    message: str,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     run = cli("segment-box", "--model", "sam_v1", "-i", images["coffee"], "-b", *BOX, *args, "--json")
@@ -252,8 +278,9 @@ def test_outputs_honour_the_umask(
     out, overlay = tmp_path / "mask.png", tmp_path / "overlay.png"
     previous = os.umask(mask)  # process-wide: restored below whatever happens
     try:
-        run = cli("segment-box", "-c", config_file, "-i", images["coffee"], "-b", *BOX, "--out", out,
-                  "--overlay", overlay)
+        run = cli(
+            "segment-box", "-c", config_file, "-i", images["coffee"], "-b", *BOX, "--out", out, "--overlay", overlay
+        )
     finally:
         os.umask(previous)
     assert run.exit_code == 0, run.stderr

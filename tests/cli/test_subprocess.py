@@ -37,9 +37,27 @@ def test_console_script_segment_box_matches_the_sdk(
 ) -> None:
     out = tmp_path / "mask.png"
     done = subprocess.run(
-        [_console_script(), "segment-box", "--config", str(config_file), "--image", str(images["chelsea"]),
-         "--box", "5", "5", "80", "55", "--out", str(out), "--json"],
-        capture_output=True, text=True, env=_environment(), timeout=180, check=False,
+        [
+            _console_script(),
+            "segment-box",
+            "--config",
+            str(config_file),
+            "--image",
+            str(images["chelsea"]),
+            "--box",
+            "5",
+            "5",
+            "80",
+            "55",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        timeout=180,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     expected = small_segmentor.segment_from_box(images["chelsea"], box=(5, 5, 80, 55), output_formats=["numpy"])
@@ -47,9 +65,24 @@ def test_console_script_segment_box_matches_the_sdk(
     assert '"area": ' + str(expected.area) in done.stdout
 
     failed = subprocess.run(
-        [_console_script(), "segment-box", "--config", str(config_file), "--image", str(tmp_path / "absent.png"),
-         "--box", "5", "5", "80", "55"],
-        capture_output=True, text=True, env=_environment(), timeout=180, check=False,
+        [
+            _console_script(),
+            "segment-box",
+            "--config",
+            str(config_file),
+            "--image",
+            str(tmp_path / "absent.png"),
+            "--box",
+            "5",
+            "5",
+            "80",
+            "55",
+        ],
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        timeout=180,
+        check=False,
     )
     assert failed.returncode == 2
     assert failed.stderr == f"error: image file not found: {str(tmp_path / 'absent.png')!r}\n"
@@ -73,7 +106,10 @@ def test_serve_starts_the_service_with_the_config_file_and_flags(
     port = _free_port()
     process = subprocess.Popen(
         [_console_script(), "serve", "--config", str(config), "--port", str(port), "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_environment(),
     )
     try:
         base = f"http://127.0.0.1:{port}"

@@ -225,9 +225,17 @@ def test_serve_runs_uvicorn_with_the_service_app_and_passes_config_and_flags(
     assert args == ("perceptra_seg.service.main:app",)
     from perceptra_seg.service.connections import HeaderTimeoutH11Protocol
 
-    assert kwargs == {"host": "127.0.0.1", "port": 9123, "workers": 2, "factory": False, "log_config": None,
-                      "http": HeaderTimeoutH11Protocol, "timeout_keep_alive": 5, "limit_concurrency": 256,
-                      "h11_max_incomplete_event_size": 16384}
+    assert kwargs == {
+        "host": "127.0.0.1",
+        "port": 9123,
+        "workers": 2,
+        "factory": False,
+        "log_config": None,
+        "http": HeaderTimeoutH11Protocol,
+        "timeout_keep_alive": 5,
+        "limit_concurrency": 256,
+        "h11_max_incomplete_event_size": 16384,
+    }
     assert os.environ["SEGMENTOR_CONFIG"] == str(config_file.resolve())
     assert os.environ["SEGMENTOR_RUNTIME_DEVICE"] == "cpu" and os.environ["SEGMENTOR_MODEL_VARIANT"] == "vit_b"
 
@@ -254,8 +262,22 @@ def test_export_onnx_then_segment_with_the_onnx_backend(
     onnx_config = tmp_path / "onnx.yaml"
     onnx_config.write_text(config_file.read_text() + yaml.safe_dump({"onnx": {"model_dir": str(out)}}))
     mask_png = tmp_path / "mask.png"
-    run = cli("segment-box", "-c", onnx_config, "--backend", "onnx", "-i", images["coffee"], "--box", 20, 10, 90, 70,
-              "-o", mask_png)
+    run = cli(
+        "segment-box",
+        "-c",
+        onnx_config,
+        "--backend",
+        "onnx",
+        "-i",
+        images["coffee"],
+        "--box",
+        20,
+        10,
+        90,
+        70,
+        "-o",
+        mask_png,
+    )
     assert run.exit_code == 0, run.stderr
     expected = small_segmentor.segment_from_box(images["coffee"], box=(20, 10, 90, 70), output_formats=["numpy"])
     got = png_to_mask(mask_png.read_bytes())
@@ -336,8 +358,24 @@ def test_segment_box_draws_the_bar_while_it_downloads_the_checkpoint(
     handler.files["sam2.1_hiera_tiny.pt"] = sam2_like_checkpoint(tmp_path / "source.pt")
     config, cache = _mirror_config(tmp_path, base)
     screen = _terminal(monkeypatch)
-    run = cli("segment-box", "-c", config, "--model", "sam_v2", "--variant", "hiera_tiny", "--device", "cpu",
-              "--image", images["coffee"], "--box", "10", "10", "50", "50")
+    run = cli(
+        "segment-box",
+        "-c",
+        config,
+        "--model",
+        "sam_v2",
+        "--variant",
+        "hiera_tiny",
+        "--device",
+        "cpu",
+        "--image",
+        images["coffee"],
+        "--box",
+        "10",
+        "10",
+        "50",
+        "50",
+    )
     assert handler.requests == ["/sam2.1_hiera_tiny.pt"] and (cache / "sam2.1_hiera_tiny.pt").is_file()
     assert "downloading sam2.1_hiera_tiny.pt" in screen.getvalue()
     assert run.exit_code == 1 and run.stderr.startswith("error: ")
@@ -353,7 +391,11 @@ def test_segment_box_draws_the_bar_while_it_downloads_the_checkpoint(
     ids=["avx2-vit_b", "avx512-bf16-vit_b", "avx512-bf16-vit_h"],
 )
 def test_info_shows_cpu_features_and_what_auto_picks(
-    cli: Callable[..., Run], monkeypatch: pytest.MonkeyPatch, cpu: CpuFeatures, variant: str, resolved: str,
+    cli: Callable[..., Run],
+    monkeypatch: pytest.MonkeyPatch,
+    cpu: CpuFeatures,
+    variant: str,
+    resolved: str,
     reason: str,
 ) -> None:
     pretend_cpu(monkeypatch, cpu)
@@ -411,7 +453,10 @@ def test_info_finds_an_onnx_export_in_the_cache(cli: Callable[..., Run], tmp_pat
     graphs = {name: GraphInfo(file, None, 5, "fp32", (), ()) for name, file in GRAPH_NAMES.items()}
     write_manifest(directory, OnnxManifest("sam_v1", "vit_b", "sam1", fingerprint, 17, "fp16", "", graphs))
     config = tmp_path / "onnx.yaml"
-    config.write_text(yaml.safe_dump({"model": {"name": "sam_v1", "variant": "vit_b", "cache_dir": str(cache)},
-                                      "runtime": {"backend": "onnx"}}))
+    config.write_text(
+        yaml.safe_dump(
+            {"model": {"name": "sam_v1", "variant": "vit_b", "cache_dir": str(cache)}, "runtime": {"backend": "onnx"}}
+        )
+    )
     found = cli("info", "-c", config, "--json").json()["precision"]
     assert (found["requested"], found["resolved"]) == ("auto", "fp16"), found

@@ -87,8 +87,9 @@ def test_bad_calls_give_clear_errors(sam1_export: Exported) -> None:
     segmentor = sam1_export.segmentor()
     backend = segmentor.backend
     with pytest.raises(InvalidInputError, match="empty prompt batch"):
-        backend.decode(ImageEmbedding((4, 4), (4, 4), (np.zeros((1, 256, 64, 64), np.float32),), 0), PromptBatch(),
-                       multimask=False)
+        backend.decode(
+            ImageEmbedding((4, 4), (4, 4), (np.zeros((1, 256, 64, 64), np.float32),), 0), PromptBatch(), multimask=False
+        )
     foreign = ImageEmbedding((4, 4), (4, 4), ("not", "numpy"), 0)
     with pytest.raises(BackendError, match="not produced by the onnx backend"):
         backend.decode(foreign, PromptBatch(boxes=np.array([[0, 0, 2, 2]], np.float32)), multimask=False)
@@ -122,6 +123,7 @@ def test_set_backend_switches_between_torch_and_onnx(sam1_export: Exported, phot
     segmentor.set_backend("torch")
     torch_result = segmentor.segment(photos["chelsea"], boxes=box)[0]
     assert (onnx_result.model_info["backend"], torch_result.model_info["backend"]) == ("onnx", "torch")
-    assert np.logical_and(onnx_result.mask, torch_result.mask).sum() >= 0.98 * np.logical_or(
-        onnx_result.mask, torch_result.mask
-    ).sum()
+    assert (
+        np.logical_and(onnx_result.mask, torch_result.mask).sum()
+        >= 0.98 * np.logical_or(onnx_result.mask, torch_result.mask).sum()
+    )

@@ -91,7 +91,11 @@ def test_onnx_install_path_runs_without_torch(
     }
     done = subprocess.run(
         [sys.executable, "-c", _NO_TORCH_SCRIPT, json.dumps(args)],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)

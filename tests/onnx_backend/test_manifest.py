@@ -66,8 +66,9 @@ def test_export_of_another_checkpoint_is_refused(sam1_export: Exported, tmp_path
 
 
 def test_export_of_another_model_family_is_refused(sam1_export: Exported) -> None:
-    config = onnx_config({"model": {"name": "sam_v2", "variant": "hiera_tiny"}, "runtime": {"device": "cpu"}},
-                         sam1_export.fp32_dir)
+    config = onnx_config(
+        {"model": {"name": "sam_v2", "variant": "hiera_tiny"}, "runtime": {"device": "cpu"}}, sam1_export.fp32_dir
+    )
     with pytest.raises(ModelLoadError, match=r"model 'sam_v1' \(configured: 'sam_v2'\)"):
         Segmentor(config)
 

@@ -28,16 +28,28 @@ def tiny_segmentor(tmp_path_factory: pytest.TempPathFactory) -> Segmentor:
 
     root = tmp_path_factory.mktemp("tiny_sam")
     config = SamConfig(
-        vision_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 1, "global_attn_indexes": [0],
-                       "output_channels": 32, "mlp_dim": 64, "num_pos_feats": 16},
+        vision_config={
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 1,
+            "global_attn_indexes": [0],
+            "output_channels": 32,
+            "mlp_dim": 64,
+            "num_pos_feats": 16,
+        },
         prompt_encoder_config={"hidden_size": 32},
         mask_decoder_config={"hidden_size": 32, "mlp_dim": 64, "iou_head_hidden_dim": 32, "num_hidden_layers": 1},
     )
     SamModel(config).save_pretrained(root / "model")
     model = {"name": "sam_v1", "variant": "vit_b", "checkpoint_path": str(root / "model")}
     export_onnx({"model": model}, root / "onnx")
-    return Segmentor({"model": model, "runtime": {"backend": "onnx", "device": "cpu", "num_threads": 1},
-                      "onnx": {"model_dir": str(root / "onnx")}})
+    return Segmentor(
+        {
+            "model": model,
+            "runtime": {"backend": "onnx", "device": "cpu", "num_threads": 1},
+            "onnx": {"model_dir": str(root / "onnx")},
+        }
+    )
 
 
 def _rss_bytes() -> int:

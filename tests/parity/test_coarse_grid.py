@@ -23,7 +23,10 @@ from ..conftest import reference_modules, save_meta_checkpoint
 
 ARCHITECTURE = {
     "vision_config": {
-        "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "global_attn_indexes": [1],
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "global_attn_indexes": [1],
         "patch_size": 32,
     },
     "prompt_encoder_config": {"patch_size": 32},
@@ -37,8 +40,17 @@ def _reference_model(seed: int) -> torch.nn.Module:
 
     torch.manual_seed(seed)
     encoder = ImageEncoderViT(
-        depth=2, embed_dim=64, img_size=1024, mlp_ratio=4, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-        num_heads=2, patch_size=32, qkv_bias=True, use_rel_pos=True, global_attn_indexes=(1,), window_size=14,
+        depth=2,
+        embed_dim=64,
+        img_size=1024,
+        mlp_ratio=4,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=2,
+        patch_size=32,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=(1,),
+        window_size=14,
         out_chans=256,
     )
     prompt_encoder = PromptEncoder(
@@ -47,7 +59,9 @@ def _reference_model(seed: int) -> torch.nn.Module:
     decoder = MaskDecoder(
         num_multimask_outputs=3,
         transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-        transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
+        transformer_dim=256,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
     )
     model = segment_anything.modeling.Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=decoder)
     generator = torch.Generator().manual_seed(seed)
@@ -90,7 +104,9 @@ def test_masks_logits_and_refinement_match_reference(
 
     refined = ours.segment_from_points(image, points=[(180, 150, 1), (250, 120, 0)], mask_input=by_box.low_res_logits)
     expected, score = _predict(
-        predictor, point_coords=np.array([[180, 150], [250, 120]]), point_labels=np.array([1, 0]),
+        predictor,
+        point_coords=np.array([[180, 150], [250, 120]]),
+        point_labels=np.array([1, 0]),
         mask_input=by_box.low_res_logits[None],
     )
     assert mask_iou(refined.mask, expected) >= 0.99 and abs(refined.score - score) <= 1e-3

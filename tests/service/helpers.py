@@ -178,8 +178,13 @@ def server_process(
         spec = Path(folder) / "spec.json"
         spec.write_text(json.dumps({"config": merged, "fake": fake}))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-        process = subprocess.Popen([sys.executable, "-m", "tests.service.serve_process", str(spec)], cwd=root,
-                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.service.serve_process", str(spec)],
+            cwd=root,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + ready_timeout_s
@@ -224,5 +229,12 @@ def wait_slot_free(base: str, timeout_s: float) -> float:
 
 
 #: URLs that urllib.parse or httpx cannot read (issue #15 F2 plus a bad port and a missing host).
-MALFORMED_URLS = ["http://[::1", "http://[", "http://[127.0.0.1]/", "http://]/", "http://a]b/", "http://x:99999/a.png",
-                  "http:///a.png"]
+MALFORMED_URLS = [
+    "http://[::1",
+    "http://[",
+    "http://[127.0.0.1]/",
+    "http://]/",
+    "http://a]b/",
+    "http://x:99999/a.png",
+    "http:///a.png",
+]

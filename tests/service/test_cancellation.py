@@ -68,18 +68,28 @@ def test_an_untouched_token_changes_nothing() -> None:
 
 def test_work_is_bounded_before_admission(fake_client: Callable[..., Any], fake_backend: FakeBackend) -> None:
     with fake_client(server={"max_mask_outputs": 6}) as client:
-        ok = client.post("/v1/segment", json={"image": b64_png(), "boxes": BOXES[:2], "multimask": True,
-                                              "output_formats": ["rle"]})
+        ok = client.post(
+            "/v1/segment", json={"image": b64_png(), "boxes": BOXES[:2], "multimask": True, "output_formats": ["rle"]}
+        )
         assert ok.status_code == 200 and len(ok.json()["results"]) == 6
-        too_much = client.post("/v1/segment", json={"image": b64_png(), "boxes": BOXES[:2], "multimask": True,
-                                                    "output_formats": ["rle", "polygons"]})
+        too_much = client.post(
+            "/v1/segment",
+            json={"image": b64_png(), "boxes": BOXES[:2], "multimask": True, "output_formats": ["rle", "polygons"]},
+        )
         assert too_much.status_code == 413, too_much.text
         error = too_much.json()["error"]
         assert error["code"] == "request_too_large"
         assert "2 prompts x 3 masks x 2 output formats = 12" in error["message"]
         assert "server.max_mask_outputs" in error["message"]
-        box = client.post("/v1/segment/box", json={"image": b64_png(), "box": [1, 1, 9, 9], "multimask": True,
-                                                   "output_formats": ["rle", "png", "polygons"]})
+        box = client.post(
+            "/v1/segment/box",
+            json={
+                "image": b64_png(),
+                "box": [1, 1, 9, 9],
+                "multimask": True,
+                "output_formats": ["rle", "png", "polygons"],
+            },
+        )
         assert box.status_code == 413
     assert fake_backend.encode_calls == 2  # the warm-up and the first request
 

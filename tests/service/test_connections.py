@@ -20,8 +20,16 @@ HEAD = b"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: applicati
 def server() -> Iterator[tuple[str, int]]:
     """One server for the module: header deadline 2.5 s, body deadline 1 s, keep-alive 1 s, 120 connections; an
     inference call takes 3 s (longer than the header deadline)."""
-    sections = {"server": {"max_queue": 8, "header_timeout_s": 2.5, "body_timeout_s": 1.0, "keep_alive_timeout_s": 1,
-                           "max_connections": 120, "max_header_bytes": 2048}}
+    sections = {
+        "server": {
+            "max_queue": 8,
+            "header_timeout_s": 2.5,
+            "body_timeout_s": 1.0,
+            "keep_alive_timeout_s": 1,
+            "max_connections": 120,
+            "max_header_bytes": 2048,
+        }
+    }
     with server_process(sections, fake={"encode_delay_s": 3.0}) as base:
         yield base, int(base.rsplit(":", 1)[1])
 
@@ -33,8 +41,9 @@ def _connect(port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
-def _drip_until_closed(sockets: list[socket.socket], chunks: Iterator[bytes] | None, interval_s: float,
-                       limit_s: float) -> tuple[list[float], list[bytes]]:
+def _drip_until_closed(
+    sockets: list[socket.socket], chunks: Iterator[bytes] | None, interval_s: float, limit_s: float
+) -> tuple[list[float], list[bytes]]:
     """Send the next chunk to every open socket each ``interval_s`` (nothing when ``chunks`` is None) until the
     server closed them all or ``limit_s`` passed; return each socket's close time (inf if still open) and the
     bytes the server sent it."""
@@ -80,8 +89,7 @@ def test_slow_and_silent_headers_are_cut_off(server: tuple[str, int]) -> None:
     base, port = server
     closed_silent, _ = _drip_until_closed(_connect(port, 10), None, 0.05, limit_s=6.0)
     dripping = _connect(port, 20)  # a byte every 0.2 s: the head would take 2 minutes
-    closed_drip, _ = _drip_until_closed(dripping, _byte_by_byte(HEAD + b"X-Padding: " + b"a" * 500), 0.2,
-                                        limit_s=6.0)
+    closed_drip, _ = _drip_until_closed(dripping, _byte_by_byte(HEAD + b"X-Padding: " + b"a" * 500), 0.2, limit_s=6.0)
     assert httpx.get(base + "/v1/healthz", timeout=5).status_code == 200
     assert min(closed_silent) > 2.0 and max(closed_silent) < 2.5 + 3.0, closed_silent
     assert min(closed_drip) > 2.0 and max(closed_drip) < 2.5 + 3.0, closed_drip
@@ -94,7 +102,7 @@ def test_a_hundred_slow_bodies_get_408_and_are_closed(server: tuple[str, int]) -
     sockets = _connect(port, 100)
     for sock in sockets:
         sock.setblocking(True)
-        sock.sendall(HEAD + b"Content-Length: 1000\r\n\r\n{\"image\": \"")
+        sock.sendall(HEAD + b'Content-Length: 1000\r\n\r\n{"image": "')
         sock.setblocking(False)
     start = time.monotonic()
     healthz = httpx.get(base + "/v1/healthz", timeout=5)
@@ -143,12 +151,16 @@ def test_uvicorn_settings_come_from_the_server_section(monkeypatch: pytest.Monke
     from perceptra_seg.service import connections
     from perceptra_seg.service.main import uvicorn_config
 
-    config = build_config(server={"header_timeout_s": 4.5, "keep_alive_timeout_s": 7, "max_connections": 33,
-                                  "max_header_bytes": 4096})
+    config = build_config(
+        server={"header_timeout_s": 4.5, "keep_alive_timeout_s": 7, "max_connections": 33, "max_header_bytes": 4096}
+    )
     settings = uvicorn_config(object(), config)
     assert settings.http is connections.HeaderTimeoutH11Protocol
     assert (settings.timeout_keep_alive, settings.limit_concurrency, settings.h11_max_incomplete_event_size) == (
-        7, 33, 4096)
+        7,
+        33,
+        4096,
+    )
     protocol = object.__new__(connections.HeaderTimeoutH11Protocol)
     protocol.config = settings
     assert protocol._header_timeout_s() == 4.5
@@ -166,8 +178,10 @@ def test_pipelined_requests_are_not_cut_off_by_the_header_deadline(server: tuple
     """Two requests in one packet: the second one's headers are complete when the first response ends, so the
     header deadline (2.5 s) must not run while the second request is answered (it takes 3 s)."""
     body = json.dumps({"image": b64_png(), "box": [1, 1, 20, 20]}).encode()
-    second = (b"POST /v1/segment/box HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    second = (
+        b"POST /v1/segment/box HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
     with socket.create_connection(("127.0.0.1", server[1]), timeout=15) as sock:
         sock.sendall(b"GET /v1/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + second)
         received = b""

@@ -27,7 +27,7 @@ def test_docs_page_and_its_assets_are_same_origin_and_served() -> None:
             assert urlsplit(absolute).netloc == urlsplit(base).netloc, f"{url} is not same-origin"
             response = client.get(absolute)
             assert response.status_code == 200, url
-            suffix = url[url.rfind("."):]
+            suffix = url[url.rfind(".") :]
             if suffix in _EXPECTED_TYPES:
                 assert _EXPECTED_TYPES[suffix] in response.headers["content-type"], (url, response.headers)
             else:

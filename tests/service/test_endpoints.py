@@ -62,8 +62,7 @@ def test_health_and_ready(client: TestClient) -> None:
     assert ready.json()["model_info"]["model"] == "sam_v1"
 
 
-def test_box_outputs_equal_the_sdk(client: TestClient, small_segmentor: Any, photo: np.ndarray,
-                                   photo_b64: str) -> None:
+def test_box_outputs_equal_the_sdk(client: TestClient, small_segmentor: Any, photo: np.ndarray, photo_b64: str) -> None:
     box = [20.0, 15.0, 110.0, 80.0]
     response = client.post(
         "/v1/segment/box", json={"image": photo_b64, "box": box, "output_formats": ["rle", "png", "polygons"]}
@@ -82,8 +81,9 @@ def test_box_outputs_equal_the_sdk(client: TestClient, small_segmentor: Any, pho
     assert body["latency_ms"] > 0
 
 
-def test_points_with_multimask_return_the_best_mask(client: TestClient, small_segmentor: Any, photo: np.ndarray,
-                                                    photo_b64: str) -> None:
+def test_points_with_multimask_return_the_best_mask(
+    client: TestClient, small_segmentor: Any, photo: np.ndarray, photo_b64: str
+) -> None:
     points = [{"x": 60, "y": 40, "label": 1}, {"x": 10, "y": 90, "label": 0}]
     response = client.post(
         "/v1/segment/points",
@@ -99,8 +99,9 @@ def test_points_with_multimask_return_the_best_mask(client: TestClient, small_se
     assert "png_base64" not in body and "polygons" not in body
 
 
-def test_segment_returns_one_result_per_prompt(client: TestClient, small_segmentor: Any, photo: np.ndarray,
-                                               photo_b64: str) -> None:
+def test_segment_returns_one_result_per_prompt(
+    client: TestClient, small_segmentor: Any, photo: np.ndarray, photo_b64: str
+) -> None:
     request = {
         "image": photo_b64,
         "prompts": [{"box": [5, 5, 60, 50]}, {"points": [{"x": 100, "y": 60}]}],
@@ -129,8 +130,9 @@ def test_segment_returns_one_result_per_prompt(client: TestClient, small_segment
     assert np.array_equal(_rle_mask(merged[0]["rle"]), union)
 
 
-def test_embed_then_segment_by_id_skips_decoding_and_encoding(client: TestClient, photo: np.ndarray,
-                                                               photo_b64: str) -> None:
+def test_embed_then_segment_by_id_skips_decoding_and_encoding(
+    client: TestClient, photo: np.ndarray, photo_b64: str
+) -> None:
     flipped = np.ascontiguousarray(photo[::-1])  # an image no other test has cached
     image = base64.b64encode(_encode_png(flipped)).decode("ascii")
     segmentor = _segmentor(client)
@@ -159,14 +161,16 @@ def test_uploads_match_json_requests(client: TestClient, photo: np.ndarray, phot
     options = '{"boxes": [[20, 15, 110, 80]], "output_formats": ["rle", "png"]}'
     uploaded = client.post("/v1/segment/upload", files={"file": ("p.png", data)}, data={"request": options})
     assert uploaded.status_code == 200, uploaded.text
-    plain = client.post("/v1/segment", json={"image": photo_b64, "boxes": [[20, 15, 110, 80]],
-                                             "output_formats": ["rle", "png"]})
+    plain = client.post(
+        "/v1/segment", json={"image": photo_b64, "boxes": [[20, 15, 110, 80]], "output_formats": ["rle", "png"]}
+    )
     assert uploaded.json()["results"] == plain.json()["results"]
 
 
 def test_request_id_is_honoured_or_replaced(client: TestClient, photo_b64: str) -> None:
-    given = client.post("/v1/segment/box", json={"image": photo_b64, "box": [1, 1, 50, 50]},
-                        headers={"X-Request-ID": "trace-42.a:b"})
+    given = client.post(
+        "/v1/segment/box", json={"image": photo_b64, "box": [1, 1, 50, 50]}, headers={"X-Request-ID": "trace-42.a:b"}
+    )
     assert given.headers["X-Request-ID"] == "trace-42.a:b" == given.json()["request_id"]
     unsafe = client.get("/v1/healthz", headers={"X-Request-ID": "x" * 200})
     assert len(unsafe.headers["X-Request-ID"]) == 32 and unsafe.headers["X-Request-ID"] != "x" * 32

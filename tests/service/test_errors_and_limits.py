@@ -59,10 +59,15 @@ def test_invalid_json_and_non_finite_numbers_are_422(client: TestClient) -> None
     headers = {"Content-Type": "application/json"}
     _envelope(client.post("/v1/segment/box", content=b'{"image": ', headers=headers), 422, "validation_error")
     nan = b'{"image": "x", "box": [NaN, 1, 2, 3]}'
-    assert "box" in _envelope(client.post("/v1/segment/box", content=nan, headers=headers), 422,
-                              "validation_error")["message"]
-    _envelope(client.post("/v1/segment", json={"image": "x", "points": [{"x": 1, "y": 2, "label": 2}]}), 422,
-              "validation_error")
+    assert (
+        "box"
+        in _envelope(client.post("/v1/segment/box", content=nan, headers=headers), 422, "validation_error")["message"]
+    )
+    _envelope(
+        client.post("/v1/segment", json={"image": "x", "points": [{"x": 1, "y": 2, "label": 2}]}),
+        422,
+        "validation_error",
+    )
 
 
 @pytest.mark.parametrize(
@@ -75,8 +80,9 @@ def test_invalid_json_and_non_finite_numbers_are_422(client: TestClient) -> None
         ({"image": "http://example.com/a.png", "box": BOX}, "disabled"),
     ],
 )
-def test_bad_images_and_prompts_are_400(client: TestClient, fake_backend: FakeBackend, payload: dict[str, Any],
-                                        fragment: str) -> None:
+def test_bad_images_and_prompts_are_400(
+    client: TestClient, fake_backend: FakeBackend, payload: dict[str, Any], fragment: str
+) -> None:
     before = fake_backend.encode_calls
     error = _envelope(client.post("/v1/segment/box", json=payload), 400, "invalid_input")
     assert fragment in error["message"]
@@ -154,8 +160,9 @@ def _flat_png(height: int, width: int) -> bytes:
     return buffer.getvalue()
 
 
-def _post_in_thread(client: TestClient, results: list[int], path: str = "/v1/segment/box",
-                    payload: dict[str, Any] | None = None) -> threading.Thread:
+def _post_in_thread(
+    client: TestClient, results: list[int], path: str = "/v1/segment/box", payload: dict[str, Any] | None = None
+) -> threading.Thread:
     body = payload or {"image": b64_png(), "box": BOX}
     thread = threading.Thread(target=lambda: results.append(client.post(path, json=body).status_code))
     thread.start()
@@ -174,8 +181,7 @@ def test_full_queue_answers_503_at_once(fake_client: Callable[..., Any], fake_ba
         runner = client.app.state.service.runner  # type: ignore[attr-defined]
         fake_backend.encode_delay_s = 1.0
         statuses: list[int] = []
-        threads = [_post_in_thread(client, statuses, payload={"image": b64_png(seed=i), "box": BOX})
-                   for i in range(2)]
+        threads = [_post_in_thread(client, statuses, payload={"image": b64_png(seed=i), "box": BOX}) for i in range(2)]
         _wait_for(lambda: runner.admitted == 2)
         start = time.monotonic()
         rejected = client.post("/v1/segment/box", json={"image": b64_png(seed=9), "box": BOX})
@@ -195,8 +201,9 @@ def test_max_concurrency_runs_calls_in_parallel(fake_client: Callable[..., Any],
         fake_backend.encode_delay_s = 0.8
         statuses: list[int] = []
         start = time.monotonic()
-        threads = [_post_in_thread(client, statuses, payload={"image": b64_png(seed=20 + i), "box": BOX})
-                   for i in range(2)]
+        threads = [
+            _post_in_thread(client, statuses, payload={"image": b64_png(seed=20 + i), "box": BOX}) for i in range(2)
+        ]
         _wait_for(lambda: runner.admitted == 2)
         _envelope(client.post("/v1/segment/box", json={"image": b64_png(seed=29), "box": BOX}), 503, "queue_full")
         for thread in threads:
@@ -256,8 +263,9 @@ def test_shutdown_waits_for_calls_still_running(fake_client: Callable[..., Any],
         (RuntimeError("secret internals"), 500, "internal_error"),
     ],
 )
-def test_failures_leave_the_server_healthy(client: TestClient, fake_backend: FakeBackend,
-                                           failure: BaseException, status: int, code: str) -> None:
+def test_failures_leave_the_server_healthy(
+    client: TestClient, fake_backend: FakeBackend, failure: BaseException, status: int, code: str
+) -> None:
     fake_backend.fail_next = failure
     error = _envelope(client.post("/v1/segment/box", json={"image": b64_png(seed=5), "box": BOX}), status, code)
     assert "secret" not in error["message"]
@@ -305,8 +313,9 @@ def test_not_ready_until_the_warm_up_finished() -> None:
 
 def test_a_model_that_fails_to_load_is_503_without_details(tmp_path: Path) -> None:
     missing = tmp_path / "models" / "sam_vit_b_01ec64.pth"
-    config = build_config(model={"name": "sam_v1", "checkpoint_path": str(missing), "offline": True},
-                          runtime={"device": "cpu"})
+    config = build_config(
+        model={"name": "sam_v1", "checkpoint_path": str(missing), "offline": True}, runtime={"device": "cpu"}
+    )
     with running(create_app(config), ready=False) as client:
         _wait_for(lambda: client.app.state.service.load_error is not None)  # type: ignore[attr-defined]
         error = _envelope(client.get("/v1/readyz"), 503, "model_load_error")

@@ -47,8 +47,9 @@ SECTIONS: dict[str, Any] = {
 def server() -> Iterator[tuple[str, str]]:
     """The base URL and the ``image_id`` of an embedded 256×256 image."""
     with server_process(SECTIONS, ready_timeout_s=180) as base:
-        response = httpx.post(base + "/v1/embed", json={"image": b64_png(256, 256, seed=3)}, headers=auth(KEY_A),
-                              timeout=60)
+        response = httpx.post(
+            base + "/v1/embed", json={"image": b64_png(256, 256, seed=3)}, headers=auth(KEY_A), timeout=60
+        )
         assert response.status_code == 200, response.text
         yield base, response.json()["image_id"]
 
@@ -75,8 +76,11 @@ def test_f2_malformed_urls(server: tuple[str, str]) -> None:
     statuses = Statuses()
     with httpx.Client(base_url=base, headers=auth(KEY_A), timeout=30) as client:
         for url in MALFORMED_URLS:
-            for path, extra in (("/v1/embed", {}), ("/v1/segment/box", {"box": [1, 1, 9, 9]}),
-                                ("/v1/segment", {"boxes": [[1, 1, 9, 9]]})):
+            for path, extra in (
+                ("/v1/embed", {}),
+                ("/v1/segment/box", {"box": [1, 1, 9, 9]}),
+                ("/v1/segment", {"boxes": [[1, 1, 9, 9]]}),
+            ):
                 response = statuses.add(url, client.post(path, json={"image": url, **extra}))
                 assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_input"
     assert statuses.server_errors(allowed_504=0) == []
@@ -88,10 +92,15 @@ def test_f3_slow_url_does_not_hold_the_slot(server: tuple[str, str]) -> None:
     statuses = Statuses()
     outcome: dict[str, Any] = {}
     with TrickleServer(interval_s=0.5, total_s=30.0) as trickle:
+
         def slow() -> None:
             start = time.monotonic()
-            response = httpx.post(base + "/v1/segment/box", json={"image": trickle.url, "box": [1, 1, 9, 9]},
-                                  headers=auth(KEY_A), timeout=60)
+            response = httpx.post(
+                base + "/v1/segment/box",
+                json={"image": trickle.url, "box": [1, 1, 9, 9]},
+                headers=auth(KEY_A),
+                timeout=60,
+            )
             outcome.update(response=response, seconds=time.monotonic() - start)
 
         thread = threading.Thread(target=slow)
@@ -101,8 +110,9 @@ def test_f3_slow_url_does_not_hold_the_slot(server: tuple[str, str]) -> None:
         with httpx.Client(base_url=base, headers=auth(KEY_A), timeout=30) as client:
             while thread.is_alive() and len(waits) < 20:
                 start = time.monotonic()
-                response = statuses.add("other", client.post("/v1/segment/box", json={"image_id": image_id,
-                                                                                      "box": [10, 10, 90, 90]}))
+                response = statuses.add(
+                    "other", client.post("/v1/segment/box", json={"image_id": image_id, "box": [10, 10, 90, 90]})
+                )
                 waits.append(time.monotonic() - start)
                 assert response.status_code == 200, response.text
         thread.join(timeout=60)
@@ -111,8 +121,10 @@ def test_f3_slow_url_does_not_hold_the_slot(server: tuple[str, str]) -> None:
     assert outcome["seconds"] < 2.0 + 3.0
     assert waits and max(waits) < 5.0
     assert statuses.server_errors(allowed_504=1) == []
-    print(f"F3: {len(waits)} other requests answered while the URL trickled (max {max(waits) * 1000:.0f} ms); "
-          f"the trickling request got 504 after {outcome['seconds']:.2f} s")
+    print(
+        f"F3: {len(waits)} other requests answered while the URL trickled (max {max(waits) * 1000:.0f} ms); "
+        f"the trickling request got 504 after {outcome['seconds']:.2f} s"
+    )
 
 
 def _send_raw(port: int, head: bytes, body: bytes, result: dict[str, Any]) -> None:
@@ -141,12 +153,16 @@ def test_f4_healthz_stays_fast_under_a_million_prompts(server: tuple[str, str]) 
     results: dict[str, dict[str, Any]] = {"wrong_key": {}, "right_key": {}}
 
     def big(name: str, key: str) -> None:
-        head = (f"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
         _send_raw(port, head, body, results[name])
 
-    senders = [threading.Thread(target=big, args=("wrong_key", "not-the-key-0000")),
-               threading.Thread(target=big, args=("right_key", KEY_A))]
+    senders = [
+        threading.Thread(target=big, args=("wrong_key", "not-the-key-0000")),
+        threading.Thread(target=big, args=("right_key", KEY_A)),
+    ]
     with httpx.Client(base_url=base, timeout=10) as client:
         for sender in senders:
             sender.start()
@@ -164,9 +180,11 @@ def test_f4_healthz_stays_fast_under_a_million_prompts(server: tuple[str, str]) 
     assert results["right_key"]["head"].startswith(b"HTTP/1.1 413"), results
     assert all(code == 200 for _, code in statuses.seen)
     assert max(latencies) < HEALTHZ_LIMIT_S, f"healthz max {max(latencies) * 1000:.0f} ms"
-    print(f"F4: {len(latencies)} healthz probes during two 24 MB / 10^6-prompt bodies, max "
-          f"{max(latencies) * 1000:.1f} ms; wrong key 403 after {results['wrong_key']['seconds'] * 1000:.0f} ms, "
-          f"right key 413 after {results['right_key']['seconds']:.2f} s")
+    print(
+        f"F4: {len(latencies)} healthz probes during two 24 MB / 10^6-prompt bodies, max "
+        f"{max(latencies) * 1000:.1f} ms; wrong key 403 after {results['wrong_key']['seconds'] * 1000:.0f} ms, "
+        f"right key 413 after {results['right_key']['seconds']:.2f} s"
+    )
 
 
 def _heavy_request(image_id: str) -> dict[str, Any]:
@@ -180,15 +198,22 @@ def test_f5_slot_freed_after_a_deadline(server: tuple[str, str]) -> None:
     base, image_id = server
     statuses = Statuses()
     start = time.monotonic()
-    response = statuses.add("heavy", httpx.post(base + "/v1/segment", json=_heavy_request(image_id),
-                                                headers=auth(KEY_A), timeout=120))
+    response = statuses.add(
+        "heavy", httpx.post(base + "/v1/segment", json=_heavy_request(image_id), headers=auth(KEY_A), timeout=120)
+    )
     answered = time.monotonic() - start
     freed = wait_slot_free(base, timeout_s=60)
     assert response.status_code == 504 and response.json()["error"]["code"] == "timeout", response.text
     assert freed < SLOT_FREE_LIMIT_S, f"slot freed {freed:.2f} s after the 504"
-    after = statuses.add("after", httpx.post(base + "/v1/segment/box", json={"image_id": image_id,
-                                                                             "box": [1, 1, 50, 50]},
-                                             headers=auth(KEY_A), timeout=30))
+    after = statuses.add(
+        "after",
+        httpx.post(
+            base + "/v1/segment/box",
+            json={"image_id": image_id, "box": [1, 1, 50, 50]},
+            headers=auth(KEY_A),
+            timeout=30,
+        ),
+    )
     assert after.status_code == 200
     assert statuses.server_errors(allowed_504=1) == []
     print(f"F5 deadline: 504 after {answered:.2f} s, slot free {freed * 1000:.0f} ms later")
@@ -198,8 +223,10 @@ def test_f5_slot_freed_after_a_disconnect(server: tuple[str, str]) -> None:
     base, image_id = server
     port = int(base.rsplit(":", 1)[1])
     body = json.dumps(_heavy_request(image_id)).encode()
-    head = (f"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer {KEY_A}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {KEY_A}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(head + body)
         deadline = time.monotonic() + 30

@@ -26,8 +26,9 @@ def _rss_bytes() -> int:
 
 
 def test_concurrent_clients_get_no_server_errors_and_memory_stays_flat() -> None:
-    config = build_config(server={"port": free_port(), "api_keys": [KEY_A], "max_concurrency": 2,
-                                  "max_queue": 4 * CLIENTS})
+    config = build_config(
+        server={"port": free_port(), "api_keys": [KEY_A], "max_concurrency": 2, "max_queue": 4 * CLIENTS}
+    )
     backend = FakeBackend()
     backend.decode_delay_s = 0.002
     images = [b64_png(seed=i) for i in range(4)]
@@ -50,11 +51,11 @@ def test_concurrent_clients_get_no_server_errors_and_memory_stays_flat() -> None
                     if kind == 0:
                         response = client.get("/v1/healthz")
                     elif kind == 1:
-                        response = client.post("/v1/segment", json={"image_id": image_id,
-                                                                     "boxes": [[2, 2, 30, 30], [5, 5, 40, 40]]})
+                        response = client.post(
+                            "/v1/segment", json={"image_id": image_id, "boxes": [[2, 2, 30, 30], [5, 5, 40, 40]]}
+                        )
                     else:
-                        response = client.post("/v1/segment/box", json={"image": images[n % 4],
-                                                                         "box": [2, 2, 30, 30]})
+                        response = client.post("/v1/segment/box", json={"image": images[n % 4], "box": [2, 2, 30, 30]})
                     elapsed = time.perf_counter() - start
                     with lock:
                         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
@@ -81,5 +82,7 @@ def test_concurrent_clients_get_no_server_errors_and_memory_stays_flat() -> None
     assert growth < 24 * 1024 * 1024, f"RSS grew by {growth / 2**20:.1f} MiB under load"
     latencies.sort()
     p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
-    print(f"load: {total} requests, {(total - warm_requests) / MEASURE_S:.0f} req/s in the window, "
-          f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, RSS growth {growth / 2**20:.2f} MiB")
+    print(
+        f"load: {total} requests, {(total - warm_requests) / MEASURE_S:.0f} req/s in the window, "
+        f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, RSS growth {growth / 2**20:.2f} MiB"
+    )

@@ -70,8 +70,16 @@ def test_serve_binds_the_configured_host_and_port(monkeypatch: pytest.MonkeyPatc
 def test_uvicorn_command_line_serves_the_app(config_file: Path) -> None:
     port = free_port()
     env = {**os.environ, "SEGMENTOR_CONFIG": str(config_file)}
-    command = [sys.executable, "-m", "uvicorn", "perceptra_seg.service.main:app", "--host", "127.0.0.1",
-               "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "perceptra_seg.service.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -85,8 +93,9 @@ def test_uvicorn_command_line_serves_the_app(config_file: Path) -> None:
                 pass
             assert time.monotonic() < deadline, "uvicorn did not become ready"
             time.sleep(0.2)
-        response = httpx.post(base + "/v1/segment/box", json={"image": b64_png(), "box": [1, 1, 30, 30]},
-                              headers=auth(KEY_A), timeout=30)
+        response = httpx.post(
+            base + "/v1/segment/box", json={"image": b64_png(), "box": [1, 1, 30, 30]}, headers=auth(KEY_A), timeout=30
+        )
         assert response.status_code == 200 and response.json()["area"] >= 0
     finally:
         process.terminate()

@@ -55,8 +55,7 @@ def test_metrics_count_the_requests_made(fake_client: Callable[..., Any], fake_b
     assert requests("/v1/embed", "200") == 1
     assert requests("/v1/segment", "200") == 1
     assert _value(samples, "segmentor_http_requests_total", method="GET", route="/v1/healthz", status="200") == 1
-    assert _value(samples, "segmentor_http_request_duration_seconds_count", method="POST",
-                  route="/v1/segment/box") == 4
+    assert _value(samples, "segmentor_http_request_duration_seconds_count", method="POST", route="/v1/segment/box") == 4
 
     def stage(name: str) -> float:
         return _value(samples, "segmentor_inference_stage_seconds_count", stage=name)
@@ -73,17 +72,24 @@ def test_metrics_count_the_requests_made(fake_client: Callable[..., Any], fake_b
     assert fake_backend.encode_calls == 2  # warm-up + one cache miss
 
 
-def test_request_logs_are_json_without_secrets(fake_client: Callable[..., Any],
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_request_logs_are_json_without_secrets(
+    fake_client: Callable[..., Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     image = b64_png(seed=12)
     headers = {**auth(KEY_A), "X-Request-ID": "trace-7"}
     with fake_client(server={"api_keys": [KEY_A]}, logging={"level": "INFO", "format": "json"}) as client:
         for _ in range(2):
             assert client.post("/v1/segment/box", json={"image": image, "box": BOX}, headers=headers).status_code == 200
-        assert client.post("/v1/segment", json={"image": image, "boxes": [BOX, BOX, BOX]},
-                           headers=auth(KEY_A)).status_code == 200
-        assert client.post("/v1/segment/box", json={"image": image, "box": BOX},
-                           headers=auth("wrong-key-secret")).status_code == 403
+        assert (
+            client.post("/v1/segment", json={"image": image, "boxes": [BOX, BOX, BOX]}, headers=auth(KEY_A)).status_code
+            == 200
+        )
+        assert (
+            client.post(
+                "/v1/segment/box", json={"image": image, "box": BOX}, headers=auth("wrong-key-secret")
+            ).status_code
+            == 403
+        )
     err = capsys.readouterr().err
     records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     requests = [r for r in records if r.get("event") == "request"]

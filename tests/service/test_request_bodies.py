@@ -36,8 +36,9 @@ def _error(response: Any, status: int, code: str) -> str:
         ({"points": [POINT] * 6}, "6 points"),
     ],
 )
-def test_prompt_and_point_caps_are_413(fake_client: Callable[..., Any], fake_backend: FakeBackend,
-                                       payload: dict[str, Any], fragment: str) -> None:
+def test_prompt_and_point_caps_are_413(
+    fake_client: Callable[..., Any], fake_backend: FakeBackend, payload: dict[str, Any], fragment: str
+) -> None:
     with fake_client(server={"max_prompts": 3, "max_points_per_prompt": 5}) as client:
         message = _error(client.post("/v1/segment", json={"image": b64_png(), **payload}), 413, "request_too_large")
         assert fragment in message
@@ -64,8 +65,15 @@ def test_a_body_with_millions_of_values_is_refused_before_parsing(fake_client: C
 def test_value_budget_admits_every_body_within_the_caps() -> None:
     server = ServerConfig(max_prompts=4, max_points_per_prompt=3)
     prompt = {"box": [1.5, 2, 30, 40], "points": [{"x": 1, "y": 2, "label": 0}] * 3}
-    widest = {"image": "data:image/png;base64,AAAA", "prompts": [prompt] * 4, "boxes": [], "points": [],
-              "strategy": "all", "output_formats": ["rle", "png", "polygons"], "multimask": True}
+    widest = {
+        "image": "data:image/png;base64,AAAA",
+        "prompts": [prompt] * 4,
+        "boxes": [],
+        "points": [],
+        "strategy": "all",
+        "output_formats": ["rle", "png", "polygons"],
+        "multimask": True,
+    }
     text = json.dumps(widest).encode()
     assert text.count(b",") + text.count(b"[") + text.count(b"{") <= value_budget(server)
 
@@ -73,8 +81,10 @@ def test_value_budget_admits_every_body_within_the_caps() -> None:
 def _raw_post(port: int, headers: dict[str, str], body_bytes: int) -> tuple[bytes, float]:
     """Send a request head announcing ``body_bytes`` but no body; return the response head and its delay."""
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    request = (f"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {body_bytes}\r\n{head}\r\n").encode()
+    request = (
+        f"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {body_bytes}\r\n{head}\r\n"
+    ).encode()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         start = time.monotonic()
         sock.sendall(request)

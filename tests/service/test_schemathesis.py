@@ -28,8 +28,9 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 def _config() -> Any:
-    return build_config(server={"api_keys": [KEY_A], "port": free_port(), "max_queue": 64},
-                        input={"max_pixels": 4_000_000})
+    return build_config(
+        server={"api_keys": [KEY_A], "port": free_port(), "max_queue": 64}, input={"max_pixels": 4_000_000}
+    )
 
 
 # Building an app has no side effects (the model loads in the lifespan), so the schema can come from one here.

@@ -92,8 +92,11 @@ def test_image_ids_are_scoped_to_the_key(fake_client: Callable[..., Any]) -> Non
 
 def test_cors_from_config(fake_client: Callable[..., Any]) -> None:
     with fake_client(server={"cors_origins": ["https://app.example"]}) as client:
-        preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
-                     "Access-Control-Request-Headers": "authorization,content-type"}
+        preflight = {
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        }
         allowed = client.options("/v1/segment/box", headers=preflight)
         assert allowed.status_code == 200
         assert allowed.headers["access-control-allow-origin"] == "https://app.example"
@@ -101,8 +104,10 @@ def test_cors_from_config(fake_client: Callable[..., Any]) -> None:
         other = client.get("/v1/healthz", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
     with fake_client() as client:  # no origins configured: no CORS headers at all
-        assert "access-control-allow-origin" not in client.get(
-            "/v1/healthz", headers={"Origin": "https://app.example"}).headers
+        assert (
+            "access-control-allow-origin"
+            not in client.get("/v1/healthz", headers={"Origin": "https://app.example"}).headers
+        )
 
 
 def test_wildcard_origin_with_credentials_is_refused() -> None:
@@ -152,4 +157,3 @@ def test_openapi_declares_the_security_schemes_only_with_keys(fake_client: Calla
         assert {"HTTPBearer", "APIKeyHeader"} <= set(schemes)
     with fake_client() as client:
         assert "securitySchemes" not in client.get("/openapi.json").json().get("components", {})
-

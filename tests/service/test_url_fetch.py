@@ -32,8 +32,11 @@ def test_malformed_urls_are_400_on_every_endpoint(allow_urls: bool) -> None:
     backend = FakeBackend()
     with running(create_app(build_config(input={"allow_urls": allow_urls}), backend=backend)) as client:
         for url in MALFORMED_URLS:
-            for path, extra in (("/v1/embed", {}), ("/v1/segment/box", {"box": [1, 1, 5, 5]}),
-                                ("/v1/segment", {"boxes": [[1, 1, 5, 5]]})):
+            for path, extra in (
+                ("/v1/embed", {}),
+                ("/v1/segment/box", {"box": [1, 1, 5, 5]}),
+                ("/v1/segment", {"boxes": [[1, 1, 5, 5]]}),
+            ):
                 response = client.post(path, json={"image": url, **extra})
                 assert response.status_code == 400, (url, path, response.text)
                 error = response.json()["error"]
@@ -57,8 +60,13 @@ def test_a_url_with_leading_blanks_is_fetched_like_any_other() -> None:
 def _url_server_sections(**server: Any) -> dict[str, Any]:
     return {
         "input": {"allow_urls": True, "url_timeout_s": 10.0},
-        "server": {"url_allowed_networks": ["127.0.0.1/32"], "max_concurrency": 1, "max_queue": 0,
-                   "url_fetch_timeout_s": 2.0, **server},
+        "server": {
+            "url_allowed_networks": ["127.0.0.1/32"],
+            "max_concurrency": 1,
+            "max_queue": 0,
+            "url_fetch_timeout_s": 2.0,
+            **server,
+        },
     }
 
 
@@ -83,8 +91,10 @@ def test_a_trickling_url_never_holds_the_inference_slot() -> None:
     """F3: a header byte every 0.5 s used to keep the only slot (max_queue 0: everyone else got 503) until the
     image server gave up; now the download runs outside the slot, on a capped pool (server.max_url_fetches), and
     stops at its total deadline (server.url_fetch_timeout_s = 2 s)."""
-    with TrickleServer(interval_s=0.5, total_s=30.0) as trickle, \
-            server_process(_url_server_sections(max_url_fetches=1), fake={}) as base:
+    with (
+        TrickleServer(interval_s=0.5, total_s=30.0) as trickle,
+        server_process(_url_server_sections(max_url_fetches=1), fake={}) as base,
+    ):
         with _posting(base, trickle.url) as slow:
             time.sleep(0.8)  # the download is under way
             start = time.monotonic()
@@ -102,9 +112,11 @@ def test_a_trickling_url_never_holds_the_inference_slot() -> None:
         while not trickle.closed_after and time.monotonic() < deadline:
             time.sleep(0.05)
         assert trickle.closed_after and trickle.closed_after[0] < 2.0 + 3.0, trickle.closed_after
-        print(f"F3: other request {other_s * 1000:.0f} ms while trickling; trickle answered "
-              f"{slow['status']} after {slow['seconds']:.2f} s; image server saw the close after "
-              f"{trickle.closed_after[0]:.2f} s")
+        print(
+            f"F3: other request {other_s * 1000:.0f} ms while trickling; trickle answered "
+            f"{slow['status']} after {slow['seconds']:.2f} s; image server saw the close after "
+            f"{trickle.closed_after[0]:.2f} s"
+        )
 
 
 def test_a_client_that_disconnects_stops_its_url_download() -> None:
@@ -113,12 +125,16 @@ def test_a_client_that_disconnects_stops_its_url_download() -> None:
     import json
     import socket
 
-    with TrickleServer(interval_s=0.5, total_s=30.0) as trickle, \
-            server_process(_url_server_sections(url_fetch_timeout_s=20.0), fake={}) as base:
+    with (
+        TrickleServer(interval_s=0.5, total_s=30.0) as trickle,
+        server_process(_url_server_sections(url_fetch_timeout_s=20.0), fake={}) as base,
+    ):
         port = int(base.rsplit(":", 1)[1])
         body = json.dumps({"image": trickle.url}).encode()
-        head = (f"POST /v1/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST /v1/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
         with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
             client.sendall(head + body)
             time.sleep(1.0)  # the download is under way

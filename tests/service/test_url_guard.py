@@ -167,8 +167,7 @@ def test_the_socket_spy_sees_unguarded_connections(sockets: list[Any]) -> None:
 @pytest.mark.parametrize("url", DENIED)
 def test_denied_urls_never_connect(url: str, sockets: list[Any]) -> None:
     inner, resolver = SpyTransport(), FakeResolver(RESOLVER_TABLE)
-    with guarded_client(timeout_s=1.0, resolver=resolver, inner=inner) as client, \
-            pytest.raises(UrlNotAllowedError):
+    with guarded_client(timeout_s=1.0, resolver=resolver, inner=inner) as client, pytest.raises(UrlNotAllowedError):
         client.get(url)
     assert inner.requests == [] and sockets == []
     if parse_ip_host(httpx.URL(url).host) is not None:
@@ -196,8 +195,10 @@ def test_allowed_requests_are_pinned_to_the_checked_address() -> None:
 @pytest.mark.parametrize("target", ["http://10.0.0.1/secret", "http://localhost/", "http://169.254.169.254/"])
 def test_every_redirect_hop_is_checked(target: str, sockets: list[Any]) -> None:
     inner = SpyTransport([(302, {"Location": target})])
-    with guarded_client(timeout_s=1.0, resolver=FakeResolver(RESOLVER_TABLE), inner=inner) as client, \
-            pytest.raises(UrlNotAllowedError):
+    with (
+        guarded_client(timeout_s=1.0, resolver=FakeResolver(RESOLVER_TABLE), inner=inner) as client,
+        pytest.raises(UrlNotAllowedError),
+    ):
         client.get("http://images.example/a.png")
     assert [str(r.url.host) for r in inner.requests] == [PUBLIC_IP]
     assert sockets == []
@@ -206,8 +207,10 @@ def test_every_redirect_hop_is_checked(target: str, sockets: list[Any]) -> None:
 def test_redirect_chains_are_bounded() -> None:
     loop = [(302, {"Location": "http://images.example/next"})] * 10
     inner = SpyTransport(loop)
-    with guarded_client(timeout_s=1.0, resolver=FakeResolver(RESOLVER_TABLE), inner=inner) as client, \
-            pytest.raises(httpx.TooManyRedirects):
+    with (
+        guarded_client(timeout_s=1.0, resolver=FakeResolver(RESOLVER_TABLE), inner=inner) as client,
+        pytest.raises(httpx.TooManyRedirects),
+    ):
         client.get("http://images.example/a.png")
     assert len(inner.requests) == 4  # the request plus MAX_REDIRECTS hops
 
@@ -220,8 +223,17 @@ def _url_app(client: httpx.Client | None = None, **server: Any) -> Any:
     return running(create_app(config, backend=FakeBackend(), http_client=client))
 
 
-@pytest.mark.parametrize("url", ["http://169.254.169.254/latest", "http://2130706433/", "http://[::1]:9/a.png",
-                                 "http://0177.0.0.1/", "file:///etc/passwd", "http://rebind.example/a.png"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest",
+        "http://2130706433/",
+        "http://[::1]:9/a.png",
+        "http://0177.0.0.1/",
+        "file:///etc/passwd",
+        "http://rebind.example/a.png",
+    ],
+)
 def test_api_refuses_private_urls_without_connecting(url: str, sockets: list[Any]) -> None:
     inner = SpyTransport()
     client = guarded_client(timeout_s=1.0, resolver=FakeResolver(RESOLVER_TABLE), inner=inner)

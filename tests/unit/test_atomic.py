@@ -41,9 +41,7 @@ def test_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path: Path
 
 
 @pytest.mark.parametrize(("mask", "file_mode", "dir_mode"), UMASKS[:2])
-def test_export_folder_gets_the_mode_mkdir_would_give(
-    tmp_path: Path, mask: int, file_mode: int, dir_mode: int
-) -> None:
+def test_export_folder_gets_the_mode_mkdir_would_give(tmp_path: Path, mask: int, file_mode: int, dir_mode: int) -> None:
     pytest.importorskip("onnx")
     from perceptra_seg.backends.export import _publish, _staging
 

@@ -45,8 +45,14 @@ def _prompts(width: int, height: int) -> list[dict[str, Any]]:
         x, y = int(rng.integers(0, width - 60)), int(rng.integers(0, height - 60))
         prompts.append({"box": (x, y, x + int(rng.integers(10, 60)), y + int(rng.integers(10, 60)))})
     for _ in range(5):  # another structure: two clicks each
-        prompts.append({"points": [(int(rng.integers(0, width)), int(rng.integers(0, height)), 1),
-                                   (int(rng.integers(0, width)), int(rng.integers(0, height)), 0)]})
+        prompts.append(
+            {
+                "points": [
+                    (int(rng.integers(0, width)), int(rng.integers(0, height)), 1),
+                    (int(rng.integers(0, width)), int(rng.integers(0, height)), 0),
+                ]
+            }
+        )
     return prompts
 
 
@@ -121,8 +127,12 @@ def test_batch_size_bounds_the_peak_memory_of_many_prompts(small_sam1_config: di
     calls of 2 and in one call of 16. SAM's decoder repeats the image embedding for every prompt of a call and
     attends over it, so its peak grows with the batch. (``ru_maxrss`` would not do: Linux carries the parent's peak
     over ``exec``, so a child of a large pytest process starts with the parent's figure.)"""
-    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, json.dumps(small_sam1_config), "16", "2", "16"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, json.dumps(small_sam1_config), "16", "2", "16"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     growth = {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
     print(f"peak RSS growth for 16 prompts: batch_size 2 -> {growth[2]:.0f} MiB, 16 -> {growth[16]:.0f} MiB")

@@ -152,8 +152,11 @@ def test_unknown_output_format_fails_when_the_config_loads(
     elif source == "env":
         monkeypatch.setenv("SEGMENTOR_OUTPUTS_FORMATS", '["rle", "polygon"]')
     overrides = {"outputs": {"formats": ["rle", "polygon"]}} if source == "argument" else {}
-    with pytest.raises(ConfigError, match=r"outputs.formats: .*unknown output format 'polygon'; valid formats: "
-                       r"numpy, rle, png, polygons"):
+    with pytest.raises(
+        ConfigError,
+        match=r"outputs.formats: .*unknown output format 'polygon'; valid formats: "
+        r"numpy, rle, png, polygons",
+    ):
         SegmentorConfig.load(path, **overrides)
 
 

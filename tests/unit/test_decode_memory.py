@@ -98,8 +98,12 @@ def test_decode_peak_memory_stays_near_the_result(images: dict[str, tuple[Path, 
     path, patch_value = images[kind]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", _MEASURE, str(path)], capture_output=True, text=True, timeout=120,
-        env=env, check=False,
+        [sys.executable, "-W", "ignore", "-c", _MEASURE, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
     )
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)

@@ -33,8 +33,12 @@ ALDER_LAKE = "model name\t: 12th Gen Intel(R) Core(TM) i7-12700\nflags\t\t: avx2
     [
         (ZEN2, ["avx2"], False, False),
         (ZEN4, ["avx2", "avx512f", "avx512_bf16", "avx512_vnni"], True, True),
-        (SAPPHIRE_RAPIDS,
-         ["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8"], True, True),
+        (
+            SAPPHIRE_RAPIDS,
+            ["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8"],
+            True,
+            True,
+        ),
         (ALDER_LAKE, ["avx2", "avx_vnni"], False, True),
         ("", [], False, False),
     ],

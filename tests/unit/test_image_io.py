@@ -508,7 +508,9 @@ def test_fetch_refuses_other_schemes(url: str) -> None:
         fetch_url(url, timeout_s=1.0, max_bytes=1000)
 
 
-@pytest.mark.parametrize("url", ["http://[::1", "http://[", "http://[127.0.0.1]/", "http://]/", "http://a]b/", "http://a:99999/"])
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "http://[", "http://[127.0.0.1]/", "http://]/", "http://a]b/", "http://a:99999/"]
+)
 def test_malformed_urls_are_invalid_input_through_the_sdk(url: str) -> None:
     """The SDK's own URL path (``allow_urls=True``) refuses what urlsplit or httpx cannot parse, never ValueError."""
     with pytest.raises(InvalidInputError, match="invalid image URL"):

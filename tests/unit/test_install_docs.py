@@ -15,8 +15,18 @@ import pytest
 from perceptra_seg.extras import PROJECT_URL, install_command
 
 ROOT = Path(__file__).resolve().parents[2]
-_PATTERNS = ("README.md", "docs/*.md", "Dockerfile*", "Makefile", "config.yaml", "mkdocs.yml", "examples/**/*",
-             "bench/*.md", "service/**/*.py", "perceptra_seg/**/*.py")
+_PATTERNS = (
+    "README.md",
+    "docs/*.md",
+    "Dockerfile*",
+    "Makefile",
+    "config.yaml",
+    "mkdocs.yml",
+    "examples/**/*",
+    "bench/*.md",
+    "service/**/*.py",
+    "perceptra_seg/**/*.py",
+)
 _NAME = re.compile(r"^perceptra-seg(\[[^\]]*\])?$", re.IGNORECASE)
 
 
@@ -37,7 +47,7 @@ def _by_name(arguments: str) -> list[str]:
     bad = []
     for index, token in enumerate(tokens):
         name = token.split("@", 1)[0].strip()
-        follows = token[len(name):].strip() or (tokens[index + 1] if index + 1 < len(tokens) else "")
+        follows = token[len(name) :].strip() or (tokens[index + 1] if index + 1 < len(tokens) else "")
         if _NAME.match(name) and not follows.startswith("@"):
             bad.append(token)
     return bad

@@ -24,10 +24,16 @@ def report(exc):
 
 _CASES = {
     # extra: (hidden module, code that needs the extra, expected error type)
-    "torch": ("torch", "from perceptra_seg import Segmentor\nSegmentor(model='sam_v1', device='cpu')",
-              "ModelLoadError"),
-    "onnx": ("onnxruntime", "from perceptra_seg import Segmentor\nSegmentor(backend='onnx', device='cpu')",
-             "ModelLoadError"),
+    "torch": (
+        "torch",
+        "from perceptra_seg import Segmentor\nSegmentor(model='sam_v1', device='cpu')",
+        "ModelLoadError",
+    ),
+    "onnx": (
+        "onnxruntime",
+        "from perceptra_seg import Segmentor\nSegmentor(backend='onnx', device='cpu')",
+        "ModelLoadError",
+    ),
     "server": ("fastapi", "from perceptra_seg.service import create_app", "ConfigError"),
     "cli": ("typer", "import perceptra_seg.cli\nperceptra_seg.cli.app", "ConfigError"),
 }

@@ -38,9 +38,10 @@ def test_auto_on_cpu(
     monkeypatch: pytest.MonkeyPatch, cpu: CpuFeatures, family: Any, variant: str, custom: bool, expected: str
 ) -> None:
     pretend_cpu(monkeypatch, cpu)
-    assert resolve_torch_precision(
-        "auto", device_type="cpu", family=family, variant=variant, custom_architecture=custom
-    ) == expected
+    assert (
+        resolve_torch_precision("auto", device_type="cpu", family=family, variant=variant, custom_architecture=custom)
+        == expected
+    )
 
 
 @pytest.mark.parametrize(
@@ -54,9 +55,10 @@ def test_auto_on_cpu(
     ],
 )
 def test_auto_on_cuda(family: Any, variant: str, capability: tuple[int, int] | None, expected: str) -> None:
-    assert resolve_torch_precision(
-        "auto", device_type="cuda", family=family, variant=variant, cuda_capability=capability
-    ) == expected
+    assert (
+        resolve_torch_precision("auto", device_type="cuda", family=family, variant=variant, cuda_capability=capability)
+        == expected
+    )
 
 
 @pytest.mark.parametrize("explicit", ["fp32", "fp16", "bf16"])

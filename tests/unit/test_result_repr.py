@@ -12,9 +12,16 @@ def _result(height: int, width: int, formats: list[str]) -> SegmentationResult:
     mask = np.zeros((height, width), dtype=bool)
     mask[10:40, 20:70] = True
     encoded = encode_mask(mask, formats)
-    return SegmentationResult(score=0.93127, area=1500, bbox=(20, 10, 70, 40), latency_ms=12.34, prompt_index=2,
-                              low_res_logits=np.zeros((256, 256), np.float32), overlay_png=b"\x89PNG" * 1000,
-                              **encoded)
+    return SegmentationResult(
+        score=0.93127,
+        area=1500,
+        bbox=(20, 10, 70, 40),
+        latency_ms=12.34,
+        prompt_index=2,
+        low_res_logits=np.zeros((256, 256), np.float32),
+        overlay_png=b"\x89PNG" * 1000,
+        **encoded,
+    )
 
 
 def test_repr_is_a_short_summary_for_a_large_mask() -> None:

@@ -39,9 +39,7 @@ def _hugs(mask: np.ndarray, box: tuple[int, int, int, int], tolerance: int) -> b
 
 
 @pytest.mark.parametrize("family", ["sam1", "sam2"])
-def test_small_object_is_answered_from_a_window_in_full_image_coordinates(
-    large_image: np.ndarray, family: str
-) -> None:
+def test_small_object_is_answered_from_a_window_in_full_image_coordinates(large_image: np.ndarray, family: str) -> None:
     box = (5100, 3500, 5140, 3530)  # 40 × 30 px near the bottom-right corner
     tiled, backend = _segmentor(family)
     result = tiled.segment_from_box(large_image, box=box)

@@ -183,13 +183,19 @@ def small_sam2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     architecture = architecture_config("sam2", "hiera_tiny")
     vision = architecture["vision_config"]
     vision["backbone_config"].update(
-        hidden_size=16, embed_dim_per_stage=[16, 32, 64, 128], blocks_per_stage=[1, 1, 3, 1],
+        hidden_size=16,
+        embed_dim_per_stage=[16, 32, 64, 128],
+        blocks_per_stage=[1, 1, 3, 1],
         global_attention_blocks=[4],
     )
     vision.update(backbone_channel_list=[128, 64, 32, 16], fpn_hidden_size=32)
     architecture["prompt_encoder_config"] = {"hidden_size": 32}
-    architecture["mask_decoder_config"] = {"hidden_size": 32, "mlp_dim": 128, "num_attention_heads": 2,
-                                           "iou_head_hidden_dim": 32}
+    architecture["mask_decoder_config"] = {
+        "hidden_size": 32,
+        "mlp_dim": 128,
+        "num_attention_heads": 2,
+        "iou_head_hidden_dim": 32,
+    }
     torch.manual_seed(5)
     model = build_model("sam2", architecture)
     with torch.no_grad():  # transformers initialises some parameters to zero; make every module matter

@@ -198,9 +198,7 @@ def test_unusable_download_without_hash_never_lands_in_the_cache(
     assert list(cache.iterdir()) == []
 
 
-def test_corrupt_cached_checkpoint_names_the_file_to_delete(
-    tmp_path: Path, small_sam1_config: dict[str, Any]
-) -> None:
+def test_corrupt_cached_checkpoint_names_the_file_to_delete(tmp_path: Path, small_sam1_config: dict[str, Any]) -> None:
     spec = get_model_spec("sam_v2", "hiera_tiny")
     good = _sam2_like_checkpoint(tmp_path / "src.pt")
     cached = tmp_path / "cache" / spec.filename
@@ -208,8 +206,10 @@ def test_corrupt_cached_checkpoint_names_the_file_to_delete(
     cached.write_bytes(good[: len(good) // 2])
     with pytest.raises(ModelLoadError, match=f"cached checkpoint {cached} is unusable .*delete that file.*--force"):
         resolve_checkpoint(spec, None, cache_dir=cached.parent, offline=True)
-    config = {"model": {"name": "sam_v2", "variant": "hiera_tiny", "cache_dir": str(cached.parent), "offline": True},
-              "runtime": {"device": "cpu"}}
+    config = {
+        "model": {"name": "sam_v2", "variant": "hiera_tiny", "cache_dir": str(cached.parent), "offline": True},
+        "runtime": {"device": "cpu"},
+    }
     with pytest.raises(ModelLoadError, match=f"{cached}.*segmentor-cli download --model sam_v2 --variant hiera_tiny"):
         Segmentor(config)
     cached.write_bytes(good)  # the repaired file is accepted
