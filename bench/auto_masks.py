@@ -12,7 +12,11 @@ Two settings are measured:
 * ``defaults``: each family's reference defaults (Meta still upsamples every mask before filtering; we upsample
   only masks above ``pred_iou_thresh``, so this is the case where a model's confidence decides most masks early).
 
-Run: ``python -m bench.auto_masks [--variants vit_b hiera_tiny] [--settings keep-all defaults] [--work-dir DIR]``.
+Sides: ``meta``, ``ours`` (torch fp32, the parity setting) and ``ours-bf16`` (torch bf16 autocast, what
+``precision: auto`` picks for vit_b and hiera_tiny on a CPU with native bf16; its masks differ slightly from fp32).
+
+Run: ``python -m bench.auto_masks [--variants vit_b hiera_tiny] [--settings keep-all defaults]
+[--sides meta ours ours-bf16] [--work-dir DIR]``.
 """
 
 from __future__ import annotations
@@ -73,7 +77,8 @@ def measure(side: str, variant_key: str, checkpoint: str, setting: str, points_p
 
         from .models import segmentor_config
 
-        config = segmentor_config(variant, Path(checkpoint), "torch-fp32", work_dir=Path(checkpoint).parent)
+        runtime = "torch-bf16" if side == "ours-bf16" else "torch-fp32"
+        config = segmentor_config(variant, Path(checkpoint), runtime, work_dir=Path(checkpoint).parent)
         segmentor = Segmentor(config)
         run = lambda: segmentor.generate(image, output_formats=["rle"], **options)  # noqa: E731
     before = _peak_mib()
@@ -105,7 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="+", default=["vit_b", "hiera_tiny"])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--sides", nargs="+", default=["meta", "ours"], choices=["meta", "ours"])
+    parser.add_argument("--sides", nargs="+", default=["meta", "ours"], choices=["meta", "ours", "ours-bf16"])
     parser.add_argument("--points-per-side", type=int, default=POINTS_PER_SIDE)
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument(
@@ -130,9 +135,10 @@ def main() -> None:
                     done = subprocess.run(child, check=True, capture_output=True, text=True)
                     rows[side] = json.loads(done.stdout.strip().splitlines()[-1])
                     print(json.dumps(rows[side]), flush=True)
-                if len(rows) == 2:
-                    ratio = rows["ours"]["seconds"] / rows["meta"]["seconds"]
-                    print(f"{key} {setting}: ours / Meta time = {ratio:.2f}", flush=True)
+                for ours in ("ours", "ours-bf16"):
+                    if "meta" in rows and ours in rows:
+                        ratio = rows[ours]["seconds"] / rows["meta"]["seconds"]
+                        print(f"{key} {setting}: {ours} / Meta time = {ratio:.2f}", flush=True)
 
 
 if __name__ == "__main__":
