@@ -21,7 +21,7 @@ from .prompts import normalize_prompts
 from .requests import SegmentRequest
 from .results import CallInfo, ResultSet
 from .timings import StageClock
-from .utils.masks import OutputFormat, encode_mask, mask_area, mask_bbox
+from .utils.masks import encode_outputs, mask_area, mask_bbox, resolve_formats
 from .utils.overlay import render_overlay
 from .utils.tiling import plan_windows, shift_prompt
 
@@ -40,9 +40,7 @@ def execute_segment(seg: Segmentor, request: SegmentRequest, cancel: CancelToken
         OperationCancelledError: ``cancel`` was set.
     """
     clock = StageClock()
-    formats: tuple[OutputFormat, ...] = (
-        request.output_formats if request.output_formats is not None else tuple(seg.config.outputs.formats)  # type: ignore[arg-type]
-    )
+    formats = resolve_formats(request.output_formats, seg.config.outputs)
     pixels: np.ndarray | None = None
     if isinstance(request.image, EmbeddedImage):
         size = (request.image.height, request.image.width)
@@ -76,14 +74,7 @@ def execute_segment(seg: Segmentor, request: SegmentRequest, cancel: CancelToken
     results = []
     for candidate in candidates:
         check(cancel)
-        encoded = encode_mask(
-            candidate.mask,
-            formats,
-            rle_compressed=outputs.rle_compressed,
-            png_bit_depth=outputs.png_bit_depth,
-            polygon_tolerance=outputs.polygon_tolerance,
-            polygon_min_area=outputs.polygon_min_area,
-        )
+        encoded = encode_outputs(candidate.mask, formats, outputs)
         results.append(
             SegmentationResult(
                 score=candidate.score,

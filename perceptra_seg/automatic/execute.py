@@ -17,7 +17,7 @@ from ..models import EmbeddedImage
 from ..requests import AutoMaskRequest
 from ..results import CallInfo, ResultSet
 from ..timings import StageClock
-from ..utils.masks import OutputFormat
+from ..utils.masks import resolve_formats
 from ..utils.tiling import Window
 from .generator import generate_masks
 from .grids import CropBox
@@ -67,9 +67,7 @@ def execute_automatic(seg: Segmentor, request: AutoMaskRequest, cancel: CancelTo
     clock = StageClock()
     backend = seg.backend
     settings = auto_options(backend.family, **request.options)
-    formats: tuple[OutputFormat, ...] = (
-        request.output_formats if request.output_formats is not None else tuple(seg.config.outputs.formats)  # type: ignore[arg-type]
-    )
+    formats = resolve_formats(request.output_formats, seg.config.outputs)
     regions: _Regions | _Handle
     if isinstance(request.image, EmbeddedImage):
         if settings.crop_n_layers:

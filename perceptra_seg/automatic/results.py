@@ -8,7 +8,7 @@ from typing import Any
 from ..cancel import CancelToken, check
 from ..config import OutputsConfig
 from ..models import SegmentationResult
-from ..utils.masks import OutputFormat, encode_mask
+from ..utils.masks import OutputFormat, encode_outputs
 from .records import AutoMask
 
 __all__ = ["to_results"]
@@ -34,14 +34,7 @@ def to_results(
     results = []
     for index, record in enumerate(masks):
         check(cancel)
-        encoded = encode_mask(
-            record.mask(size),
-            formats,
-            rle_compressed=outputs.rle_compressed,
-            png_bit_depth=outputs.png_bit_depth,
-            polygon_tolerance=outputs.polygon_tolerance,
-            polygon_min_area=outputs.polygon_min_area,
-        )
+        encoded = encode_outputs(record.mask(size), formats, outputs)
         results.append(
             SegmentationResult(
                 score=record.predicted_iou,

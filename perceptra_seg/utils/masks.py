@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import cv2
 import numpy as np
@@ -20,12 +20,16 @@ from pycocotools import mask as mask_utils
 from perceptra_seg.exceptions import InvalidInputError
 from perceptra_seg.utils.polygons import as_mask, mask_to_polygons, polygons_to_coco, polygons_to_mask
 
+if TYPE_CHECKING:
+    from perceptra_seg.config import OutputsConfig
+
 __all__ = [
     "OUTPUT_FORMATS",
     "JsonOutputFormat",
     "OutputFormat",
     "bbox_xyxy_to_xywh",
     "encode_mask",
+    "encode_outputs",
     "mask_area",
     "mask_bbox",
     "mask_to_png",
@@ -35,6 +39,7 @@ __all__ = [
     "polygons_to_coco",
     "polygons_to_mask",
     "remove_small_regions",
+    "resolve_formats",
     "rle_to_mask",
     "validate_formats",
 ]
@@ -261,3 +266,21 @@ def encode_mask(
             raise _unknown_format(name)
         out[_FORMAT_KEYS[name]] = encoders[name]()
     return out
+
+
+def resolve_formats(formats: Sequence[OutputFormat] | None, outputs: OutputsConfig) -> tuple[OutputFormat, ...]:
+    """A request's output formats (already checked by :func:`validate_formats`), or ``outputs.formats`` (checked
+    when the config loaded)."""
+    return tuple(formats) if formats is not None else tuple(cast(list[OutputFormat], outputs.formats))
+
+
+def encode_outputs(mask: Any, formats: Sequence[OutputFormat], outputs: OutputsConfig) -> dict[str, Any]:
+    """:func:`encode_mask` with the options of the ``outputs`` config section."""
+    return encode_mask(
+        mask,
+        formats,
+        rle_compressed=outputs.rle_compressed,
+        png_bit_depth=outputs.png_bit_depth,
+        polygon_tolerance=outputs.polygon_tolerance,
+        polygon_min_area=outputs.polygon_min_area,
+    )
