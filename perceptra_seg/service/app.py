@@ -31,6 +31,7 @@ from .. import __version__
 from ..backends import Backend
 from ..config import SegmentorConfig
 from ..core import Segmentor
+from .bodies import install_named_enums
 from .context import RequestContextMiddleware
 from .docs import install_docs
 from .errors import install_error_handlers
@@ -126,6 +127,7 @@ def create_app(
     guard = principal_dependency(authenticator, limiter)
     auth_only = principal_dependency(authenticator, None) if authenticator.enabled else None
     app.include_router(build_router(server, guard, auth_only))
+    install_named_enums(app)
     install_ws(app, authenticator, limiter)
     install_ui(app)
     # Added innermost first: RequestContext wraps CORS wraps the body limit wraps the routes.

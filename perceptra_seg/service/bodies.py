@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
@@ -31,7 +31,17 @@ from ..exceptions import ImageTooLargeError, InvalidInputError
 from .errors import RequestTooLargeError
 from .schemas import BoxRequest, PointsRequest, SegmentOptions
 
-__all__ = ["json_body_doc", "parse_json", "read_json", "read_options", "read_upload", "upload_body_doc", "value_budget"]
+__all__ = [
+    "NAMED_ENUMS",
+    "install_named_enums",
+    "json_body_doc",
+    "parse_json",
+    "read_json",
+    "read_options",
+    "read_upload",
+    "upload_body_doc",
+    "value_budget",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -132,15 +142,25 @@ async def read_upload(request: Request, server: ServerConfig, max_bytes: int) ->
         await form.close()
 
 
+#: Enum schemas (``Strategy``, ``OutputFormat``) the documented request bodies refer to by name; added to the
+#: OpenAPI document's components by :func:`install_named_enums`.
+NAMED_ENUMS: dict[str, dict[str, Any]] = {}
+
+
 def _inline(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` with every ``#/$defs/..`` reference replaced by its definition (the models are not recursive)."""
+    """``schema`` with every ``#/$defs/..`` reference replaced by its definition (the models are not recursive),
+    except enums, which become references to ``#/components/schemas/<name>`` (see :data:`NAMED_ENUMS`)."""
     definitions = schema.get("$defs", {})
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
             if "$ref" in node:
-                target = walk(definitions[node["$ref"].rsplit("/", 1)[-1]])
-                return {**target, **{k: walk(v) for k, v in node.items() if k != "$ref"}}
+                name = node["$ref"].rsplit("/", 1)[-1]
+                others = {k: walk(v) for k, v in node.items() if k != "$ref"}
+                if "enum" in definitions[name]:
+                    NAMED_ENUMS[name] = definitions[name]
+                    return {"$ref": f"#/components/schemas/{name}", **others}
+                return {**walk(definitions[name]), **others}
             return {k: walk(v) for k, v in node.items() if k != "$defs"}
         if isinstance(node, list):
             return [walk(item) for item in node]
@@ -149,6 +169,19 @@ def _inline(schema: dict[str, Any]) -> dict[str, Any]:
     result = walk(schema)
     assert isinstance(result, dict)
     return result
+
+
+def install_named_enums(app: FastAPI) -> None:
+    """Make ``app``'s OpenAPI document hold the :data:`NAMED_ENUMS` its request bodies refer to."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = generate()
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(NAMED_ENUMS)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def json_body_doc(model: type[BaseModel]) -> dict[str, Any]:

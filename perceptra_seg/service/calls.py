@@ -7,9 +7,10 @@ and the number of objects it asks for. Nothing here decodes images or runs a mod
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from ..automatic.options import auto_options
+from ..decoding import Strategy
 from ..models import EmbeddedImage, Point, Prompt
 from ..registry import Family
 from ..requests import AutoMaskRequest, EmbedRequest, SegmentorRequest, SegmentRequest
@@ -106,7 +107,7 @@ def segment_call(
         tuple(prompts),
         boxes=options.boxes,
         points=points,
-        strategy=options.strategy,
+        strategy=cast(Strategy, options.strategy.value),
         output_formats=formats,
         multimask=options.multimask,
         min_score=options.min_score,

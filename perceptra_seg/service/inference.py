@@ -13,6 +13,7 @@ Stages (``segmentor_inference_stage_seconds{stage}``): ``fetch_image`` (download
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -63,9 +64,13 @@ class InferenceService:
         configured = [f for f in config.outputs.formats if f != "numpy"]
         self.default_formats = cast(tuple[OutputFormat, ...], tuple(configured or ["rle"]))
 
-    def formats(self, output_formats: Sequence[OutputFormat] | None) -> tuple[OutputFormat, ...]:
-        """The request's output formats, or the configured defaults (numpy arrays cannot travel as JSON)."""
-        return self.default_formats if output_formats is None else tuple(output_formats)
+    def formats(self, output_formats: Sequence[str | enum.Enum] | None) -> tuple[OutputFormat, ...]:
+        """The request's output formats (the schema's ``OutputFormat`` members or their names), or the configured
+        defaults (numpy arrays cannot travel as JSON)."""
+        if output_formats is None:
+            return self.default_formats
+        names = tuple(item.value if isinstance(item, enum.Enum) else item for item in output_formats)
+        return cast(tuple[OutputFormat, ...], names)
 
     def run(self, call: ServiceCall, cancel: CancelToken) -> Outcome:
         """Execute ``call.request`` with the request's cancel token and shape the response body."""

@@ -8,7 +8,8 @@ are 400 from the SDK's validation.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import enum
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -38,7 +39,11 @@ __all__ = [
     "SegmentResponse",
 ]
 
-OutputFormat = JsonOutputFormat  # numpy arrays cannot travel as JSON
+#: Named enums for the OpenAPI schema (``#/components/schemas/Strategy`` / ``OutputFormat``), built from the one
+#: definition of each set (:data:`perceptra_seg.decoding.Strategy`, :data:`perceptra_seg.utils.masks.JsonOutputFormat`:
+#: numpy arrays cannot travel as JSON). Members are ``str``: ``StrategyName.all == "all"``.
+StrategyName = enum.Enum("Strategy", [(name, name) for name in get_args(Strategy)], type=str)  # type: ignore[misc]
+OutputFormat = enum.Enum("OutputFormat", [(name, name) for name in get_args(JsonOutputFormat)], type=str)  # type: ignore[misc]
 Coordinate = Annotated[float, Field(allow_inf_nan=False)]
 Box = Annotated[list[Coordinate], Field(min_length=4, max_length=4, description="[x1, y1, x2, y2] in pixels")]
 ImageId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="id returned by POST /v1/embed")]
@@ -114,8 +119,9 @@ class SegmentOptions(_Body):
     prompts: list[PromptIn] | None = Field(None, description="one entry per object")
     boxes: list[Box] | None = Field(None, description="flat form: each box is its own object")
     points: list[PointIn] | None = Field(None, description="flat form: all points together are one object")
-    strategy: Strategy = Field(
-        "all", description="all: one result per mask; largest: only the largest; merge: the union of all"
+    strategy: StrategyName = Field(
+        StrategyName("all"),
+        description="all: one result per mask; best: the highest score; largest: the most pixels; merge: the union",
     )
     output_formats: list[OutputFormat] | None = Field(None, description=_FORMATS_DESCRIPTION)
     multimask: bool = Field(False, description="3 masks per prompt instead of 1")

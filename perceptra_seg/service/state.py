@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -78,7 +79,7 @@ class ServiceState:
             return data
         return image
 
-    def formats(self, output_formats: Sequence[OutputFormat] | None) -> tuple[OutputFormat, ...]:
+    def formats(self, output_formats: Sequence[str | enum.Enum] | None) -> tuple[OutputFormat, ...]:
         """The request's output formats, or the service's defaults (see :meth:`InferenceService.formats`)."""
         service, _ = self.require_service()
         return service.formats(output_formats)

@@ -33,6 +33,12 @@ def test_operation_ids_and_named_rle(fake_client: Callable[..., Any]) -> None:
     assert set(schemas["Rle"]["required"]) == {"size", "counts"}
     rle = schemas["MaskResult"]["properties"]["rle"]
     assert {"$ref": "#/components/schemas/Rle"} in rle["anyOf"]
+    assert schemas["Strategy"]["enum"] == ["all", "best", "largest", "merge"]
+    assert schemas["OutputFormat"]["enum"] == ["rle", "png", "polygons"]
+    body = spec["paths"]["/v1/segment"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["strategy"]["$ref"] == "#/components/schemas/Strategy"
+    formats = body["properties"]["output_formats"]["anyOf"][0]
+    assert formats["items"] == {"$ref": "#/components/schemas/OutputFormat"}
 
 
 def test_both_rle_forms_pass_the_response_model(fake_client: Callable[..., Any]) -> None:

@@ -36,7 +36,8 @@ def test_strategy_set_is_defined_once() -> None:
     from perceptra_seg.cli import segment as cli_segment
     from perceptra_seg.service.schemas import SegmentOptions
 
-    assert SegmentOptions.model_fields["strategy"].annotation is decoding.Strategy
+    named = SegmentOptions.model_fields["strategy"].annotation  # the OpenAPI enum, built from decoding.Strategy
+    assert tuple(member.value for member in named) == decoding.STRATEGIES
     hints = typing.get_type_hints(cli_segment.segment, include_extras=True)
     assert typing.get_args(hints["strategy"])[0] is decoding.Strategy
 
@@ -46,7 +47,7 @@ def test_output_formats_are_defined_once() -> None:
     assert masks.OUTPUT_FORMATS == typing.get_args(masks.OutputFormat) == ("numpy", "rle", "png", "polygons")
     from perceptra_seg.service import schemas
 
-    assert schemas.OutputFormat is masks.JsonOutputFormat
+    assert tuple(member.value for member in schemas.OutputFormat) == typing.get_args(masks.JsonOutputFormat)
     assert set(typing.get_args(masks.JsonOutputFormat)) == set(masks.OUTPUT_FORMATS) - {"numpy"}
 
 
