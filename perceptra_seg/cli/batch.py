@@ -43,6 +43,7 @@ from .common import (
     emit_json,
     one_line,
     read_json,
+    require_suffix,
 )
 
 __all__ = ["ImageJob", "list_images", "plan_jobs", "progress_bar", "read_results", "register", "stable_image_id"]
@@ -102,6 +103,8 @@ def batch(
     """Segment many images; write COCO results or YOLO-seg labels (resumable; failed images are reported, the run
     goes on)."""
     opts.load_config()  # an invalid configuration is an error even when every image is already done
+    if fmt != "yolo-seg":  # a misnamed results file is refused before the inputs are read
+        require_suffix(out, (".json",), "--out")
     jobs, unmatched_images, unmatched_entries = plan_jobs(images, prompts)
     writer = open_writer(fmt, out, [c for job in jobs for c in job.categories], read_results)
     todo = [job for job in jobs if job.image_id not in writer.done_ids]

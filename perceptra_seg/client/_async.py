@@ -12,7 +12,11 @@ import numpy as np
 
 from ..models import EmbeddedImage, Prompt, SegmentationResult
 from ..results import ResultSet
-from . import _calls
+from ._calls import auto as auto_call
+from ._calls import box as box_call
+from ._calls import embed as embed_call
+from ._calls import many as many_call
+from ._calls import points as points_call
 from ._sync import Formats, headers_for, outcome, transport_error, wait_for
 from ._wire import Call, RetryPolicy
 
@@ -68,7 +72,7 @@ class AsyncClient:
 
     async def embed(self, image: Any) -> EmbeddedImage:
         """See :meth:`Client.embed <perceptra_seg.client.Client.embed>`."""
-        result: EmbeddedImage = await self._send(_calls.embed(image))
+        result: EmbeddedImage = await self._send(embed_call(image))
         return result
 
     async def segment_box(
@@ -83,7 +87,7 @@ class AsyncClient:
     ) -> SegmentationResult:
         """See :meth:`Client.segment_box <perceptra_seg.client.Client.segment_box>`."""
         result: SegmentationResult = await self._send(
-            _calls.box(image, box, output_formats, multimask, mask_input, return_logits)
+            box_call(image, box, output_formats, multimask, mask_input, return_logits)
         )
         return result
 
@@ -99,7 +103,7 @@ class AsyncClient:
     ) -> SegmentationResult:
         """See :meth:`Client.segment_points <perceptra_seg.client.Client.segment_points>`."""
         result: SegmentationResult = await self._send(
-            _calls.points(image, points, output_formats, multimask, mask_input, return_logits)
+            points_call(image, points, output_formats, multimask, mask_input, return_logits)
         )
         return result
 
@@ -116,11 +120,11 @@ class AsyncClient:
     ) -> ResultSet:
         """See :meth:`Client.segment <perceptra_seg.client.Client.segment>`."""
         result: ResultSet = await self._send(
-            _calls.many(image, prompts, boxes, points, strategy, output_formats, multimask)
+            many_call(image, prompts, boxes, points, strategy, output_formats, multimask)
         )
         return result
 
     async def segment_auto(self, image: Any, *, output_formats: Formats = None, **options: Any) -> ResultSet:
         """See :meth:`Client.segment_auto <perceptra_seg.client.Client.segment_auto>`."""
-        result: ResultSet = await self._send(_calls.auto(image, output_formats, options))
+        result: ResultSet = await self._send(auto_call(image, output_formats, options))
         return result

@@ -12,7 +12,11 @@ import numpy as np
 from ..exceptions import SegmentorError
 from ..models import EmbeddedImage, Prompt, SegmentationResult
 from ..results import ResultSet
-from . import _calls
+from ._calls import auto as auto_call
+from ._calls import box as box_call
+from ._calls import embed as embed_call
+from ._calls import many as many_call
+from ._calls import points as points_call
 from ._errors import RequestTimeoutError, ServiceConnectionError, error_from_response
 from ._wire import Call, RetryPolicy, retry_after_seconds, retry_delay
 
@@ -123,7 +127,7 @@ class Client:
 
     def embed(self, image: Any) -> EmbeddedImage:
         """Encode ``image`` once on the server; pass the handle as ``image`` to the segment calls (same API key)."""
-        result: EmbeddedImage = self._send(_calls.embed(image))
+        result: EmbeddedImage = self._send(embed_call(image))
         return result
 
     def segment_box(
@@ -139,7 +143,7 @@ class Client:
         """The mask inside one ``(x1, y1, x2, y2)`` box. ``mask_input``: a previous result's ``low_res_logits``
         (float32 ``[L, L]``) to refine; ``return_logits`` fills ``low_res_logits`` for the next refinement."""
         result: SegmentationResult = self._send(
-            _calls.box(image, box, output_formats, multimask, mask_input, return_logits)
+            box_call(image, box, output_formats, multimask, mask_input, return_logits)
         )
         return result
 
@@ -156,7 +160,7 @@ class Client:
         """One object from ``(x, y, label)`` clicks (1 = foreground, 0 = background); refinement as
         :meth:`segment_box`."""
         result: SegmentationResult = self._send(
-            _calls.points(image, points, output_formats, multimask, mask_input, return_logits)
+            points_call(image, points, output_formats, multimask, mask_input, return_logits)
         )
         return result
 
@@ -173,11 +177,11 @@ class Client:
     ) -> ResultSet:
         """Every prompt on one image, as :meth:`Segmentor.segment <perceptra_seg.Segmentor.segment>` (without
         ``mask_input``; refine with :meth:`segment_points` / :meth:`segment_box`)."""
-        result: ResultSet = self._send(_calls.many(image, prompts, boxes, points, strategy, output_formats, multimask))
+        result: ResultSet = self._send(many_call(image, prompts, boxes, points, strategy, output_formats, multimask))
         return result
 
     def segment_auto(self, image: Any, *, output_formats: Formats = None, **options: Any) -> ResultSet:
         """Segment everything, as :meth:`Segmentor.generate <perceptra_seg.Segmentor.generate>` (``options`` named
         as in Meta's generators: ``points_per_side``, ``pred_iou_thresh``, ...)."""
-        result: ResultSet = self._send(_calls.auto(image, output_formats, options))
+        result: ResultSet = self._send(auto_call(image, output_formats, options))
         return result
