@@ -213,7 +213,7 @@ class Segmentor:
             min_score=min_score,
             min_stability=min_stability,
         )
-        return _only(self.run(request, cancel=cancel))
+        return self.run(request, cancel=cancel).only()
 
     def segment_from_points(
         self,
@@ -239,7 +239,7 @@ class Segmentor:
             min_score=min_score,
             min_stability=min_stability,
         )
-        return _only(self.run(request, cancel=cancel))
+        return self.run(request, cancel=cancel).only()
 
     def segment(
         self,
@@ -387,14 +387,3 @@ def _automatic(seg: Segmentor, request: AutoMaskRequest, cancel: CancelToken | N
     except ImportError as exc:
         raise missing_extra("torch", exc) from exc
     return execute_automatic(seg, request, cancel)
-
-
-def _only(results: ResultSet) -> SegmentationResult:
-    """The one mask of a single-object call.
-
-    Raises:
-        NotFoundError: the quality filters (``min_score`` / ``min_stability``) dropped every mask.
-    """
-    if not results:
-        raise NotFoundError("no mask of this prompt reaches min_score / min_stability")
-    return results[0]

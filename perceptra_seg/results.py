@@ -91,14 +91,22 @@ class ResultSet(list[SegmentationResult]):
             "latency_ms": self.info.latency_ms,
             "model_info": self.info.model_info,
         }
-        masks = [mask_document(result, encodings=encodings) for result in self]
-        if single and not masks:
-            raise NotFoundError("no mask of this prompt reaches min_score / min_stability")
         if single:
-            body.update(masks[0])
+            body.update(mask_document(self.only(), encodings=encodings))
         else:
-            body["results"] = masks
+            body["results"] = [mask_document(result, encodings=encodings) for result in self]
         return body
+
+    def only(self) -> SegmentationResult:
+        """The one mask of a single-object call (strategy ``best``).
+
+        Raises:
+            NotFoundError: the quality filters (``min_score`` / ``min_stability``) dropped every mask (404 in the
+                service).
+        """
+        if not self:
+            raise NotFoundError("no mask of this prompt reaches min_score / min_stability")
+        return self[0]
 
 
 @dataclass(frozen=True)

@@ -311,7 +311,7 @@ class _Connection:
         prompt = self.session.next_prompt(message.object, points, box)
         self._count_request()
         body = await self.state.execute(session_call(handle, prompt, ("rle",)))
-        result = body["results"][0]
+        result = body["results"].only()
         state = self.session.record(message.object, prompt, result)
         return {**state.document(message.object), "latency_ms": (time.perf_counter() - start) * 1000.0}
 

@@ -79,11 +79,6 @@ class AnnotationSession:
         self.objects: dict[int, ObjectState] = {}
         self._undo: deque[tuple[int, ObjectState | None]] = deque(maxlen=max_undo)
 
-    @property
-    def undo_depth(self) -> int:
-        """Undo steps currently remembered."""
-        return len(self._undo)
-
     def set_image(self, handle: EmbeddedImage, image_id: str) -> None:
         """Start over on a new image: objects and undo history are dropped."""
         self.image, self.image_id = handle, image_id
