@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from ..models import Prompt
-from ._wire import Call, box_field, embed_call, formats_field, logits_field, points_field, prompt_field, segment_call
+from ..utils.logits import encode_logits
+from ._wire import Call, box_field, embed_call, formats_field, points_field, prompt_field, segment_call
 
 __all__ = ["auto", "box", "embed", "many", "points"]
 
@@ -25,7 +26,7 @@ def _refinable(
     return {
         "output_formats": formats_field(output_formats),
         "multimask": multimask or None,
-        "mask_input": logits_field(mask_input) if mask_input is not None else None,
+        "mask_input": encode_logits(mask_input) if mask_input is not None else None,
         "return_logits": return_logits or None,
     }
 

@@ -21,11 +21,10 @@ import numpy as np
 from ..exceptions import InvalidInputError
 from ..models import EmbeddedImage, Prompt, SegmentationResult
 from ..results import CallInfo, ResultSet
+from ..utils.logits import decode_logits
 from ..utils.masks import rle_to_mask
 
 __all__ = ["Call", "RetryPolicy", "embed_call", "retry_delay", "segment_call"]
-
-_LOGITS_DTYPE = np.dtype("<f4")
 
 
 @dataclass(frozen=True)
@@ -179,14 +178,6 @@ def points_field(points: Iterable[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def logits_field(logits: np.ndarray) -> dict[str, Any]:
-    """``{"size": L, "data": base64}`` of float32 ``[L, L]`` logits (``SegmentationResult.low_res_logits``)."""
-    array = np.ascontiguousarray(logits, dtype=_LOGITS_DTYPE)
-    if array.ndim != 2 or array.shape[0] != array.shape[1]:
-        raise InvalidInputError(f"mask_input must be square [L, L] logits, got shape {list(array.shape)}")
-    return {"size": int(array.shape[0]), "data": base64.b64encode(array.tobytes()).decode("ascii")}
-
-
 def prompt_field(prompt: Prompt | Mapping[str, Any]) -> dict[str, Any]:
     """One ``PromptIn`` of ``/v1/segment``; ``mask_input`` is refused (REST refines one object per call)."""
     box: Any
@@ -215,9 +206,7 @@ def _result(doc: Mapping[str, Any], top: Mapping[str, Any]) -> SegmentationResul
     logits = doc.get("low_res_logits")
     low_res = None
     if logits is not None:
-        size = int(logits["size"])
-        low_res = np.frombuffer(base64.b64decode(logits["data"]), dtype=_LOGITS_DTYPE).reshape(size, size)
-        low_res = low_res.astype(np.float32)
+        low_res = decode_logits(int(logits["size"]), logits["data"])
     crop = doc.get("crop_box")
     return SegmentationResult(
         score=float(doc["score"]),

@@ -14,8 +14,8 @@ from ..decoding import Strategy
 from ..models import EmbeddedImage, Point, Prompt
 from ..registry import Family
 from ..requests import AutoMaskRequest, EmbedRequest, SegmentorRequest, SegmentRequest
+from ..utils.logits import decode_logits
 from ..utils.masks import OutputFormat
-from .logits import decode_logits
 from .schemas import AutoRequest, BoxRequest, PointIn, PointsRequest, SegmentOptions
 
 __all__ = [

@@ -24,10 +24,10 @@ from ..config import SegmentorConfig
 from ..core import Segmentor
 from ..inputs import InputPolicy
 from ..results import EmbedResult
+from ..utils.logits import encode_logits
 from ..utils.masks import OutputFormat
 from .calls import ServiceCall
 from .image_ids import ImageIdRegistry
-from .logits import encode_logits
 
 __all__ = ["InferenceService", "Outcome", "service_input_policy"]
 

@@ -15,7 +15,7 @@ from pycocotools import mask as mask_utils
 
 from perceptra_seg import Segmentor
 from perceptra_seg.service import create_app
-from perceptra_seg.service.logits import decode_logits, encode_logits
+from perceptra_seg.utils.logits import decode_logits, encode_logits
 
 from .helpers import build_config, running
 

@@ -16,7 +16,6 @@ from perceptra_seg.client._errors import error_from_response
 from perceptra_seg.client._wire import (
     formats_field,
     image_fields,
-    logits_field,
     prompt_field,
     result_set,
     retry_after_seconds,
@@ -32,6 +31,7 @@ from perceptra_seg.exceptions import (
     ResourceExhaustedError,
 )
 from perceptra_seg.models import EmbeddedImage
+from perceptra_seg.utils.logits import encode_logits
 from perceptra_seg.utils.masks import mask_to_rle
 
 POLICY = RetryPolicy(max_retries=3, backoff_s=0.5, max_backoff_s=4.0, total_s=10.0)
@@ -119,7 +119,7 @@ def test_images_and_prompts_on_the_wire() -> None:
     with pytest.raises(InvalidInputError, match="mask_input"):
         prompt_field({"box": (1, 2, 3, 4), "mask_input": np.zeros((4, 4), np.float32)})
     with pytest.raises(InvalidInputError, match="square"):
-        logits_field(np.zeros((4, 5), np.float32))
+        encode_logits(np.zeros((4, 5), np.float32))
 
 
 def test_answer_becomes_a_result_set() -> None:
@@ -133,7 +133,7 @@ def test_answer_becomes_a_result_set() -> None:
         "results": [
             {"prompt_index": 0, "score": 0.75, "area": 15, "bbox": [2, 1, 7, 4], "rle": mask_to_rle(mask)},
         ],
-        "low_res_logits": logits_field(logits),
+        "low_res_logits": encode_logits(logits),
     }
     results = result_set(body, None, single=False)
     assert results.image_size == (6, 9) and results.info.request_id == "cd" * 16 and results.info.latency_ms == 12.5

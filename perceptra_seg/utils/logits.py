@@ -1,5 +1,5 @@
 """Low-resolution mask logits as JSON, for click refinement over REST (``return_logits`` / ``mask_input`` on
-``/v1/segment/points`` and ``/v1/segment/box``).
+``/v1/segment/points`` and ``/v1/segment/box``); the service and the Python client share this codec.
 
 A response asked with ``return_logits: true`` carries ``low_res_logits = {"size": L, "data": base64}``: the mask's
 ``[L, L]`` float32 logits (``L`` = 256 for Meta's models, 128 for ``demo``), little-endian, row-major. A follow-up
@@ -24,10 +24,14 @@ _DTYPE = np.dtype("<f4")
 
 
 def encode_logits(logits: np.ndarray) -> dict[str, Any]:
-    """``{"size": L, "data": base64}`` of float32 ``[L, L]`` logits."""
+    """``{"size": L, "data": base64}`` of float32 ``[L, L]`` logits.
+
+    Raises:
+        InvalidInputError: not a square ``[L, L]`` array.
+    """
     array = np.ascontiguousarray(logits, dtype=_DTYPE)
     if array.ndim != 2 or array.shape[0] != array.shape[1]:
-        raise ValueError(f"logits must be a square [L, L] array, got shape {list(array.shape)}")
+        raise InvalidInputError(f"mask_input must be square [L, L] logits, got shape {list(array.shape)}")
     return {"size": int(array.shape[0]), "data": base64.b64encode(array.tobytes()).decode("ascii")}
 
 
