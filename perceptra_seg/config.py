@@ -236,6 +236,24 @@ class ServerConfig(_Section):
     )
     ws_max_objects: int = Field(64, ge=1, description="objects one /v1/ws session may hold masks for at once")
     ws_max_undo: int = Field(32, ge=0, description="undo steps one /v1/ws session remembers (0 = no undo)")
+    state: Literal["memory", "redis"] = Field(
+        "memory",
+        description="where image ids, embeddings and rate-limit counters live: this process, or Redis (shared by "
+        "every worker and replica; needs the 'redis' extra)",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="the Redis of server.state = redis")
+    redis_timeout_s: float = Field(
+        1.0, gt=0, description="connect and reply timeout of one Redis call; past it Redis counts as unavailable"
+    )
+    redis_embedding_ttl_s: int = Field(
+        3600, ge=1, description="server.state = redis: image ids and their embeddings expire this long after embed"
+    )
+    redis_max_embedding_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="server.state = redis: largest stored embedding; a larger one is 400"
+    )
+    redis_embedding_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="server.state = redis: embeddings stored exactly, or in half the bytes (float16)"
+    )
 
     @field_validator("url_allowed_networks")
     @classmethod
@@ -254,6 +272,13 @@ class ServerConfig(_Section):
         if self.cors_allow_credentials and "*" in self.cors_origins:
             raise ValueError("cors_allow_credentials cannot be combined with the '*' origin; list the origins")
         return self
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"redis_url {value!r} must start with redis://, rediss:// or unix://")
+        return value
 
 
 class LoggingConfig(_Section):

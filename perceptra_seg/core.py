@@ -366,6 +366,11 @@ class Segmentor:
             raise NotFoundError("embedded image not found or evicted from the cache; embed the image again")
         return embedding
 
+    def adopt(self, image_id: str, embedding: ImageEmbedding) -> None:
+        """Cache ``embedding``, made by this same model elsewhere (another worker of the service), under the
+        :meth:`embed` handle id ``image_id``, so handles with that id work here too (the caller checks the model)."""
+        self._cache.get_or_compute(image_id, lambda: embedding)
+
     def digest(self, pixels: np.ndarray) -> str | None:
         """The full-image SHA-256 the cache keys on, or ``None`` when the cache is off (nothing would use it)."""
         return image_digest(pixels) if self.config.cache.enabled else None

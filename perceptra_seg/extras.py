@@ -22,6 +22,7 @@ _PROVIDES = {
     "server": "the REST service (FastAPI and uvicorn)",
     "cli": "segmentor-cli (Typer and rich)",
     "supervision": "the supervision integration (perceptra_seg.integrations.supervision)",
+    "redis": "shared service state in Redis (server.state = redis)",
 }
 
 
@@ -34,8 +35,8 @@ def missing_extra(extra: str, exc: ImportError) -> ModelLoadError | ConfigError:
     """The error to raise when importing ``extra``'s dependencies failed with ``exc``.
 
     A missing runtime (``torch``, ``onnx``, ``export``) means the model cannot load: :class:`ModelLoadError`. A
-    missing front end or integration (``server``, ``cli``, ``supervision``) is an installation that does not match
-    what was asked for: :class:`ConfigError`. The message names the missing module and the install line (from
+    missing front end or integration (``server``, ``cli``, ``supervision``, ``redis``) is an installation that does
+    not match what was asked for: :class:`ConfigError`. The message names the missing module and the install line (from
     source; inside a clone ``pip install ".[extra]"`` does the same).
     """
     module = _missing_module(exc)
@@ -44,7 +45,7 @@ def missing_extra(extra: str, exc: ImportError) -> ModelLoadError | ConfigError:
         f"(cannot import {module!r}): {install_command(extra)} (in a clone of the repository: "
         f'pip install ".[{extra}]"; the "perceptra-seg" on the package index is a different project)'
     )
-    if extra in ("server", "cli", "supervision"):
+    if extra in ("server", "cli", "supervision", "redis"):
         return ConfigError(message)
     return ModelLoadError(message)
 

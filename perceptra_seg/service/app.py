@@ -11,6 +11,10 @@ until the server runs the lifespan. The lifespan then
 4. on shutdown waits for a load still in progress and for inference calls still running, closes the Segmentor
    (releasing the model) and the URL client, and removes the log handler.
 
+With ``server.state = redis`` image ids, their embeddings and the rate-limit windows live in Redis and are shared
+by every worker (:mod:`perceptra_seg.service.shared_ids`, :mod:`perceptra_seg.service.redis_link`); Redis is
+connected lazily, so the app starts (and answers requests with an image) while Redis is down.
+
 Start-up refuses an invalid configuration (:class:`~perceptra_seg.exceptions.ConfigError`): a bad
 ``server.rate_limit``, an empty API key, or CORS ``*`` with credentials (checked by the config itself).
 """
@@ -41,6 +45,7 @@ from .logging import configure_logging
 from .metrics import ServiceMetrics
 from .routes import build_router
 from .security import Authenticator, RateLimiter, principal_dependency
+from .shared_ids import SharedImageIds, build_image_ids
 from .state import ServiceState
 from .ui import install_ui
 from .url_fetch import UrlFetcher
@@ -72,9 +77,12 @@ def create_app(
     cfg = SegmentorConfig.resolve(config)
     server = cfg.server
     metrics = ServiceMetrics()
-    state = ServiceState(config=cfg, metrics=metrics)
+    state = ServiceState(config=cfg, metrics=metrics, ids=build_image_ids(server))
     authenticator = Authenticator(server.api_keys)
-    limiter = RateLimiter(server.rate_limit) if server.rate_limit else None
+    limiter = None
+    if server.rate_limit:
+        shared = server.redis_url if server.state == "redis" else None
+        limiter = RateLimiter(server.rate_limit, redis_url=shared, redis_timeout_s=server.redis_timeout_s)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -108,6 +116,8 @@ def create_app(
                 service.segmentor.close()
             if own_client and client is not None:
                 client.close()
+            if isinstance(state.ids, SharedImageIds):
+                state.ids.close()
             restore_logging()
 
     docs = server.docs_enabled
@@ -166,5 +176,7 @@ async def _load(state: ServiceState, cfg: SegmentorConfig, backend: Backend | No
         logger.error("model failed to load: %s: %s", type(exc).__name__, exc)
         return
     state.metrics.bind_cache(segmentor.cache_stats)
+    if isinstance(state.ids, SharedImageIds):
+        state.ids.bind(segmentor)
     state.service = InferenceService(segmentor, config=cfg, ids=state.ids)
     state.metrics.model_loaded.set(1)

@@ -26,6 +26,7 @@ from ..exceptions import AuthError, ResourceExhaustedError, SegmentorError
 from .request_context import current_request_id
 
 __all__ = [
+    "EmbeddingModelMismatchError",
     "ForbiddenError",
     "ModelNotReadyError",
     "PayloadTooLargeError",
@@ -33,6 +34,7 @@ __all__ = [
     "RateLimitedError",
     "RequestTimeoutError",
     "RequestTooLargeError",
+    "StateUnavailableError",
     "error_response",
     "install_error_handlers",
 ]
@@ -108,6 +110,22 @@ class RequestTooLargeError(SegmentorError):
 
     http_status = 413
     code = "request_too_large"
+
+
+class StateUnavailableError(_RetryLater):
+    """``server.state = redis``: Redis cannot be reached and this worker does not hold the requested image id (send
+    the image itself instead)."""
+
+    http_status = 503
+    code = "state_unavailable"
+
+
+class EmbeddingModelMismatchError(SegmentorError):
+    """An image id whose shared embedding was made by another model (or device, precision, runtime) than the one
+    this server runs: it cannot be used here (embed the image again)."""
+
+    http_status = 409
+    code = "model_mismatch"
 
 
 def error_response(

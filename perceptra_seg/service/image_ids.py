@@ -6,46 +6,78 @@ would let one client test whether another client sent a given image. The service
 ``(scope, public id) → EmbeddedImage``. The same key embedding the same image gets the same id back; another key
 gets a different id, and looking up an id under the wrong scope is exactly as unknown as a made-up id (404).
 
-The map is bounded by entry count (:data:`MAX_ENTRIES`); the embeddings themselves live in the Segmentor's
-byte-bounded cache, and a handle whose embedding was evicted answers 404 from the SDK.
+The map is bounded by entry count (:data:`MAX_ENTRIES`), and by age when built with ``ttl_s``; the embeddings
+themselves live in the Segmentor's byte-bounded cache, and a handle whose embedding was evicted answers 404 from the
+SDK. With ``server.state = redis`` the same registry is each worker's local memo of the shared ids (see
+:mod:`perceptra_seg.service.shared_ids`), minted with the secret shared through Redis.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import threading
+import time
 from collections import OrderedDict
 
 from ..exceptions import NotFoundError
 from ..models import EmbeddedImage
 
-__all__ = ["MAX_ENTRIES", "ImageIdRegistry"]
+__all__ = ["MAX_ENTRIES", "ImageIdRegistry", "mint_public_id"]
 
 #: Handles remembered per process (a few hundred bytes each).
 MAX_ENTRIES = 65_536
 
 
-class ImageIdRegistry:
-    """Thread-safe, bounded ``(scope, public id) → EmbeddedImage`` map."""
+def mint_public_id(secret: bytes, scope: str, image_id: str) -> str:
+    """``HMAC-SHA256(secret, scope ‖ image_id)`` as 32 hex digits."""
+    return hmac.new(secret, f"{scope}\x00{image_id}".encode(), hashlib.sha256).hexdigest()[:32]
 
-    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+
+class ImageIdRegistry:
+    """Thread-safe, bounded ``(scope, public id) → EmbeddedImage`` map.
+
+    Args:
+        max_entries: handles kept (least recently used dropped first).
+        ttl_s: forget a handle this long after it was registered (``None``: only when dropped for room).
+    """
+
+    def __init__(self, max_entries: int = MAX_ENTRIES, *, ttl_s: float | None = None) -> None:
         self._secret = secrets.token_bytes(32)
         self._max_entries = max_entries
-        self._entries: OrderedDict[tuple[str, str], EmbeddedImage] = OrderedDict()
+        self._ttl_s = ttl_s
+        self._entries: OrderedDict[tuple[str, str], tuple[EmbeddedImage, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def public_id(self, scope: str, handle: EmbeddedImage) -> str:
         """Register ``handle`` under ``scope`` and return its public id."""
-        message = f"{scope}\x00{handle.image_id}".encode()
-        public = hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
+        public = mint_public_id(self._secret, scope, handle.image_id)
+        self.remember(scope, public, handle)
+        return public
+
+    def remember(self, scope: str, public_id: str, handle: EmbeddedImage, *, ttl_s: float | None = None) -> None:
+        """Register ``handle`` as ``public_id`` under ``scope`` (for ``ttl_s`` seconds, default the registry's)."""
+        ttl = self._ttl_s if ttl_s is None else ttl_s
+        expires = math.inf if ttl is None else time.monotonic() + ttl
         with self._lock:
-            self._entries[(scope, public)] = handle
-            self._entries.move_to_end((scope, public))
+            self._entries[(scope, public_id)] = (handle, expires)
+            self._entries.move_to_end((scope, public_id))
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
-        return public
+
+    def find(self, scope: str, public_id: str) -> EmbeddedImage | None:
+        """The handle registered as ``public_id`` under ``scope``, or ``None`` (unknown, expired or dropped)."""
+        with self._lock:
+            entry = self._entries.get((scope, public_id))
+            if entry is None:
+                return None
+            if entry[1] <= time.monotonic():
+                del self._entries[(scope, public_id)]
+                return None
+            self._entries.move_to_end((scope, public_id))
+            return entry[0]
 
     def resolve(self, scope: str, public_id: str) -> EmbeddedImage:
         """The handle registered as ``public_id`` under ``scope``.
@@ -53,10 +85,7 @@ class ImageIdRegistry:
         Raises:
             NotFoundError: unknown id, an id of another scope, or one dropped from the map (404).
         """
-        with self._lock:
-            handle = self._entries.get((scope, public_id))
-            if handle is not None:
-                self._entries.move_to_end((scope, public_id))
+        handle = self.find(scope, public_id)
         if handle is None:
             raise NotFoundError(f"image_id {public_id!r} not found; embed the image again")
         return handle

@@ -27,7 +27,7 @@ from ..results import EmbedResult
 from ..utils.logits import encode_logits
 from ..utils.masks import OutputFormat
 from .calls import ServiceCall
-from .image_ids import ImageIdRegistry
+from .shared_ids import ImageIds
 
 __all__ = ["InferenceService", "Outcome", "service_input_policy"]
 
@@ -58,7 +58,7 @@ class InferenceService:
         ids: the registry that scopes public image ids to API keys.
     """
 
-    def __init__(self, segmentor: Segmentor, *, config: SegmentorConfig, ids: ImageIdRegistry) -> None:
+    def __init__(self, segmentor: Segmentor, *, config: SegmentorConfig, ids: ImageIds) -> None:
         self.segmentor = segmentor
         self.ids = ids
         configured = [f for f in config.outputs.formats if f != "numpy"]

@@ -9,7 +9,9 @@
   SHA-256 — never by the key itself.
 * ``server.rate_limit`` (e.g. ``"60/minute"``, ``"10/second"``, any string :func:`limits.parse` reads) is a moving
   window per key (per client address when authentication is off); over it → 429 ``rate_limited`` with
-  ``Retry-After`` = seconds until a request is allowed again.
+  ``Retry-After`` = seconds until a request is allowed again. With ``server.state = redis`` the windows are counted in
+  Redis, so every worker and replica shares one budget per key; while Redis is unavailable each worker counts in its
+  own memory (a warning is logged once per outage).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -29,6 +31,9 @@ from pydantic import SecretStr
 from ..exceptions import AuthError, ConfigError
 from .errors import ForbiddenError, RateLimitedError
 from .request_context import current_context
+
+if TYPE_CHECKING:
+    from .redis_link import SharedRateLimit
 
 __all__ = ["Authenticator", "Principal", "RateLimiter", "principal_dependency"]
 
@@ -87,9 +92,15 @@ class Authenticator:
 
 
 class RateLimiter:
-    """Moving-window request limit per identity, in memory (one bucket set per worker process)."""
+    """Moving-window request limit per identity: in memory (one bucket set per worker process), or in Redis.
 
-    def __init__(self, spec: str) -> None:
+    Args:
+        spec: ``server.rate_limit``.
+        redis_url: count in this Redis (``server.state = redis``), falling back to memory while it is unavailable.
+        redis_timeout_s: ``server.redis_timeout_s``.
+    """
+
+    def __init__(self, spec: str, *, redis_url: str | None = None, redis_timeout_s: float = 1.0) -> None:
         from limits import parse
         from limits.storage import MemoryStorage
         from limits.strategies import MovingWindowRateLimiter
@@ -99,6 +110,11 @@ class RateLimiter:
         except ValueError as exc:
             raise ConfigError(f"server.rate_limit: {exc} (use e.g. '60/minute' or '5/second')") from None
         self._strategy = MovingWindowRateLimiter(MemoryStorage())
+        self._shared: SharedRateLimit | None = None
+        if redis_url is not None:
+            from .redis_link import SharedRateLimit
+
+            self._shared = SharedRateLimit(redis_url, timeout_s=redis_timeout_s)
 
     def check(self, identity: str) -> None:
         """Count one request for ``identity``.
@@ -106,9 +122,14 @@ class RateLimiter:
         Raises:
             RateLimitedError: over the limit; ``retry_after`` is the wait in whole seconds (at least 1).
         """
-        if self._strategy.hit(self.item, identity):
+        shared = self._shared.hit(self.item, identity) if self._shared is not None else None
+        if shared is not None:
+            allowed, reset_at = shared
+        else:
+            allowed = self._strategy.hit(self.item, identity)
+            reset_at = 0.0 if allowed else self._strategy.get_window_stats(self.item, identity).reset_time
+        if allowed:
             return
-        reset_at = self._strategy.get_window_stats(self.item, identity).reset_time
         retry_after = max(1, math.ceil(reset_at - time.time()))
         raise RateLimitedError(f"rate limit of {self.item} exceeded", retry_after=retry_after)
 

@@ -15,6 +15,7 @@ from fastapi import Request
 from ..cancel import CancelToken, OperationCancelledError
 from ..config import SegmentorConfig
 from ..exceptions import ModelLoadError
+from ..models import EmbeddedImage
 from ..utils.masks import OutputFormat
 from .calls import ServiceCall, Source
 from .errors import ModelNotReadyError, RequestTooLargeError
@@ -24,6 +25,7 @@ from .limits import InferenceRunner
 from .metrics import ServiceMetrics
 from .request_context import current_context
 from .security import Principal
+from .shared_ids import ImageIds, SharedImageIds
 from .url_fetch import UrlFetcher, is_url
 
 __all__ = ["ServiceState", "get_state"]
@@ -39,7 +41,7 @@ class ServiceState:
 
     config: SegmentorConfig
     metrics: ServiceMetrics
-    ids: ImageIdRegistry = field(default_factory=ImageIdRegistry)
+    ids: ImageIds = field(default_factory=ImageIdRegistry)
     runner: InferenceRunner | None = None
     service: InferenceService | None = None
     fetcher: UrlFetcher | None = None
@@ -69,7 +71,7 @@ class ServiceState:
         :class:`~perceptra_seg.cancel.OperationCancelledError` is raised, so it does not keep a download thread.
         """
         if image_id is not None:
-            return self.ids.resolve(principal.scope, image_id)
+            return await self.resolve_id(principal.scope, image_id)
         assert image is not None  # the request schemas require exactly one of the two
         if self.fetcher is not None and is_url(image):
             self.require_service()  # no download for a server that cannot answer anyway
@@ -78,6 +80,13 @@ class ServiceState:
             self.metrics.observe_stages({"fetch_image": time.perf_counter() - start})
             return data
         return image
+
+    async def resolve_id(self, scope: str, image_id: str) -> EmbeddedImage:
+        """The handle ``image_id`` names in ``scope`` (404 if none); shared ids are looked up in a worker thread."""
+        if isinstance(self.ids, SharedImageIds):
+            self.require_service()  # the shared registry needs the loaded model
+            return await asyncio.to_thread(self.ids.resolve, scope, image_id)
+        return self.ids.resolve(scope, image_id)
 
     def formats(self, output_formats: Sequence[str | enum.Enum] | None) -> tuple[OutputFormat, ...]:
         """The request's output formats, or the service's defaults (see :meth:`InferenceService.formats`)."""

@@ -262,7 +262,7 @@ class _Connection:
             return await self._embed(source, start)
         if isinstance(parsed, ImageIdMessage):
             assert self.principal is not None
-            handle = self.state.ids.resolve(self.principal.scope, parsed.image_id)
+            handle = await self.state.resolve_id(self.principal.scope, parsed.image_id)
             self.session.set_image(handle, parsed.image_id)
             return {"type": "ready", "image_id": parsed.image_id, "width": handle.width, "height": handle.height}
         if isinstance(parsed, PromptMessage):
@@ -289,7 +289,7 @@ class _Connection:
     async def _embed(self, source: str | bytes, start: float) -> dict[str, Any]:
         assert self.principal is not None
         body = await self.state.execute(embed_call(source, self.principal.scope, None))
-        handle = self.state.ids.resolve(self.principal.scope, body["image_id"])
+        handle = await self.state.resolve_id(self.principal.scope, body["image_id"])
         self.session.set_image(handle, body["image_id"])
         return {
             "type": "ready",
