@@ -20,8 +20,10 @@ RUN python -m venv /opt/venv \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY perceptra_seg ./perceptra_seg
+# with redis-py for server.state: redis (docker-compose.yml, docs/scaling.md); unused unless configured
 # hadolint ignore=DL3013
-RUN pip install ".[torch,server,cli]"
+RUN pip install ".[torch,server,cli]" \
+    && pip install ".[redis]"
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \

@@ -63,10 +63,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (403, "invalid API key"),
         (404, "unknown image_id"),
         (408, "request body not received within server.body_timeout_s"),
+        (409, "image_id embedded by another model than this worker runs (server.state: redis)"),
         (413, "body, image bytes or pixels, prompts, points or mask outputs over the limit"),
         (422, "malformed request body"),
         (429, "rate limit exceeded (Retry-After)"),
-        (503, "model not ready, queue full or out of memory (Retry-After when worth retrying)"),
+        (
+            503,
+            "model not ready, queue full, out of memory, or shared state (Redis) unavailable for an image_id "
+            "(Retry-After when worth retrying)",
+        ),
         (504, "request deadline exceeded, or the image URL took longer than server.url_fetch_timeout_s"),
     )
 }
