@@ -80,9 +80,10 @@ def _stored(array: np.ndarray, dtype: StoredDtype) -> np.ndarray:
 
 def packed_nbytes(embedding: ImageEmbedding, dtype: StoredDtype) -> int:
     """Bytes of the arrays :func:`pack` would write (the header adds well under a kilobyte)."""
-    _, arrays = _arrays(embedding.features)
+    features = embedding.features
+    items = [] if features is None else list(features) if isinstance(features, (tuple, list)) else [features]
     width = 2 if dtype == "float16" else 4
-    return sum(array.size * width for array in arrays)
+    return sum(int(item.size if isinstance(item, np.ndarray) else item.numel()) * width for item in items)
 
 
 def pack(embedding: ImageEmbedding, *, fingerprint: str, dtype: StoredDtype) -> bytes:

@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import secrets
-import threading
 from typing import TYPE_CHECKING, Any
 
 from ..config import ServerConfig
@@ -69,8 +68,6 @@ class SharedImageIds:
         self._dtype: StoredDtype = dtype
         self._local = ImageIdRegistry(ttl_s=ttl_s)
         self._fallback_secret = secrets.token_bytes(32)
-        self._shared_secret: bytes | None = None
-        self._lock = threading.Lock()
         self._segmentor: Segmentor | None = None
 
     def bind(self, segmentor: Segmentor) -> None:
@@ -83,24 +80,24 @@ class SharedImageIds:
         return self._segmentor
 
     def _secret(self) -> tuple[bytes, bool]:
-        """``(secret, shared)``: the shared secret, or this process's own while Redis has not been reachable yet."""
-        with self._lock:
-            if self._shared_secret is not None:
-                return self._shared_secret, True
+        """``(secret, shared)``: the shared secret, or this process's own while Redis is unavailable.
+
+        Read on every embed (one small round trip next to the embedding's upload) rather than once: a Redis restarted
+        without its data gets a new secret from the first worker that embeds, and every worker uses that one.
+        """
 
         def fetch(client: Any) -> bytes:
-            client.set(SECRET_KEY, secrets.token_bytes(32), nx=True)
-            value = client.get(SECRET_KEY)
+            pipe = client.pipeline(transaction=False)
+            pipe.set(SECRET_KEY, secrets.token_bytes(32), nx=True)
+            pipe.get(SECRET_KEY)
+            value = pipe.execute()[1]
             assert isinstance(value, bytes)
             return value
 
         try:
-            secret = self.link.call(fetch)
+            return self.link.call(fetch), True
         except RedisDown:
             return self._fallback_secret, False
-        with self._lock:
-            self._shared_secret = secret
-        return secret, True
 
     def public_id(self, scope: str, handle: EmbeddedImage) -> str:
         """Register the embedded ``handle`` under ``scope`` here and in Redis; return its public id.
@@ -126,7 +123,8 @@ class SharedImageIds:
             fingerprint = segmentor.backend.fingerprint
 
             def store(client: Any) -> None:
-                if not client.expire(key, self._ttl_s):  # not stored yet (another key may have stored it)
+                # the same pixels stored already (under any key) only have their expiry moved, not another upload
+                if not client.expire(key, self._ttl_s):
                     client.set(key, pack(embedding, fingerprint=fingerprint, dtype=self._dtype), ex=self._ttl_s)
                 client.set(_id_key(scope, public), record, ex=self._ttl_s)
 

@@ -23,11 +23,11 @@ from .helpers import free_port
 class RedisProcess:
     """One running ``redis-server``; :meth:`kill` stops it at once (SIGKILL), as a crash would."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         args = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(folder)]
         args += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"]

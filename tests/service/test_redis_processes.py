@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +69,8 @@ def test_two_processes_share_ids_and_rate_limits(
     photo_b64: str,
 ) -> None:
     sections = _sections(small_sam1_config, redis.url, rate_limit="5/minute")
-    with server_process(sections) as a, server_process(sections) as b:
+    with ExitStack() as stack, ThreadPoolExecutor(2) as pool:  # both processes start at the same time
+        a, b = pool.map(lambda _: stack.enter_context(server_process(sections)), range(2))
         embedded = httpx.post(a + "/v1/embed", json={"image": photo_b64}, headers=auth(KEY_A), timeout=60)
         assert embedded.status_code == 200, embedded.text
         image_id = embedded.json()["image_id"]

@@ -28,6 +28,7 @@ pytest.importorskip("redis")
 
 from perceptra_seg.exceptions import ConfigError
 from perceptra_seg.service import create_app
+from perceptra_seg.service.redis_link import RETRY_S
 
 from .helpers import KEY_A, KEY_B, FakeBackend, auth, build_config, running
 from .redis_support import RedisProcess, black_hole, redis_server
@@ -221,11 +222,22 @@ def test_redis_outage_degrades_without_errors(tmp_path: Path, caplog: pytest.Log
             warnings = [r.getMessage() for r in caplog.records if "is unavailable" in r.getMessage()]
             assert len([w for w in warnings if "(rate limits)" not in w]) == 1  # once per outage, not per request
             assert len([w for w in warnings if "(rate limits)" in w]) == 1
+            # Redis comes back empty on the same port: after the back-off both workers share state again
+            restarted = RedisProcess(tmp_path, port=own.port)
+            try:
+                time.sleep(RETRY_S + 0.2)
+                with caplog.at_level(logging.WARNING, logger="perceptra_seg.service"):
+                    fresh = _embed(b, _other_image(90))
+                    assert _embed(a, _other_image(90)) == fresh  # one secret again, although a never saw the outage
+                    assert _box(a, {"image_id": fresh}).status_code == 200
+                assert any("is available again" in r.getMessage() for r in caplog.records)
+            finally:
+                restarted.kill()
 
 
-def _other_image() -> str:
+def _other_image(value: int = 90) -> str:
     buffer = io.BytesIO()
-    Image.fromarray(np.full((40, 60, 3), 90, dtype=np.uint8)).save(buffer, format="PNG")
+    Image.fromarray(np.full((40, 60, 3), value, dtype=np.uint8)).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
