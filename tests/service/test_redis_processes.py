@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,18 +24,12 @@ from pycocotools import mask as mask_utils
 pytest.importorskip("redis")
 
 from .helpers import KEY_A, KEY_B, auth, free_port, server_process
-from .redis_support import RedisProcess, redis_server
+from .redis_support import RedisProcess
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
 
 KEY_C = "key-c-5555555555"
 BOX = [20.0, 15.0, 110.0, 80.0]
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
