@@ -36,8 +36,6 @@ def test_sam2_masks_match_the_local_torch_backend(sam2_server: TritonServer, pho
     local = Segmentor(sam2_server.sections)
     remote = Segmentor(sam2_server.client_sections("grpc"))
     image = photos["chelsea"]
-    embedding = remote.backend.encode(image)
-    assert [f.shape for f in embedding.features] == [(1, 32, 256, 256), (1, 64, 128, 128), (1, 256, 64, 64)]
     prompts = [scaled(p, image.shape[:2]) for p in CASES.values()]
     for multimask in (False, True):
         expected = local.segment(image, prompts=prompts, multimask=multimask, output_formats=["numpy"])
