@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,7 +84,10 @@ class TritonServer:
         self.config_path = directory / "triton.yaml"
         self.config_path.write_text(yaml.safe_dump({**sections, "triton": self.triton}))
         self.log_path = directory / "triton.log"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        # PyTriton's workspace (a copy of tritonserver, its sockets) in a short-named folder of ours rather than
+        # ~/.cache/pytriton, removed in stop() even when the server was killed (UNIX socket paths must stay short)
+        self.workspace = Path(tempfile.mkdtemp(prefix="pytriton-"))
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTRITON_HOME": str(self.workspace)}
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [str(python), "-m", "perceptra_seg.cli", "serve-triton", "--config", str(self.config_path)],
@@ -104,6 +109,7 @@ class TritonServer:
         urls = [f"{base}/health/ready"] + [f"{base}/models/{name}/ready" for name in MODELS]
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.stop()
                 pytest.fail(f"serve-triton exited with {self.process.returncode}:\n{self.log()}")
             try:
                 if all(httpx.get(url, timeout=2.0).status_code == 200 for url in urls):
@@ -111,7 +117,7 @@ class TritonServer:
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        self.kill()
+        self.stop()
         pytest.fail(f"serve-triton not ready after {READY_TIMEOUT_S:g} s:\n{self.log()}")
 
     def log(self, tail: int = 4000) -> str:
@@ -148,10 +154,11 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 self.kill()
         self.signal(signal.SIGKILL)  # anything of the group left behind
+        shutil.rmtree(self.workspace, ignore_errors=True)
         return int(self.process.returncode)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def sam1_server(small_sam1_config: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     """serve-triton hosting the reduced SAM 1 of tests/conftest.py (fp32, CPU)."""
     sections = {**small_sam1_config, "runtime": {"device": "cpu", "precision": "fp32"}}
