@@ -88,3 +88,12 @@ def test_rest_service_answers_503_when_triton_stalls_or_dies(
             assert again.status_code == 503
     finally:
         server.stop()
+
+
+def test_python_client_raises_backend_unavailable_for_the_services_503() -> None:
+    from perceptra_seg.client._errors import error_from_response
+
+    body = {"error": {"code": "backend_unavailable", "message": "Triton server at h:1 (http) did not answer"}}
+    error = error_from_response(503, body, None)
+    assert isinstance(error, BackendUnavailableError)
+    assert "h:1" in str(error)
