@@ -125,3 +125,29 @@ def test_decoder_builds_the_prompt_batch_and_checks_its_inputs() -> None:
     described = decode_info(bytes(info["info"][0]))
     assert described["model"] == "sam_v1" and described["mask_size"] == 256
     assert described["protocol"] == PROTOCOL_VERSION
+
+
+def test_serve_triton_without_pytriton_names_the_extra(tmp_path: Any) -> None:
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from perceptra_seg.cli.app import app
+
+    if importlib.util.find_spec("pytriton") is not None:
+        pytest.skip("nvidia-pytriton is installed in this environment")
+    result = CliRunner().invoke(app, ["serve-triton", "--model", "demo"])
+    assert result.exit_code == 1
+    assert "triton-server" in result.output and "numpy<2" in result.output
+
+
+def test_info_says_the_server_decides_the_precision() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from perceptra_seg.cli.app import app
+
+    result = CliRunner().invoke(app, ["info", "--backend", "triton", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["precision"]["resolved"] == "server"
