@@ -87,6 +87,8 @@ class TritonProcess:
             "metrics_port": free_port(),
             "max_batch_size": batch,
             "max_queue_delay_ms": delay_ms,
+            # a request waits for the batches queued before it: 8 clients x seconds per CPU encode > the 30 s default
+            "timeout_s": 900.0,
         }
         config = work_dir / "triton.yaml"
         config.write_text(yaml.safe_dump({**sections, "triton": self.triton}))
