@@ -124,23 +124,30 @@ def serve(config: SegmentorConfig, *, on_ready: Callable[[], None] | None = None
         ) from None
     os.environ["LD_LIBRARY_PATH"] = library_path(os.environ)
     backend = TorchBackend(config)
-    functions = ModelFunctions(backend)
+    try:
+        return _run(Triton(config=TritonConfig(**server_settings(config))), backend, config, on_ready)
+    finally:
+        backend.close()
+
+
+def _run(triton: Any, backend: Any, config: SegmentorConfig, on_ready: Callable[[], None] | None) -> int:
+    """Bind the models, start Triton and wait for SIGTERM / SIGINT (0) or Triton's death (1); always stop it."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    triton = Triton(config=TritonConfig(**server_settings(config)))
     try:
-        _bind_models(triton, functions, config)
+        _bind_models(triton, ModelFunctions(backend), config)
         triton.run()
+        settings = config.triton
         logger.info(
             "Triton serving %s/%s: http %s:%d, grpc %s:%d, metrics %s:%d",
             backend.spec.name,
             backend.spec.variant,
-            config.triton.host,
-            config.triton.http_port,
-            config.triton.host,
-            config.triton.grpc_port,
-            config.triton.host,
-            config.triton.metrics_port,
+            settings.host,
+            settings.http_port,
+            settings.host,
+            settings.grpc_port,
+            settings.host,
+            settings.metrics_port,
         )
         if on_ready is not None:
             on_ready()
@@ -152,6 +159,5 @@ def serve(config: SegmentorConfig, *, on_ready: Callable[[], None] | None = None
         return 0
     finally:
         triton.stop()
-        backend.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

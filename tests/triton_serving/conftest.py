@@ -142,8 +142,27 @@ class TritonServer:
             os.killpg(self.process.pid, sig)
 
     def kill(self) -> None:
-        self.signal(signal.SIGKILL)
+        """SIGKILL the process hosting the model (mid-request, as a crash would). Its children (tritonserver, the
+        backend stubs, Python's resource tracker) exit on their own (PyTriton sets their parent-death signal to
+        SIGTERM) and release their shared memory; a stopped group is continued so that they can."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=STOP_TIMEOUT_S)
+        self.signal(signal.SIGCONT)
+
+    def _reap_group(self) -> None:
+        """Wait (bounded) for the rest of the process group to exit, SIGKILL what is left, and remove shared
+        memory regions the server left in /dev/shm (named after its pid by PyTriton)."""
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        self.signal(signal.SIGKILL)
+        for region in Path("/dev/shm").glob(f"pytrtion{self.process.pid}-*"):
+            region.unlink(missing_ok=True)
 
     def stop(self) -> int:
         """SIGTERM, then SIGKILL after ``STOP_TIMEOUT_S``; returns the exit status."""
@@ -153,7 +172,7 @@ class TritonServer:
                 self.process.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 self.kill()
-        self.signal(signal.SIGKILL)  # anything of the group left behind
+        self._reap_group()
         shutil.rmtree(self.workspace, ignore_errors=True)
         return int(self.process.returncode)
 
