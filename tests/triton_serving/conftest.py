@@ -87,16 +87,7 @@ class TritonServer:
         # PyTriton's workspace (a copy of tritonserver, its sockets) in a short-named folder of ours rather than
         # ~/.cache/pytriton, removed in stop() even when the server was killed (UNIX socket paths must stay short)
         self.workspace = Path(tempfile.mkdtemp(prefix="pytriton-"))
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "PYTRITON_HOME": str(self.workspace),
-            # the system's libpython first, as on a host that sets it: serve-triton must still put its own LIBDIR
-            # ahead (without that the backend stub fails with '_thread.RLock' ... '_recursion_count' here)
-            "LD_LIBRARY_PATH": os.pathsep.join(
-                filter(None, ["/usr/lib/x86_64-linux-gnu", os.environ.get("LD_LIBRARY_PATH")])
-            ),
-        }
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTRITON_HOME": str(self.workspace)}
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [str(python), "-m", "perceptra_seg.cli", "serve-triton", "--config", str(self.config_path)],
