@@ -6,7 +6,9 @@ TORCH_PIN ?= torch==2.13.0
 DEMO_OUT ?= out/demo
 DEMO_ARGS ?=
 
-.PHONY: install dev demo test lint docs clean
+TRITON_VENV ?= .venv-triton
+
+.PHONY: install dev demo test lint docs clean triton-venv
 
 # Runtime install: the SDK with the torch runtime and the CLI (what the demo needs).
 $(VENV)/.installed-run: pyproject.toml Makefile
@@ -25,6 +27,17 @@ $(VENV)/.installed-dev: $(VENV)/.installed-run
 
 install: $(VENV)/.installed-run
 
+# The Triton server's own environment (segmentor-cli serve-triton): nvidia-pytriton 0.7.0 needs numpy<2, while the
+# main environment (and the `triton` client extra) run numpy 2. The tests start the server from here.
+$(TRITON_VENV)/.installed: pyproject.toml Makefile
+	python3 -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(TRITON_VENV)/bin/python -m pip install --quiet "$(TORCH_PIN)"
+	$(TRITON_VENV)/bin/python -m pip install --quiet -e ".[triton-server]"
+	touch $@
+
+triton-venv: $(TRITON_VENV)/.installed
+
 dev: $(VENV)/.installed-dev
 
 # Main job, offline: the packaged demo model segments the packaged sample image (set SEGMENTOR_MODEL_CHECKPOINT_PATH and
@@ -32,8 +45,8 @@ dev: $(VENV)/.installed-dev
 demo: install
 	$(VENV)/bin/segmentor-cli demo --out $(DEMO_OUT) $(DEMO_ARGS)
 
-test: dev
-	$(PY) -m pytest
+test: dev triton-venv
+	PERCEPTRA_TRITON_PYTHON="$(abspath $(TRITON_VENV))/bin/python" $(PY) -m pytest
 
 lint: dev
 	$(VENV)/bin/ruff check .
@@ -44,4 +57,4 @@ docs: dev
 	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site out
+	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .mypy_cache .ruff_cache site out

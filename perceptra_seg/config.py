@@ -38,6 +38,7 @@ __all__ = [
     "SegmentorConfig",
     "ServerConfig",
     "TilingConfig",
+    "TritonConfig",
 ]
 
 _YAML_PATH: contextvars.ContextVar[Path | None] = contextvars.ContextVar("segmentor_yaml_path", default=None)
@@ -86,8 +87,8 @@ class ModelConfig(_Section):
 class RuntimeConfig(_Section):
     """How inference runs."""
 
-    backend: Literal["torch", "onnx"] = Field(
-        "torch", description="torch | onnx (exported graphs, see the onnx section)"
+    backend: Literal["torch", "onnx", "triton"] = Field(
+        "torch", description="torch | onnx (exported graphs, see the onnx section) | triton (a running Triton server)"
     )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N; auto picks CUDA when available")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
@@ -281,6 +282,37 @@ class ServerConfig(_Section):
         return value
 
 
+class TritonConfig(_Section):
+    """Triton Inference Server: what ``serve-triton`` binds, and where ``runtime.backend: triton`` connects."""
+
+    host: str = Field("127.0.0.1", description="serve-triton: interface of its HTTP, gRPC and metrics endpoints")
+    http_port: int = Field(8100, ge=1, le=65535, description="serve-triton: HTTP/REST port (KServe v2 protocol)")
+    grpc_port: int = Field(8101, ge=1, le=65535, description="serve-triton: gRPC port")
+    metrics_port: int = Field(8102, ge=1, le=65535, description="serve-triton: Prometheus metrics port (/metrics)")
+    max_batch_size: int = Field(8, ge=1, description="serve-triton: most images in one encoder execution")
+    max_queue_delay_ms: float = Field(
+        5.0, ge=0, description="serve-triton: how long the encoder's dynamic batcher waits to fill a batch"
+    )
+    url: str | None = Field(
+        None, description="backend triton: server as host:port; None = host and http_port / grpc_port (per protocol)"
+    )
+    protocol: Literal["http", "grpc"] = Field("http", description="backend triton: http | grpc")
+    timeout_s: float = Field(30.0, gt=0, description="backend triton: connect and per-call deadline of each request")
+
+    @field_validator("url")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None and ("://" in value or ":" not in value):
+            raise ValueError(f"url {value!r} must be host:port without a scheme, e.g. 127.0.0.1:8100")
+        return value
+
+    def client_url(self) -> str:
+        """The ``host:port`` a client connects to: ``url``, else ``host`` with the port of ``protocol``."""
+        if self.url is not None:
+            return self.url
+        return f"{self.host}:{self.http_port if self.protocol == 'http' else self.grpc_port}"
+
+
 class LoggingConfig(_Section):
     """Log output of the REST service."""
 
@@ -308,6 +340,7 @@ class SegmentorConfig(BaseSettings):
     tiling: TilingConfig = Field(default_factory=TilingConfig)
     onnx: OnnxConfig = Field(default_factory=OnnxConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    triton: TritonConfig = Field(default_factory=TritonConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @classmethod

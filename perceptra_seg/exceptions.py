@@ -11,6 +11,7 @@ Each class carries the HTTP status the REST service answers with, so the mapping
     ├── ConfigError              400  unknown or invalid configuration key/value
     ├── ModelLoadError           503  checkpoint missing, truncated, wrong hash, wrong architecture
     ├── BackendError             500  the inference backend failed for a reason that is not the caller's input
+    │   └── BackendUnavailableError 503  a remote backend (Triton server) cannot be reached or did not answer in time
     ├── ResourceExhaustedError   503  queue full, out of (GPU) memory
     └── AuthError                401  missing or invalid credentials
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 __all__ = [
     "AuthError",
     "BackendError",
+    "BackendUnavailableError",
     "ConfigError",
     "ImageTooLargeError",
     "InvalidInputError",
@@ -77,6 +79,13 @@ class BackendError(SegmentorError):
 
     http_status = 500
     code = "backend_error"
+
+
+class BackendUnavailableError(BackendError):
+    """A remote inference server (``runtime.backend: triton``) is unreachable, gone, or missed its deadline."""
+
+    http_status = 503
+    code = "backend_unavailable"
 
 
 class ResourceExhaustedError(SegmentorError):

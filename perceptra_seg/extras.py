@@ -21,6 +21,8 @@ _PROVIDES = {
     "export": "ONNX export (PyTorch, transformers, onnx and ONNX Runtime)",
     "server": "the REST service (FastAPI and uvicorn)",
     "cli": "segmentor-cli (Typer and rich)",
+    "triton": "the triton backend (tritonclient)",
+    "triton-server": "segmentor-cli serve-triton (nvidia-pytriton, needs numpy<2)",
     "supervision": "the supervision integration (perceptra_seg.integrations.supervision)",
     "redis": "shared service state in Redis (server.state = redis)",
 }

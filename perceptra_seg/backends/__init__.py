@@ -27,6 +27,10 @@ def create_backend(config: SegmentorConfig) -> Backend:
             from .onnx_backend import OnnxBackend
 
             return OnnxBackend(config)
+        if name == "triton":
+            from .triton_backend import TritonBackend
+
+            return TritonBackend(config)
         from .torch_backend import TorchBackend
 
         return TorchBackend(config)

@@ -126,19 +126,28 @@ def _fold_constants(path: Path) -> None:
     os.replace(folded, path)
 
 
-def export_fp32_graphs(model: torch.nn.Module, family: Family, directory: Path, opset: int) -> dict[str, Path]:
-    """Trace the three graphs into ``directory`` as fp32 ONNX files."""
+def export_fp32_graphs(
+    model: torch.nn.Module, family: Family, directory: Path, opset: int, *, batched_encoder: bool = False
+) -> dict[str, Path]:
+    """Trace the three graphs into ``directory`` as fp32 ONNX files.
+
+    ``batched_encoder``: the encoder's first axis (``pixel_values`` and every feature) is dynamic, ``B`` images per
+    call, as Triton's dynamic batcher needs (``export-triton``); otherwise it is fixed to 1.
+    """
     paths = {name: directory / file for name, file in GRAPH_NAMES.items()}
-    pixels = torch.zeros(1, 3, 1024, 1024)
+    pixels = torch.zeros(2 if batched_encoder else 1, 3, 1024, 1024)
+    encoder_names = list(encoder_outputs(family))
+    batch_axes = {name: {0: "batch"} for name in ["pixel_values", *encoder_names]} if batched_encoder else None
     with torch.no_grad():
-        features = _EncoderGraph(model)(pixels)
+        features = _EncoderGraph(model)(pixels[:1])
         _trace(
             _EncoderGraph(model),
             (pixels,),
             paths["encoder"],
             opset,
             input_names=["pixel_values"],
-            output_names=list(encoder_outputs(family)),
+            output_names=encoder_names,
+            dynamic_axes=batch_axes,
         )
         # example sizes differ from every fixed dimension so that no dynamic axis is specialised by accident
         coords = torch.tensor([[[100.0, 200.0], [300.0, 400.0], [0.0, 0.0]]] * 2)

@@ -215,6 +215,22 @@ class TorchBackend:
         nbytes = sum(f.numel() * f.element_size() for f in features)
         return ImageEmbedding(original_size=image.shape[:2], input_size=input_size, features=features, nbytes=nbytes)
 
+    def encode_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Run the image encoder on B preprocessed images at once (the Triton server's batched encoder).
+
+        Args:
+            pixels: float32 ``[B, 3, 1024, 1024]``: outputs of :func:`~perceptra_seg.preprocessing.preprocess_image`
+                stacked along the first axis.
+
+        Returns:
+            The features as float32 numpy arrays with a leading ``B``, in the order :meth:`encode` keeps them.
+        """
+        self._check_open()
+        with oom_guard("while encoding"), self._inference():
+            output = self._encoder(torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(self.device))
+        features = tuple(output) if isinstance(output, (list, tuple)) else (output,)
+        return tuple(f.float().cpu().numpy() for f in features)
+
     def decode(self, embedding: ImageEmbedding, batch: PromptBatch, *, multimask: bool) -> DecoderOutput:
         self._check_open()
         if len(batch) == 0:

@@ -229,6 +229,8 @@ def _precision_info(config: SegmentorConfig, device: dict[str, Any]) -> dict[str
             except (SegmentorError, OSError, ValueError, KeyError) as exc:  # the backend will say the same, louder
                 resolved, reason = "unknown", f"cannot read the export in {where}: {exc}"
         return {"requested": requested, "resolved": resolved, "reason": reason}
+    if config.runtime.backend == "triton":
+        return {"requested": requested, "resolved": "server", "reason": "backend triton: serve-triton decides"}
     selected = str(device.get("selected") or "cpu")
     device_type = "cuda" if selected.startswith("cuda") else "cpu"
     capability = tuple(device["cuda_capability"]) if device_type == "cuda" and device.get("cuda_capability") else None

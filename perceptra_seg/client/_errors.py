@@ -23,6 +23,7 @@ from ..cancel import OperationCancelledError
 from ..exceptions import (
     AuthError,
     BackendError,
+    BackendUnavailableError,
     ConfigError,
     ImageTooLargeError,
     InvalidInputError,
@@ -84,6 +85,7 @@ _BY_CODE: dict[str, type[SegmentorError]] = {
     "invalid_config": ConfigError,
     "model_load_error": ModelLoadError,
     "backend_error": BackendError,
+    "backend_unavailable": BackendUnavailableError,
     "internal_error": BackendError,
     "resource_exhausted": ResourceExhaustedError,
     "queue_full": ResourceExhaustedError,
