@@ -1,4 +1,4 @@
-"""PyTorch runtime: transformers' ``SamModel`` / ``Sam2Model`` behind the encode/decode protocol."""
+"""PyTorch runtime: transformers' ``SamModel`` / ``Sam2Model`` / ``SamHQModel`` behind the encode/decode protocol."""
 
 from __future__ import annotations
 
@@ -12,15 +12,22 @@ from typing import Any, cast
 import numpy as np
 
 from ..config import SegmentorConfig
-from ..conversion import convert_state_dict, detect_family, unwrap_checkpoint
+from ..conversion import (
+    convert_sam_hq_state_dict,
+    convert_state_dict,
+    detect_architecture,
+    detect_family,
+    unwrap_checkpoint,
+)
 from ..exceptions import BackendError, ConfigError, InvalidInputError, ModelLoadError
 from ..extras import install_command
 from ..preprocessing import preprocess_image
-from ..registry import ModelSpec, architecture_config, get_model_spec
+from ..registry import Architecture, ModelSpec, architecture_config, get_model_spec
 from ..weights import CheckpointSource, resolve_checkpoint
 from .base import DecoderOutput, Family, ImageEmbedding, PromptBatch
 from .oom import oom_guard
 from .precision import resolve_torch_precision, warn_if_emulated
+from .sam_hq import use_authors_decoder
 
 try:
     import torch
@@ -54,10 +61,16 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def build_model(family: Family, architecture: dict[str, Any]) -> torch.nn.Module:
-    """An untrained transformers SAM model; ``architecture`` holds ``SamConfig``/``Sam2Config`` keyword arguments."""
-    from transformers import Sam2Config, Sam2Model, SamConfig, SamModel
+def build_model(family: Family, architecture: dict[str, Any], network: Architecture = "sam") -> torch.nn.Module:
+    """An untrained transformers SAM model; ``architecture`` holds ``SamConfig``/``Sam2Config``/``SamHQConfig``
+    keyword arguments. ``network="sam_hq"`` builds ``SamHQModel``, whose decoder's ``vit_dim`` follows the ViT width
+    unless ``architecture`` sets it."""
+    from transformers import Sam2Config, Sam2Model, SamConfig, SamHQConfig, SamHQModel, SamModel
 
+    if network == "sam_hq":
+        width = architecture.get("vision_config", {}).get("hidden_size", 768)
+        decoder = {"vit_dim": width, **architecture.get("mask_decoder_config", {})}
+        return use_authors_decoder(SamHQModel(SamHQConfig(**{**architecture, "mask_decoder_config": decoder})))
     if family == "sam1":
         return SamModel(SamConfig(**architecture))
     return Sam2Model(Sam2Config(**architecture))
@@ -70,14 +83,17 @@ def _load_meta_file(path: Path, spec: ModelSpec, overrides: dict[str, Any] | Non
         family = detect_family(state_dict)
     except (RuntimeError, EOFError, ValueError, OSError) as exc:
         raise ModelLoadError(f"cannot read checkpoint {path}: {exc} (truncated or not a SAM checkpoint?)") from None
-    if family != spec.family:
+    network = detect_architecture(state_dict)
+    if family != spec.family or network != spec.architecture:
+        found = "SAM-HQ" if network == "sam_hq" else family.upper()
+        wanted = "SAM-HQ" if spec.architecture == "sam_hq" else spec.family.upper()
         raise ModelLoadError(
-            f"checkpoint {path.name} holds a {family.upper()} model but model {spec.name!r} is a {spec.family.upper()}"
+            f"checkpoint {path.name} holds a {found} model but model {spec.name!r} is a {wanted}"
             " model; set model.name to match the file"
         )
     architecture = _deep_merge(architecture_config(family, spec.variant), overrides or {})
-    model = build_model(family, architecture)
-    converted = convert_state_dict(state_dict, family)
+    model = build_model(family, architecture, network)
+    converted = convert_sam_hq_state_dict(state_dict) if network == "sam_hq" else convert_state_dict(state_dict, family)
     try:
         model.load_state_dict(converted, strict=True)
     except RuntimeError as exc:
@@ -88,7 +104,7 @@ def _load_meta_file(path: Path, spec: ModelSpec, overrides: dict[str, Any] | Non
 
 
 def _load_transformers(location: str, spec: ModelSpec, *, hub: bool) -> torch.nn.Module:
-    from transformers import Sam2Model, SamModel
+    from transformers import Sam2Model, SamHQModel, SamModel
 
     directory = Path(location)
     if hub:
@@ -102,10 +118,16 @@ def _load_transformers(location: str, spec: ModelSpec, *, hub: bool) -> torch.nn
         model_type = json.loads((directory / "config.json").read_text())["model_type"]
     except (OSError, KeyError, ValueError) as exc:
         raise ModelLoadError(f"{directory} has no readable config.json with a model_type: {exc}") from None
-    classes: dict[str, tuple[Family, Any]] = {"sam": ("sam1", SamModel), "sam2": ("sam2", Sam2Model)}
+    classes: dict[str, tuple[Family, Any]] = {
+        "sam": ("sam1", SamModel),
+        "sam2": ("sam2", Sam2Model),
+        "sam_hq": ("sam1", SamHQModel),
+    }
     if model_type not in classes:
-        raise ModelLoadError(f"{location} is a {model_type!r} model, not SAM (sam) or SAM 2 (sam2)")
+        raise ModelLoadError(f"{location} is a {model_type!r} model, not SAM (sam), SAM 2 (sam2) or SAM-HQ (sam_hq)")
     family, cls = classes[model_type]
+    if (model_type == "sam_hq") != (spec.architecture == "sam_hq"):
+        raise ModelLoadError(f"{location} holds a {model_type!r} model but model {spec.name!r} is not one")
     if family != spec.family:
         raise ModelLoadError(
             f"{location} holds a {family.upper()} model but model {spec.name!r} is {spec.family.upper()}"
@@ -114,6 +136,8 @@ def _load_transformers(location: str, spec: ModelSpec, *, hub: bool) -> torch.nn
         model: torch.nn.Module = cls.from_pretrained(directory)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"cannot load {location}: {exc}") from None
+    if model_type == "sam_hq":
+        use_authors_decoder(model)
     return model
 
 
@@ -139,6 +163,7 @@ class TorchBackend:
         self._config = config
         self.spec = get_model_spec(config.model.name, config.model.variant)
         self.family: Family = self.spec.family
+        self._hq_token_only = config.model.hq_token_only
         runtime = config.runtime
         self.device = resolve_device(runtime.device)
         self.precision = resolve_torch_precision(
@@ -210,6 +235,10 @@ class TorchBackend:
         pixels, input_size = preprocess_image(image, self.family)
         with oom_guard("while encoding"), self._inference():
             output = self._encoder(torch.from_numpy(pixels).to(self.device))
+        if self.spec.architecture == "sam_hq":
+            # (embedding [1, 256, 64, 64], the first global-attention block's output [1, 64, 64, width]): SAM-HQ's
+            # decoder fuses only that early ViT feature, so the later blocks' outputs are not kept.
+            output = (output[0], output[1][0])
         features = tuple(output) if isinstance(output, (list, tuple)) else (output,)
         features = tuple(f.float() for f in features)
         nbytes = sum(f.numel() * f.element_size() for f in features)
@@ -232,6 +261,9 @@ class TorchBackend:
             "image_embeddings": features[0] if self.family == "sam1" else list(features),
             "multimask_output": multimask,
         }
+        if self.spec.architecture == "sam_hq":
+            kwargs["intermediate_embeddings"] = [features[1]]
+            kwargs["hq_token_only"] = self._hq_token_only
         if batch.points is not None and batch.labels is not None:
             kwargs["input_points"] = self._tensor(batch.points)[None]
             kwargs["input_labels"] = torch.from_numpy(batch.labels).to(self.device, torch.long)[None]
