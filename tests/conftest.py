@@ -17,9 +17,10 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reference_support import import_reference_packages
+from reference_support import import_more_reference_packages, import_reference_packages
 
 segment_anything, sam2_build, sam2_predictor = import_reference_packages()
+segment_anything_hq, mobile_sam = import_more_reference_packages()
 
 # A reduced SAM 1 image encoder (same ViT code path as vit_b, fewer and narrower blocks) for fast tests.
 SMALL_SAM1 = {"encoder_embed_dim": 64, "encoder_depth": 2, "encoder_num_heads": 2, "encoder_global_attn_indexes": [1]}
@@ -217,3 +218,28 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     for name in IMAGE_DECODERS:
         monkeypatch.setattr(image_io, name, counting(name, getattr(image_io, name)))
     return counts
+
+
+def build_reference_sam_hq(variant: str | dict[str, Any], seed: int = 0) -> torch.nn.Module:
+    """The authors' SAM-HQ ``Sam`` with random weights: a registry variant name or ``_build_sam`` keyword arguments."""
+    torch.manual_seed(seed)
+    if isinstance(variant, str):
+        model = segment_anything_hq.sam_model_registry[variant]()
+    else:
+        from segment_anything_hq.build_sam import _build_sam
+
+        model = _build_sam(checkpoint=None, **variant)
+    return _perturb(model, seed)
+
+
+@pytest.fixture(scope="session")
+def small_sam_hq(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path, dict[str, Any]]:
+    """A reduced SAM-HQ reference model (the SMALL_SAM1 ViT), its file in the authors' format and the config
+    sections that load it on CPU in fp32."""
+    model = build_reference_sam_hq(SMALL_SAM1, seed=5)
+    path = save_meta_checkpoint(model, tmp_path_factory.mktemp("small_sam_hq") / "sam_hq_small.pth", sam2=False)
+    config = {
+        "model": {"name": "sam_hq", "checkpoint_path": str(path), "architecture": SMALL_SAM1_ARCHITECTURE},
+        "runtime": {"device": "cpu", "precision": "fp32"},
+    }
+    return model, path, config
