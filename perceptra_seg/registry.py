@@ -114,7 +114,7 @@ _CATALOGUE: dict[tuple[str, str], ModelSpec] = {
         _sam_hq("vit_l", "syscv-community/sam-hq-vit-large"),
         _sam_hq("vit_h", "syscv-community/sam-hq-vit-huge"),
         # Offline demo: a tiny SAM 1 trained on synthetic shapes (tools/train_demo_model.py), NOT for real photos.
-        ModelSpec("demo", "tiny", "sam1", "sam_demo_tiny.pth", url="", hub_id="", packaged=True, source="perceptra-seg"),
+        ModelSpec("demo", "tiny", "sam1", "sam_demo_tiny.pth", "", "", packaged=True, source="perceptra-seg"),
     ]
 }
 

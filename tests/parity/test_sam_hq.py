@@ -35,9 +35,7 @@ def _reference(predictor: Any, prompt: dict[str, Any], multimask: bool, hq_token
 def segmentors(small_sam_hq: tuple[Any, Any, dict[str, Any]]) -> dict[bool, Segmentor]:
     """Our Segmentor on the reduced SAM-HQ file, keyed by ``model.hq_token_only``."""
     _, _, config = small_sam_hq
-    return {
-        only: Segmentor({**config, "model": {**config["model"], "hq_token_only": only}}) for only in (False, True)
-    }
+    return {only: Segmentor({**config, "model": {**config["model"], "hq_token_only": only}}) for only in (False, True)}
 
 
 def test_sam_hq_masks_and_scores_match_reference(

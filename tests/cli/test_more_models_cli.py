@@ -1,0 +1,39 @@
+"""The CLI selects the models added after SAM 1/2 by ``--model``: its files equal the SDK's results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from perceptra_seg import Segmentor
+from perceptra_seg.utils.masks import png_to_mask, rle_to_mask
+
+from .conftest import Run
+
+BOX = (20.0, 10.0, 90.0, 70.0)
+
+
+def test_segment_box_with_model_sam_hq_matches_the_sdk(
+    cli: Callable[..., Run],
+    images: dict[str, Path],
+    small_sam_hq: tuple[Any, Path, dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    """The YAML leaves model.name at its default (sam_v2); ``--model sam_hq`` picks SAM-HQ for the HQ file."""
+    _, _, config = small_sam_hq
+    settings = {**config, "model": {k: v for k, v in config["model"].items() if k != "name"}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    out = tmp_path / "mask.png"
+    run = cli("segment-box", "-c", path, "--model", "sam_hq", "-i", images["coffee"], "-b", *BOX, "-o", out, "--json")
+    assert run.exit_code == 0, run.stderr
+    expected = Segmentor(config).segment_from_box(images["coffee"], box=BOX, output_formats=["numpy"])
+    np.testing.assert_array_equal(png_to_mask(out.read_bytes()), expected.mask)
+    (result,) = run.json()["results"]
+    assert result["score"] == pytest.approx(expected.score, abs=1e-5)
+    np.testing.assert_array_equal(rle_to_mask(result["rle"]), expected.mask)
