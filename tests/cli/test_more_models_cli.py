@@ -37,3 +37,14 @@ def test_segment_box_with_model_sam_hq_matches_the_sdk(
     (result,) = run.json()["results"]
     assert result["score"] == pytest.approx(expected.score, abs=1e-5)
     np.testing.assert_array_equal(rle_to_mask(result["rle"]), expected.mask)
+
+
+def test_info_lists_the_catalogue_with_licence_and_source(cli: Callable[..., Run]) -> None:
+    report = cli("info", "--device", "cpu", "--json").json()
+    entries = {(m["model"], m["variant"]): m for m in report["models"]}
+    hq = entries[("sam_hq", "vit_l")]
+    assert hq["file"] == "sam_hq_vit_l.pth" and hq["url"].endswith("/lkeab/hq-sam/resolve/main/sam_hq_vit_l.pth")
+    assert hq["licence"] == "Apache-2.0" and hq["source"] == "https://github.com/SysCV/sam-hq"
+    assert entries[("sam_v1", "vit_b")]["source"] == "https://github.com/facebookresearch/segment-anything"
+    text = cli("info", "--device", "cpu").stdout
+    assert "sam_hq: vit_b, vit_l, vit_h" in text
