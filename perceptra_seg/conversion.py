@@ -19,6 +19,7 @@ from .preprocessing import SAM1_PIXEL_MEAN, SAM1_PIXEL_STD
 from .registry import Architecture, Family
 
 __all__ = [
+    "convert_mobile_sam_state_dict",
     "convert_sam_hq_state_dict",
     "convert_state_dict",
     "detect_architecture",
@@ -244,9 +245,15 @@ _SAM_HQ_RULES: tuple[tuple[str, str], ...] = (
 _SAM_HQ_MARKER = "mask_decoder.hf_token.weight"
 
 
+_MOBILE_SAM_MARKER = "image_encoder.patch_embed.seq.0.c.weight"
+
+
 def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> Architecture:
-    """``sam_hq`` for a SAM-HQ file (it has the HQ output token ``mask_decoder.hf_token``), else ``sam``."""
-    return "sam_hq" if _SAM_HQ_MARKER in state_dict else "sam"
+    """``sam_hq`` for a SAM-HQ file (it has the HQ output token ``mask_decoder.hf_token``), ``mobile_sam`` for a
+    MobileSAM file (TinyViT's convolutional patch embedding ``image_encoder.patch_embed.seq``), else ``sam``."""
+    if _SAM_HQ_MARKER in state_dict:
+        return "sam_hq"
+    return "mobile_sam" if _MOBILE_SAM_MARKER in state_dict else "sam"
 
 
 def convert_sam_hq_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -256,3 +263,22 @@ def convert_sam_hq_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[st
     :data:`_SAM_HQ_RULES`. Tensors are shared, not copied; the caller loads the result with ``strict=True``.
     """
     return {_rename(key, _SAM_HQ_RULES): value for key, value in convert_state_dict(state_dict, "sam1").items()}
+
+
+# TinyViT's ImageNet classification head: in the authors' file, never used by SAM.
+_TINY_VIT_HEAD = ("image_encoder.head.", "image_encoder.norm_head.")
+
+
+def convert_mobile_sam_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map MobileSAM's ``mobile_sam.pt`` onto our model: ``SamModel`` with a :class:`TinyViTEncoder` vision encoder.
+
+    Image-encoder keys keep their names under ``vision_encoder.`` (our TinyViT uses the authors' layout), its unused
+    classification head is dropped; the prompt encoder and mask decoder are SAM 1's and get SAM 1's renames.
+    """
+    encoder = {
+        "vision_encoder." + key[len("image_encoder.") :]: value
+        for key, value in state_dict.items()
+        if key.startswith("image_encoder.") and not key.startswith(_TINY_VIT_HEAD)
+    }
+    rest = {key: value for key, value in state_dict.items() if not key.startswith("image_encoder.")}
+    return {**encoder, **convert_state_dict(rest, "sam1")}

@@ -29,9 +29,10 @@ Family = Literal["sam1", "sam2"]
 FAMILIES: tuple[Family, ...] = get_args(Family)
 
 #: The network built for a model: ``sam`` (transformers' ``SamModel`` / ``Sam2Model`` by family), ``sam_hq``
-#: (``SamHQModel``: SAM 1's ViT and prompt encoder with the HQ mask decoder). Preprocessing and coordinates follow
-#: the family; the architecture only picks the network and its checkpoint conversion.
-Architecture = Literal["sam", "sam_hq"]
+#: (``SamHQModel``: SAM 1's ViT and prompt encoder with the HQ mask decoder), ``mobile_sam`` (our TinyViT encoder
+#: with ``SamModel``'s prompt encoder and mask decoder). Preprocessing and coordinates follow the family; the
+#: architecture only picks the network and its checkpoint conversion.
+Architecture = Literal["sam", "sam_hq", "mobile_sam"]
 ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
 
 _SAM1_URL = "https://dl.fbaipublicfiles.com/segment_anything/{file}"
@@ -42,6 +43,8 @@ _SAM_HQ_URL = "https://huggingface.co/lkeab/hq-sam/resolve/main/{file}"
 _SAM1_SOURCE = "https://github.com/facebookresearch/segment-anything"
 _SAM2_SOURCE = "https://github.com/facebookresearch/sam2"
 _SAM_HQ_SOURCE = "https://github.com/SysCV/sam-hq"
+_MOBILE_SAM_SOURCE = "https://github.com/ChaoningZhang/MobileSAM"
+_MOBILE_SAM_URL = "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt"
 
 
 @dataclass(frozen=True)
@@ -49,14 +52,14 @@ class ModelSpec:
     """One downloadable model: a (name, variant) pair.
 
     Attributes:
-        name: catalogue name (``sam_v1``, ``sam_v2``, ``sam_v2.0``, ``sam_hq``).
+        name: catalogue name (``sam_v1``, ``sam_v2``, ``sam_v2.0``, ``sam_hq``, ``mobile_sam``).
         variant: architecture size (``vit_b``, ``hiera_small``, ...).
         family: ``sam1`` (SamModel, longest-side-1024 + pad) or ``sam2`` (Sam2Model, 1024×1024 resize).
         filename: Meta's checkpoint file name; for SAM 1 its suffix is the sha256 prefix of the file.
         url: where Meta publishes the file.
         hub_id: the equivalent transformers-format repository on the Hugging Face hub.
         packaged: the file ships inside the package (``perceptra_seg/assets/``); nothing is downloaded.
-        architecture: the network (``sam`` or ``sam_hq``), see :data:`Architecture`.
+        architecture: the network (``sam``, ``sam_hq`` or ``mobile_sam``), see :data:`Architecture`.
         licence: the licence of the published weights (SPDX id).
         source: the authors' project page.
     """
@@ -113,18 +116,23 @@ _CATALOGUE: dict[tuple[str, str], ModelSpec] = {
         _sam_hq("vit_b", "syscv-community/sam-hq-vit-base"),
         _sam_hq("vit_l", "syscv-community/sam-hq-vit-large"),
         _sam_hq("vit_h", "syscv-community/sam-hq-vit-huge"),
+        ModelSpec(
+            "mobile_sam", "vit_t", "sam1", "mobile_sam.pt", _MOBILE_SAM_URL, "", architecture="mobile_sam",
+            source=_MOBILE_SAM_SOURCE,
+        ),
         # Offline demo: a tiny SAM 1 trained on synthetic shapes (tools/train_demo_model.py), NOT for real photos.
         ModelSpec("demo", "tiny", "sam1", "sam_demo_tiny.pth", "", "", packaged=True, source="perceptra-seg"),
     ]
 }
 
-MODEL_NAMES: tuple[str, ...] = ("sam_v1", "sam_v2", "sam_v2.0", "demo", "sam_hq")
+MODEL_NAMES: tuple[str, ...] = ("sam_v1", "sam_v2", "sam_v2.0", "demo", "sam_hq", "mobile_sam")
 DEFAULT_VARIANTS: dict[str, str] = {
     "sam_v1": "vit_b",
     "sam_v2": "hiera_small",
     "sam_v2.0": "hiera_small",
     "demo": "tiny",
     "sam_hq": "vit_b",
+    "mobile_sam": "vit_t",
 }
 
 
@@ -236,13 +244,21 @@ _SAM2_TRUNK: dict[str, dict[str, Any]] = {
 }
 
 
-def architecture_config(family: Family, variant: str) -> dict[str, Any]:
+def architecture_config(family: Family, variant: str, network: Architecture = "sam") -> dict[str, Any]:
     """Keyword arguments for the transformers config (``SamConfig`` / ``Sam2Config``) of one architecture.
+
+    ``network="mobile_sam"``: ``{"tiny_vit": {...}}`` holds :class:`~perceptra_seg.backends.tiny_vit.TinyViTConfig`
+    overrides (none for the released ``vit_t``); the other keys are ``SamConfig``'s for the prompt encoder and mask
+    decoder.
 
     Only ``vision_config`` differs between Meta's released variants; prompt encoder and mask decoder use the
     transformers defaults, which equal Meta's. ``model.architecture`` in the config is deep-merged over this dict
     (e.g. ``{"vision_config": {"num_hidden_layers": 2}}``) for fine-tuned or reduced architectures.
     """
+    if network == "mobile_sam":
+        if variant != "vit_t":
+            raise ConfigError(f"unknown MobileSAM variant {variant!r}")
+        return {"tiny_vit": {}}
     if family == "sam1":
         if variant in _SAM1_FULL:
             return copy.deepcopy(_SAM1_FULL[variant])

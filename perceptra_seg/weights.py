@@ -298,7 +298,7 @@ def verify_checkpoint_file(
     return None
 
 
-_NETWORK_NAMES = {"sam": "plain SAM", "sam_hq": "SAM-HQ"}
+_NETWORK_NAMES = {"sam": "plain SAM", "sam_hq": "SAM-HQ", "mobile_sam": "MobileSAM"}
 
 
 def _check_cached(path: Path, spec: ModelSpec) -> None:

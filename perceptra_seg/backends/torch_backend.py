@@ -13,6 +13,7 @@ import numpy as np
 
 from ..config import SegmentorConfig
 from ..conversion import (
+    convert_mobile_sam_state_dict,
     convert_sam_hq_state_dict,
     convert_state_dict,
     detect_architecture,
@@ -61,12 +62,30 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+_STUB_VIT = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 1, "global_attn_indexes": [0]}
+
+
 def build_model(family: Family, architecture: dict[str, Any], network: Architecture = "sam") -> torch.nn.Module:
     """An untrained transformers SAM model; ``architecture`` holds ``SamConfig``/``Sam2Config``/``SamHQConfig``
     keyword arguments. ``network="sam_hq"`` builds ``SamHQModel``, whose decoder's ``vit_dim`` follows the ViT width
     unless ``architecture`` sets it."""
     from transformers import Sam2Config, Sam2Model, SamConfig, SamHQConfig, SamHQModel, SamModel
 
+    if network == "mobile_sam":
+        from .tiny_vit import TinyViTConfig, TinyViTEncoder
+
+        tiny: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in architecture.get("tiny_vit", {}).items()
+        }
+        sam_kwargs = {k: v for k, v in architecture.items() if k != "tiny_vit"}
+        # a one-block ViT stands in while SamModel is built, then TinyViT replaces it (SamModel never reads it again)
+        sam = SamModel(SamConfig(**{**sam_kwargs, "vision_config": _STUB_VIT}))
+        try:
+            encoder_config = TinyViTConfig(**tiny)
+        except TypeError as exc:
+            raise ConfigError(f"model.architecture.tiny_vit: {exc}") from None
+        sam.vision_encoder = cast(Any, TinyViTEncoder(encoder_config))
+        return sam
     if network == "sam_hq":
         width = architecture.get("vision_config", {}).get("hidden_size", 768)
         decoder = {"vit_dim": width, **architecture.get("mask_decoder_config", {})}
@@ -85,15 +104,21 @@ def _load_meta_file(path: Path, spec: ModelSpec, overrides: dict[str, Any] | Non
         raise ModelLoadError(f"cannot read checkpoint {path}: {exc} (truncated or not a SAM checkpoint?)") from None
     network = detect_architecture(state_dict)
     if family != spec.family or network != spec.architecture:
-        found = "SAM-HQ" if network == "sam_hq" else family.upper()
-        wanted = "SAM-HQ" if spec.architecture == "sam_hq" else spec.family.upper()
+        names = {"sam_hq": "SAM-HQ", "mobile_sam": "MobileSAM"}
+        found = names.get(network, family.upper())
+        wanted = names.get(spec.architecture, spec.family.upper())
         raise ModelLoadError(
             f"checkpoint {path.name} holds a {found} model but model {spec.name!r} is a {wanted}"
             " model; set model.name to match the file"
         )
-    architecture = _deep_merge(architecture_config(family, spec.variant), overrides or {})
+    architecture = _deep_merge(architecture_config(family, spec.variant, network), overrides or {})
     model = build_model(family, architecture, network)
-    converted = convert_sam_hq_state_dict(state_dict) if network == "sam_hq" else convert_state_dict(state_dict, family)
+    if network == "sam_hq":
+        converted = convert_sam_hq_state_dict(state_dict)
+    elif network == "mobile_sam":
+        converted = convert_mobile_sam_state_dict(state_dict)
+    else:
+        converted = convert_state_dict(state_dict, family)
     try:
         model.load_state_dict(converted, strict=True)
     except RuntimeError as exc:
@@ -106,6 +131,10 @@ def _load_meta_file(path: Path, spec: ModelSpec, overrides: dict[str, Any] | Non
 def _load_transformers(location: str, spec: ModelSpec, *, hub: bool) -> torch.nn.Module:
     from transformers import Sam2Model, SamHQModel, SamModel
 
+    if spec.architecture == "mobile_sam":
+        raise ModelLoadError(
+            f"{location}: MobileSAM loads from the authors' file (mobile_sam.pt) only; transformers has no MobileSAM"
+        )
     directory = Path(location)
     if hub:
         from huggingface_hub import snapshot_download
