@@ -243,3 +243,47 @@ def small_sam_hq(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Mod
         "runtime": {"device": "cpu", "precision": "fp32"},
     }
     return model, path, config
+
+
+# A reduced TinyViT for MobileSAM (same code path as vit_t: MBConv stage, three attention stages, the last merge with
+# stride 1 — the authors' code picks stride 1 by the 320-wide output, so that width stays).
+SMALL_TINY_VIT = {"embed_dims": [32, 64, 96, 320], "depths": [1, 1, 1, 1], "num_heads": [1, 2, 3, 10]}
+
+
+def build_reference_mobile_sam(tiny_vit: dict[str, Any] | None = None, seed: int = 0) -> torch.nn.Module:
+    """MobileSAM's ``Sam`` (``mobile_sam`` package) with random weights and random batch-norm statistics;
+    ``tiny_vit`` overrides the ``vit_t`` encoder's ``TinyViT`` arguments (``None``: the released ``vit_t``)."""
+    from mobile_sam.build_sam import build_sam_vit_t
+    from mobile_sam.modeling import TinyViT
+
+    torch.manual_seed(seed)
+    model = build_sam_vit_t()
+    if tiny_vit is not None:
+        encoder = {"embed_dims": [64, 128, 160, 320], "depths": [2, 2, 6, 2], "num_heads": [2, 4, 5, 10]}
+        model.image_encoder = TinyViT(
+            img_size=1024,
+            window_sizes=[7, 7, 14, 7],
+            drop_path_rate=0.0,
+            layer_lr_decay=0.8,
+            **{**encoder, **tiny_vit},
+        )
+    model = _perturb(model, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def small_mobile_sam(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path, dict[str, Any]]:
+    """A reduced MobileSAM reference model, its file in the authors' format (``mobile_sam.pt`` layout) and the config
+    sections that load it on CPU in fp32."""
+    model = build_reference_mobile_sam(SMALL_TINY_VIT, seed=7)
+    path = save_meta_checkpoint(model, tmp_path_factory.mktemp("small_mobile_sam") / "mobile_sam.pt", sam2=False)
+    config = {
+        "model": {"name": "mobile_sam", "checkpoint_path": str(path), "architecture": {"tiny_vit": SMALL_TINY_VIT}},
+        "runtime": {"device": "cpu", "precision": "fp32"},
+    }
+    return model, path, config
