@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,3 +49,23 @@ def test_info_lists_the_catalogue_with_licence_and_source(cli: Callable[..., Run
     assert entries[("sam_v1", "vit_b")]["source"] == "https://github.com/facebookresearch/segment-anything"
     text = cli("info", "--device", "cpu").stdout
     assert "sam_hq: vit_b, vit_l, vit_h" in text
+
+
+def test_segment_points_with_model_mobile_sam_matches_the_sdk(
+    cli: Callable[..., Run],
+    images: dict[str, Path],
+    small_mobile_sam: tuple[Any, Path, dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    _, _, config = small_mobile_sam
+    settings = {**config, "model": {k: v for k, v in config["model"].items() if k != "name"}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    out = tmp_path / "mask.json"
+    point = ("--point", "60", "40", "1")
+    run = cli(
+        "segment-points", "-c", path, "--model", "mobile_sam", "-i", images["chelsea"], *point, "-o", out, "-f", "rle"
+    )
+    assert run.exit_code == 0, run.stderr
+    expected = Segmentor(config).segment_from_points(images["chelsea"], [(60, 40, 1)], output_formats=["numpy"])
+    np.testing.assert_array_equal(rle_to_mask(json.loads(out.read_text())), expected.mask)

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from perceptra_seg import Segmentor
 from perceptra_seg.service import create_app
+from perceptra_seg.utils.masks import rle_to_mask
 
 from .helpers import build_config, running
 
@@ -33,8 +33,25 @@ def test_segment_box_on_sam_hq_equals_the_sdk(
     answer = response.json()
     sdk = Segmentor({**config, "model": {**config["model"], "hq_token_only": True}})
     expected = sdk.segment_from_box(photo, box, output_formats=["numpy"])
-    rle = dict(answer["rle"])
-    rle["counts"] = rle["counts"].encode() if isinstance(rle["counts"], str) else rle["counts"]
-    assert np.array_equal(mask_utils.decode(rle).astype(bool), expected.mask)
+    assert np.array_equal(rle_to_mask(answer["rle"]), expected.mask)
     assert answer["score"] == pytest.approx(expected.score, abs=1e-6)
     assert answer["model_info"]["model"] == "sam_hq"
+
+
+def test_segment_points_on_mobile_sam_equals_the_sdk(
+    small_mobile_sam: tuple[Any, Any, dict[str, Any]], photos: dict[str, np.ndarray]
+) -> None:
+    _, _, config = small_mobile_sam
+    photo = np.asarray(Image.fromarray(photos["chelsea"]).resize((150, 100)))
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, format="PNG")
+    points = [{"x": 70, "y": 50, "label": 1}, {"x": 10, "y": 90, "label": 0}]
+    with running(create_app(build_config(config))) as client:
+        body = {"image": base64.b64encode(buffer.getvalue()).decode(), "points": points, "output_formats": ["rle"]}
+        response = client.post("/v1/segment/points", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    expected = Segmentor(config).segment_from_points(photo, [(70, 50, 1), (10, 90, 0)], output_formats=["numpy"])
+    assert np.array_equal(rle_to_mask(answer["rle"]), expected.mask)
+    assert answer["score"] == pytest.approx(expected.score, abs=1e-6)
+    assert answer["model_info"]["model"] == "mobile_sam"
