@@ -68,7 +68,23 @@ def _sam_hq(variant: str) -> tuple[Any, dict[str, Any], Any]:
     return model, config, segment_anything_hq.SamPredictor
 
 
-MODELS: dict[str, Callable[[str], tuple[Any, dict[str, Any], Any]]] = {"sam_hq": _sam_hq}
+def _mobile_sam(variant: str) -> tuple[Any, dict[str, Any], Any]:
+    """(reference model, our config, reference predictor factory) for MobileSAM (``vit_t`` only)."""
+    import torch
+
+    from tests.conftest import build_reference_mobile_sam, mobile_sam
+
+    model = build_reference_mobile_sam(None, seed=3)
+    path = Path(tempfile.mkdtemp()) / "mobile_sam.pt"
+    torch.save(model.state_dict(), path)
+    config = {
+        "model": {"name": "mobile_sam", "variant": variant, "checkpoint_path": str(path)},
+        "runtime": {"device": "cpu", "precision": "fp32"},
+    }
+    return model, config, mobile_sam.SamPredictor
+
+
+MODELS: dict[str, Callable[[str], tuple[Any, dict[str, Any], Any]]] = {"sam_hq": _sam_hq, "mobile_sam": _mobile_sam}
 
 
 def _measure(name: str, variant: str, image: np.ndarray, repeats: int) -> list[str]:
@@ -114,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    chosen = [tuple(m.split("/", 1)) for m in (args.model or ["sam_hq/vit_b"])]
+    chosen = [tuple(m.split("/", 1)) for m in (args.model or ["sam_hq/vit_b", "mobile_sam/vit_t"])]
     rows = run([(m[0], m[1]) for m in chosen], args.repeats)
     cpu = hardware.cpu_features()
     flags = ", ".join(cpu.names()) or "none"

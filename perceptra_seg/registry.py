@@ -76,6 +76,12 @@ class ModelSpec:
     source: str = ""
 
     @property
+    def precision_key(self) -> str:
+        """The variant as the precision table knows it: plain SAM's ``vit_b`` etc.; other networks are qualified
+        (``sam_hq/vit_b``) so that they never inherit a measurement made on another network."""
+        return self.variant if self.architecture == "sam" else f"{self.name}/{self.variant}"
+
+    @property
     def sha256_prefix(self) -> str | None:
         """Hash prefix encoded in the file name (SAM 1 files only), e.g. ``01ec64``; ``None`` when absent."""
         stem = self.filename.rsplit(".", 1)[0]

@@ -199,7 +199,7 @@ class TorchBackend:
             runtime.precision,
             device_type=self.device.type,
             family=self.family,
-            variant=self.spec.variant,
+            variant=self.spec.precision_key,
             custom_architecture=bool(config.model.architecture),
             cuda_capability=torch.cuda.get_device_capability(self.device) if self.device.type == "cuda" else None,
         )

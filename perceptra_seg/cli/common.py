@@ -131,7 +131,9 @@ _COMMON_PARAMETERS: dict[str, inspect.Parameter] = {
         Annotated[
             str | None,
             typer.Option(
-                "--model", rich_help_panel=_COMMON_PANEL, help="sam_v1 | sam_v2 (SAM 2.1) | sam_v2.0 | sam_hq (SAM-HQ)."
+                "--model",
+                rich_help_panel=_COMMON_PANEL,
+                help="sam_v1 | sam_v2 (SAM 2.1) | sam_v2.0 | sam_hq (SAM-HQ) | mobile_sam (MobileSAM).",
             ),
         ]
     ),

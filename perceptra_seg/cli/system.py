@@ -258,11 +258,13 @@ def _precision_info(config: SegmentorConfig, device: dict[str, Any]) -> dict[str
         requested,
         device_type=device_type,
         family=spec.family,
-        variant=spec.variant,
+        variant=spec.precision_key,
         custom_architecture=custom,
         cuda_capability=capability,
     )
-    reason = auto_reason(device_type, spec.family, spec.variant, custom) if requested == "auto" else "as configured"
+    reason = (
+        auto_reason(device_type, spec.family, spec.precision_key, custom) if requested == "auto" else "as configured"
+    )
     return {"requested": requested, "resolved": resolved, "reason": reason}
 
 

@@ -48,7 +48,18 @@ def test_info_lists_the_catalogue_with_licence_and_source(cli: Callable[..., Run
     assert hq["licence"] == "Apache-2.0" and hq["source"] == "https://github.com/SysCV/sam-hq"
     assert entries[("sam_v1", "vit_b")]["source"] == "https://github.com/facebookresearch/segment-anything"
     text = cli("info", "--device", "cpu").stdout
-    assert "sam_hq: vit_b, vit_l, vit_h" in text
+    assert "sam_hq: vit_b, vit_l, vit_h" in text and "mobile_sam: vit_t" in text
+
+
+def test_precision_auto_does_not_reuse_sam1_measurements(cli: Callable[..., Run], monkeypatch: Any) -> None:
+    """SAM 1 vit_b's bf16 measurement must not pick bf16 for SAM-HQ vit_b (a different decoder, not measured)."""
+    from tests.cpus import AVX512_BF16, pretend_cpu
+
+    pretend_cpu(monkeypatch, AVX512_BF16)
+    sam1 = cli("info", "--model", "sam_v1", "--variant", "vit_b", "--device", "cpu", "--json").json()["precision"]
+    hq = cli("info", "--model", "sam_hq", "--variant", "vit_b", "--device", "cpu", "--json").json()["precision"]
+    assert sam1["resolved"] == "bf16"
+    assert hq["resolved"] == "fp32" and "sam_hq/vit_b in bf16 is not measured" in hq["reason"]
 
 
 def test_segment_points_with_model_mobile_sam_matches_the_sdk(
