@@ -28,7 +28,6 @@ from ..weights import CheckpointSource, resolve_checkpoint
 from .base import DecoderOutput, Family, ImageEmbedding, PromptBatch
 from .oom import oom_guard
 from .precision import resolve_torch_precision, warn_if_emulated
-from .sam_hq import use_authors_decoder
 
 try:
     import torch
@@ -87,6 +86,8 @@ def build_model(family: Family, architecture: dict[str, Any], network: Architect
         sam.vision_encoder = cast(Any, TinyViTEncoder(encoder_config))
         return sam
     if network == "sam_hq":
+        from .sam_hq import use_authors_decoder
+
         width = architecture.get("vision_config", {}).get("hidden_size", 768)
         decoder = {"vit_dim": width, **architecture.get("mask_decoder_config", {})}
         return use_authors_decoder(SamHQModel(SamHQConfig(**{**architecture, "mask_decoder_config": decoder})))
@@ -166,6 +167,8 @@ def _load_transformers(location: str, spec: ModelSpec, *, hub: bool) -> torch.nn
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"cannot load {location}: {exc}") from None
     if model_type == "sam_hq":
+        from .sam_hq import use_authors_decoder
+
         use_authors_decoder(model)
     return model
 
