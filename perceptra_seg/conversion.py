@@ -256,12 +256,20 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> Architecture:
     return "mobile_sam" if _MOBILE_SAM_MARKER in state_dict else "sam"
 
 
-def convert_sam_hq_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def convert_sam_hq_state_dict(
+    state_dict: Mapping[str, torch.Tensor], *, tiny_vit: bool = False
+) -> dict[str, torch.Tensor]:
     """Map a SAM-HQ state dict (the authors' ``sam_hq_vit_*.pth``) onto transformers' ``SamHQModel`` names.
 
     The ViT, prompt encoder and SAM part of the decoder are named as in SAM 1 (same renames); the HQ additions get
-    :data:`_SAM_HQ_RULES`. Tensors are shared, not copied; the caller loads the result with ``strict=True``.
+    :data:`_SAM_HQ_RULES`. ``tiny_vit``: the file is ``sam_hq_vit_tiny.pth``, whose image encoder is MobileSAM's
+    TinyViT (kept under its own names, as :func:`convert_mobile_sam_state_dict` does). Tensors are shared, not
+    copied; the caller loads the result with ``strict=True``.
     """
+    if tiny_vit:
+        encoder = _tiny_vit_keys(state_dict)
+        rest = {key: value for key, value in state_dict.items() if not key.startswith("image_encoder.")}
+        return {**encoder, **{_rename(k, _SAM_HQ_RULES): v for k, v in convert_state_dict(rest, "sam1").items()}}
     return {_rename(key, _SAM_HQ_RULES): value for key, value in convert_state_dict(state_dict, "sam1").items()}
 
 
@@ -275,10 +283,14 @@ def convert_mobile_sam_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dic
     Image-encoder keys keep their names under ``vision_encoder.`` (our TinyViT uses the authors' layout), its unused
     classification head is dropped; the prompt encoder and mask decoder are SAM 1's and get SAM 1's renames.
     """
-    encoder = {
+    rest = {key: value for key, value in state_dict.items() if not key.startswith("image_encoder.")}
+    return {**_tiny_vit_keys(state_dict), **convert_state_dict(rest, "sam1")}
+
+
+def _tiny_vit_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A TinyViT image encoder's keys under ``vision_encoder.`` (names kept), without its classification head."""
+    return {
         "vision_encoder." + key[len("image_encoder.") :]: value
         for key, value in state_dict.items()
         if key.startswith("image_encoder.") and not key.startswith(_TINY_VIT_HEAD)
     }
-    rest = {key: value for key, value in state_dict.items() if not key.startswith("image_encoder.")}
-    return {**encoder, **convert_state_dict(rest, "sam1")}

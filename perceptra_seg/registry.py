@@ -122,6 +122,7 @@ _CATALOGUE: dict[tuple[str, str], ModelSpec] = {
         _sam_hq("vit_b", "syscv-community/sam-hq-vit-base"),
         _sam_hq("vit_l", "syscv-community/sam-hq-vit-large"),
         _sam_hq("vit_h", "syscv-community/sam-hq-vit-huge"),
+        _sam_hq("vit_tiny", ""),  # MobileSAM's TinyViT encoder with the HQ decoder; no transformers model
         ModelSpec(
             "mobile_sam", "vit_t", "sam1", "mobile_sam.pt", _MOBILE_SAM_URL, "", architecture="mobile_sam",
             source=_MOBILE_SAM_SOURCE,
@@ -261,8 +262,8 @@ def architecture_config(family: Family, variant: str, network: Architecture = "s
     transformers defaults, which equal Meta's. ``model.architecture`` in the config is deep-merged over this dict
     (e.g. ``{"vision_config": {"num_hidden_layers": 2}}``) for fine-tuned or reduced architectures.
     """
-    if network == "mobile_sam":
-        if variant != "vit_t":
+    if network == "mobile_sam" or (network == "sam_hq" and variant == "vit_tiny"):
+        if variant not in ("vit_t", "vit_tiny"):
             raise ConfigError(f"unknown MobileSAM variant {variant!r}")
         return {"tiny_vit": {}}
     if family == "sam1":

@@ -44,6 +44,8 @@ class TinyViTConfig:
     local_conv_size: int = 3
     image_size: int = 1024
     output_channels: int = 256
+    #: also return stage 1's output ``[B, S/16, S/16, embed_dims[2]]`` (SAM-HQ ``vit_tiny``'s early feature)
+    return_intermediate: bool = False
 
 
 class ConvBN(nn.Sequential):
@@ -201,13 +203,15 @@ class TinyViTEncoder(nn.Module):
     """``pixel_values [B, 3, S, S]`` (normalised, padded; S = ``image_size``) → ``([B, 256, S/16, S/16],)``.
 
     Returns a one-element tuple so that ``SamModel.get_image_embeddings`` (which takes element 0 of its vision
-    encoder's output) works unchanged.
+    encoder's output) works unchanged; with ``return_intermediate``, ``(embedding, [early feature])`` as
+    ``SamHQModel.get_image_embeddings`` expects (the early feature: stage 1's output, channels last).
     """
 
     def __init__(self, config: TinyViTConfig) -> None:
         super().__init__()
         dims, count = config.embed_dims, len(config.embed_dims)
         self.grid = config.image_size // 16
+        self.return_intermediate = config.return_intermediate
         self.patch_embed = PatchEmbed(dims[0])
         side = config.image_size // 4
         stages: list[nn.Module] = []
@@ -240,10 +244,13 @@ class TinyViTEncoder(nn.Module):
             LayerNorm2d(out),
         )
 
-    def forward(self, pixel_values: torch.Tensor, **_: Any) -> tuple[torch.Tensor]:
+    def forward(self, pixel_values: torch.Tensor, **_: Any) -> tuple[Any, ...]:
         x = self.patch_embed(pixel_values)
-        for stage in self.layers:
+        early: list[torch.Tensor] = []
+        for index, stage in enumerate(self.layers):
             x = stage(x)
+            if index == 1:
+                early.append(x.view(x.shape[0], self.grid, self.grid, -1))
         batch, _, dim = x.shape
-        grid = x.view(batch, self.grid, self.grid, dim).permute(0, 3, 1, 2)
-        return (self.neck(grid),)
+        embedding = self.neck(x.view(batch, self.grid, self.grid, dim).permute(0, 3, 1, 2))
+        return (embedding, early) if self.return_intermediate else (embedding,)

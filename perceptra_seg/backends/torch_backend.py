@@ -70,21 +70,28 @@ def build_model(family: Family, architecture: dict[str, Any], network: Architect
     unless ``architecture`` sets it."""
     from transformers import Sam2Config, Sam2Model, SamConfig, SamHQConfig, SamHQModel, SamModel
 
-    if network == "mobile_sam":
+    if "tiny_vit" in architecture:  # MobileSAM, SAM-HQ vit_tiny: our TinyViT as the vision encoder
         from .tiny_vit import TinyViTConfig, TinyViTEncoder
 
         tiny: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in architecture.get("tiny_vit", {}).items()
+            k: tuple(v) if isinstance(v, list) else v for k, v in architecture["tiny_vit"].items()
         }
-        sam_kwargs = {k: v for k, v in architecture.items() if k != "tiny_vit"}
-        # a one-block ViT stands in while SamModel is built, then TinyViT replaces it (SamModel never reads it again)
-        sam = SamModel(SamConfig(**{**sam_kwargs, "vision_config": _STUB_VIT}))
         try:
-            encoder_config = TinyViTConfig(**tiny)
+            encoder_config = TinyViTConfig(**tiny, return_intermediate=network == "sam_hq")
         except TypeError as exc:
             raise ConfigError(f"model.architecture.tiny_vit: {exc}") from None
-        sam.vision_encoder = cast(Any, TinyViTEncoder(encoder_config))
-        return sam
+        sam_kwargs = {k: v for k, v in architecture.items() if k != "tiny_vit"}
+        # a one-block ViT stands in while the model is built, then TinyViT replaces it (never read again)
+        sam_kwargs["vision_config"] = _STUB_VIT
+        if network == "sam_hq":
+            from .sam_hq import use_authors_decoder
+
+            decoder = {"vit_dim": encoder_config.embed_dims[2], **architecture.get("mask_decoder_config", {})}
+            model: Any = use_authors_decoder(SamHQModel(SamHQConfig(**{**sam_kwargs, "mask_decoder_config": decoder})))
+        else:
+            model = SamModel(SamConfig(**sam_kwargs))
+        model.vision_encoder = TinyViTEncoder(encoder_config)
+        return cast(torch.nn.Module, model)
     if network == "sam_hq":
         from .sam_hq import use_authors_decoder
 
@@ -114,7 +121,9 @@ def _load_meta_file(path: Path, spec: ModelSpec, overrides: dict[str, Any] | Non
         )
     architecture = _deep_merge(architecture_config(family, spec.variant, network), overrides or {})
     model = build_model(family, architecture, network)
-    if network == "sam_hq":
+    if network == "sam_hq" and "tiny_vit" in architecture:
+        converted = convert_sam_hq_state_dict(state_dict, tiny_vit=True)
+    elif network == "sam_hq":
         converted = convert_sam_hq_state_dict(state_dict)
     elif network == "mobile_sam":
         converted = convert_mobile_sam_state_dict(state_dict)

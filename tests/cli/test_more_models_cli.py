@@ -48,7 +48,7 @@ def test_info_lists_the_catalogue_with_licence_and_source(cli: Callable[..., Run
     assert hq["licence"] == "Apache-2.0" and hq["source"] == "https://github.com/SysCV/sam-hq"
     assert entries[("sam_v1", "vit_b")]["source"] == "https://github.com/facebookresearch/segment-anything"
     text = cli("info", "--device", "cpu").stdout
-    assert "sam_hq: vit_b, vit_l, vit_h" in text and "mobile_sam: vit_t" in text
+    assert "sam_hq: vit_b, vit_l, vit_h, vit_tiny" in text and "mobile_sam: vit_t" in text
 
 
 def test_precision_auto_does_not_reuse_sam1_measurements(cli: Callable[..., Run], monkeypatch: Any) -> None:

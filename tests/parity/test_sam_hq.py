@@ -81,3 +81,47 @@ def test_prompts_batched_in_one_decoder_call_match_reference(
         ref_masks, ref_scores = _reference(predictor, prompt, False, False)
         assert _iou(result.mask, ref_masks[0]) >= 0.99, prompt
         assert abs(result.score - float(ref_scores[0])) <= 1e-3
+
+
+# SAM-HQ vit_tiny: MobileSAM's TinyViT (reduced here: one block per stage; the 160-wide stage-1 output the HQ decoder
+# fuses and the 320-wide last stage stay) with the HQ decoder.
+SMALL_HQ_TINY_VIT = {"embed_dims": [32, 64, 160, 320], "depths": [1, 1, 1, 1], "num_heads": [1, 2, 5, 10]}
+
+
+def test_sam_hq_vit_tiny_matches_reference(tmp_path: Any, photos: Any) -> None:
+    import torch
+    from segment_anything_hq.build_sam import build_sam_vit_t
+    from segment_anything_hq.modeling import TinyViT
+
+    from ..conftest import _perturb
+
+    torch.manual_seed(9)
+    model = build_sam_vit_t()
+    model.image_encoder = TinyViT(
+        img_size=1024, window_sizes=[7, 7, 14, 7], drop_path_rate=0.0, layer_lr_decay=0.8, **SMALL_HQ_TINY_VIT
+    )
+    model = _perturb(model, 9)
+    generator = torch.Generator().manual_seed(2)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
+    model.eval()
+    path = tmp_path / "sam_hq_vit_tiny.pth"
+    torch.save(model.state_dict(), path)
+    model_config = {
+        "name": "sam_hq",
+        "variant": "vit_tiny",
+        "checkpoint_path": str(path),
+        "architecture": {"tiny_vit": SMALL_HQ_TINY_VIT},
+    }
+    ours = Segmentor({"model": model_config, "runtime": {"device": "cpu", "precision": "fp32"}})
+    image = photos["coffee"]
+    predictor = segment_anything_hq.SamPredictor(model)
+    predictor.set_image(image)
+    prompts = [_scaled(p, image.shape[:2]) for p in CASES.values()]
+    results = ours.segment(image, prompts=prompts, output_formats=["numpy"])
+    for result, prompt in zip(results, prompts, strict=True):
+        ref_masks, ref_scores = _reference(predictor, prompt, False, False)
+        assert _iou(result.mask, ref_masks[0]) >= 0.99, prompt
+        assert abs(result.score - float(ref_scores[0])) <= 1e-3

@@ -29,7 +29,8 @@ def _config(path: Path | str | None, **model: Any) -> dict[str, Any]:
 
 def test_catalogue_lists_the_authors_files_and_hub_ids() -> None:
     specs = {spec.variant: spec for spec in list_models() if spec.name == "sam_hq"}
-    assert sorted(specs) == ["vit_b", "vit_h", "vit_l"]
+    assert sorted(specs) == ["vit_b", "vit_h", "vit_l", "vit_tiny"]
+    assert specs["vit_tiny"].url.endswith("/sam_hq_vit_tiny.pth") and specs["vit_tiny"].hub_id == ""
     default = get_model_spec("sam_hq")
     assert default.variant == "vit_b" and default.family == "sam1" and default.architecture == "sam_hq"
     assert default.filename == "sam_hq_vit_b.pth"
