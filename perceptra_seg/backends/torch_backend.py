@@ -67,7 +67,8 @@ _STUB_VIT = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 1
 def build_model(family: Family, architecture: dict[str, Any], network: Architecture = "sam") -> torch.nn.Module:
     """An untrained transformers SAM model; ``architecture`` holds ``SamConfig``/``Sam2Config``/``SamHQConfig``
     keyword arguments. ``network="sam_hq"`` builds ``SamHQModel``, whose decoder's ``vit_dim`` follows the ViT width
-    unless ``architecture`` sets it."""
+    unless ``architecture`` sets it. A ``tiny_vit`` key (MobileSAM, SAM-HQ ``vit_tiny``) puts our TinyViT
+    (:mod:`~perceptra_seg.backends.tiny_vit`, that key's ``TinyViTConfig`` overrides) in place of the ViT."""
     from transformers import Sam2Config, Sam2Model, SamConfig, SamHQConfig, SamHQModel, SamModel
 
     if "tiny_vit" in architecture:  # MobileSAM, SAM-HQ vit_tiny: our TinyViT as the vision encoder
@@ -166,7 +167,8 @@ def _load_transformers(location: str, spec: ModelSpec, *, hub: bool) -> torch.nn
         raise ModelLoadError(f"{location} is a {model_type!r} model, not SAM (sam), SAM 2 (sam2) or SAM-HQ (sam_hq)")
     family, cls = classes[model_type]
     if (model_type == "sam_hq") != (spec.architecture == "sam_hq"):
-        raise ModelLoadError(f"{location} holds a {model_type!r} model but model {spec.name!r} is not one")
+        wanted = "a 'sam_hq'" if spec.architecture == "sam_hq" else "a 'sam' or 'sam2'"
+        raise ModelLoadError(f"{location} holds a {model_type!r} model but model {spec.name!r} needs {wanted} one")
     if family != spec.family:
         raise ModelLoadError(
             f"{location} holds a {family.upper()} model but model {spec.name!r} is {spec.family.upper()}"

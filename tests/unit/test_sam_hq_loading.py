@@ -115,3 +115,13 @@ def test_onnx_export_of_sam_hq_is_refused_clearly(small_sam_hq: tuple[Any, Path,
 
     with pytest.raises(ConfigError, match="ONNX export of sam_hq is not supported"):
         export_onnx(SegmentorConfig.load(None, **small_sam_hq[2]))
+
+
+def test_plain_sam_transformers_directory_is_refused_for_sam_hq(
+    tmp_path: Path, small_sam1_config: dict[str, Any]
+) -> None:
+    plain = Segmentor(small_sam1_config)
+    directory = tmp_path / "sam_transformers"
+    plain.backend.model.save_pretrained(directory)  # type: ignore[attr-defined]
+    with pytest.raises(ModelLoadError, match="holds a 'sam' model but model 'sam_hq' needs a 'sam_hq' one"):
+        Segmentor(_config(directory))
