@@ -23,6 +23,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed-run
 	$(PY) -m pip install --quiet -e ".[dev]"
 	# sam2 is a source package: build it without CUDA and without pulling another torch.
 	SAM2_BUILD_CUDA=0 $(PY) -m pip install --quiet --no-deps --no-build-isolation "sam2==1.1.0"
+	# SAM-HQ's reference package declares torchvision, which has no CPU build here: install it alone.
+	$(PY) -m pip install --quiet --no-deps "segment-anything-hq==0.3"
 	touch $@
 
 install: $(VENV)/.installed-run

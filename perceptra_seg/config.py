@@ -53,7 +53,8 @@ class ModelConfig(_Section):
 
     name: str = Field(
         "sam_v2",
-        description="sam_v1 | sam_v2 (SAM 2.1 weights) | sam_v2.0 (original SAM 2 weights) | demo (packaged, toy)",
+        description="sam_v1 | sam_v2 (SAM 2.1 weights) | sam_v2.0 (original SAM 2 weights) | demo (packaged, toy)"
+        " | sam_hq (SAM-HQ) | mobile_sam (MobileSAM)",
     )
     variant: str | None = Field(None, description="architecture size; None = the model's default (vit_b / hiera_small)")
     checkpoint_path: str | None = Field(
@@ -70,6 +71,11 @@ class ModelConfig(_Section):
         None,
         description="SamConfig/Sam2Config keyword overrides, deep-merged, e.g. {vision_config: {num_hidden_layers: 2}}",
     )
+    hq_token_only: bool = Field(
+        False,
+        description="sam_hq only: masks from the HQ output token alone (false = SAM's mask plus the HQ correction,"
+        " the authors' default)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -82,6 +88,12 @@ class ModelConfig(_Section):
         if value not in MODEL_NAMES:
             raise ValueError(f"unknown model {value!r}; choose one of {', '.join(MODEL_NAMES)}")
         return value
+
+    @model_validator(mode="after")
+    def _hq_option_needs_hq_model(self) -> ModelConfig:
+        if self.hq_token_only and self.name != "sam_hq":
+            raise ValueError(f"model.hq_token_only applies to model sam_hq only, not {self.name!r}")
+        return self
 
 
 class RuntimeConfig(_Section):

@@ -16,9 +16,17 @@ from collections.abc import Mapping
 import torch
 
 from .preprocessing import SAM1_PIXEL_MEAN, SAM1_PIXEL_STD
-from .registry import Family
+from .registry import Architecture, Family
 
-__all__ = ["convert_state_dict", "detect_family", "sam1_to_meta", "unwrap_checkpoint"]
+__all__ = [
+    "convert_mobile_sam_state_dict",
+    "convert_sam_hq_state_dict",
+    "convert_state_dict",
+    "detect_architecture",
+    "detect_family",
+    "sam1_to_meta",
+    "unwrap_checkpoint",
+]
 
 # Mask-decoder upscaling and prompt-encoder mask downscaling: the same Sequential layout in both families.
 _DECODER_RULES: tuple[tuple[str, str], ...] = (
@@ -216,3 +224,73 @@ def sam1_to_meta(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     meta["pixel_mean"] = torch.from_numpy(SAM1_PIXEL_MEAN.copy()).view(-1, 1, 1)
     meta["pixel_std"] = torch.from_numpy(SAM1_PIXEL_STD.copy()).view(-1, 1, 1)
     return meta
+
+
+# SAM-HQ (``sam_hq_vit_*.pth``): a SAM 1 state dict plus the HQ output token, its MLP and three small conv stacks
+# (``Sequential`` indices 0 / 1 / 3: transposed conv or conv, LayerNorm2d, conv; 2 is the activation). Applied after
+# the SAM 1 renames, which already turned ``hf_mlp.layers.K`` into ``proj_in`` / ``layers.0`` / ``proj_out``.
+_SAM_HQ_RULES: tuple[tuple[str, str], ...] = (
+    (r"^mask_decoder\.hf_token\.", "mask_decoder.hq_token."),
+    (r"^mask_decoder\.hf_mlp\.", "mask_decoder.hq_mask_mlp."),
+    (r"^mask_decoder\.compress_vit_feat\.0\.", "mask_decoder.compress_vit_conv1."),
+    (r"^mask_decoder\.compress_vit_feat\.1\.", "mask_decoder.compress_vit_norm."),
+    (r"^mask_decoder\.compress_vit_feat\.3\.", "mask_decoder.compress_vit_conv2."),
+    (r"^mask_decoder\.embedding_encoder\.0\.", "mask_decoder.encoder_conv1."),
+    (r"^mask_decoder\.embedding_encoder\.1\.", "mask_decoder.encoder_norm."),
+    (r"^mask_decoder\.embedding_encoder\.3\.", "mask_decoder.encoder_conv2."),
+    (r"^mask_decoder\.embedding_maskfeature\.0\.", "mask_decoder.mask_conv1."),
+    (r"^mask_decoder\.embedding_maskfeature\.1\.", "mask_decoder.mask_norm."),
+    (r"^mask_decoder\.embedding_maskfeature\.3\.", "mask_decoder.mask_conv2."),
+)
+_SAM_HQ_MARKER = "mask_decoder.hf_token.weight"
+
+
+_MOBILE_SAM_MARKER = "image_encoder.patch_embed.seq.0.c.weight"
+
+
+def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> Architecture:
+    """``sam_hq`` for a SAM-HQ file (it has the HQ output token ``mask_decoder.hf_token``), ``mobile_sam`` for a
+    MobileSAM file (TinyViT's convolutional patch embedding ``image_encoder.patch_embed.seq``), else ``sam``."""
+    if _SAM_HQ_MARKER in state_dict:
+        return "sam_hq"
+    return "mobile_sam" if _MOBILE_SAM_MARKER in state_dict else "sam"
+
+
+def convert_sam_hq_state_dict(
+    state_dict: Mapping[str, torch.Tensor], *, tiny_vit: bool = False
+) -> dict[str, torch.Tensor]:
+    """Map a SAM-HQ state dict (the authors' ``sam_hq_vit_*.pth``) onto transformers' ``SamHQModel`` names.
+
+    The ViT, prompt encoder and SAM part of the decoder are named as in SAM 1 (same renames); the HQ additions get
+    :data:`_SAM_HQ_RULES`. ``tiny_vit``: the file is ``sam_hq_vit_tiny.pth``, whose image encoder is MobileSAM's
+    TinyViT (kept under its own names, as :func:`convert_mobile_sam_state_dict` does). Tensors are shared, not
+    copied; the caller loads the result with ``strict=True``.
+    """
+    if tiny_vit:
+        encoder = _tiny_vit_keys(state_dict)
+        rest = {key: value for key, value in state_dict.items() if not key.startswith("image_encoder.")}
+        return {**encoder, **{_rename(k, _SAM_HQ_RULES): v for k, v in convert_state_dict(rest, "sam1").items()}}
+    return {_rename(key, _SAM_HQ_RULES): value for key, value in convert_state_dict(state_dict, "sam1").items()}
+
+
+# TinyViT's ImageNet classification head: in the authors' file, never used by SAM.
+_TINY_VIT_HEAD = ("image_encoder.head.", "image_encoder.norm_head.")
+
+
+def convert_mobile_sam_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map MobileSAM's ``mobile_sam.pt`` onto our model: ``SamModel`` with a :class:`TinyViTEncoder` vision encoder.
+
+    Image-encoder keys keep their names under ``vision_encoder.`` (our TinyViT uses the authors' layout), its unused
+    classification head is dropped; the prompt encoder and mask decoder are SAM 1's and get SAM 1's renames.
+    """
+    rest = {key: value for key, value in state_dict.items() if not key.startswith("image_encoder.")}
+    return {**_tiny_vit_keys(state_dict), **convert_state_dict(rest, "sam1")}
+
+
+def _tiny_vit_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A TinyViT image encoder's keys under ``vision_encoder.`` (names kept), without its classification head."""
+    return {
+        "vision_encoder." + key[len("image_encoder.") :]: value
+        for key, value in state_dict.items()
+        if key.startswith("image_encoder.") and not key.startswith(_TINY_VIT_HEAD)
+    }

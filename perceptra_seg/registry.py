@@ -12,15 +12,39 @@ from typing import Any, Literal, get_args
 
 from .exceptions import ConfigError
 
-__all__ = ["FAMILIES", "MODEL_NAMES", "Family", "ModelSpec", "architecture_config", "get_model_spec", "list_models"]
+__all__ = [
+    "ARCHITECTURES",
+    "FAMILIES",
+    "MODEL_NAMES",
+    "Architecture",
+    "Family",
+    "ModelSpec",
+    "architecture_config",
+    "get_model_spec",
+    "list_models",
+]
 
 #: The model families: SAM 1 (ViT encoder, 1024 px input) and SAM 2/2.1 (Hiera encoder); defined here only.
 Family = Literal["sam1", "sam2"]
 FAMILIES: tuple[Family, ...] = get_args(Family)
 
+#: The network built for a model: ``sam`` (transformers' ``SamModel`` / ``Sam2Model`` by family), ``sam_hq``
+#: (``SamHQModel``: SAM 1's ViT and prompt encoder with the HQ mask decoder), ``mobile_sam`` (our TinyViT encoder
+#: with ``SamModel``'s prompt encoder and mask decoder). Preprocessing and coordinates follow the family; the
+#: architecture only picks the network and its checkpoint conversion.
+Architecture = Literal["sam", "sam_hq", "mobile_sam"]
+ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
+
 _SAM1_URL = "https://dl.fbaipublicfiles.com/segment_anything/{file}"
 _SAM2_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/{file}"
 _SAM21_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/{file}"
+# SAM-HQ (Ke et al., SysCV / ETH Zürich): the authors publish their checkpoints on the Hugging Face hub.
+_SAM_HQ_URL = "https://huggingface.co/lkeab/hq-sam/resolve/main/{file}"
+_SAM1_SOURCE = "https://github.com/facebookresearch/segment-anything"
+_SAM2_SOURCE = "https://github.com/facebookresearch/sam2"
+_SAM_HQ_SOURCE = "https://github.com/SysCV/sam-hq"
+_MOBILE_SAM_SOURCE = "https://github.com/ChaoningZhang/MobileSAM"
+_MOBILE_SAM_URL = "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt"
 
 
 @dataclass(frozen=True)
@@ -28,13 +52,16 @@ class ModelSpec:
     """One downloadable model: a (name, variant) pair.
 
     Attributes:
-        name: catalogue name (``sam_v1``, ``sam_v2``, ``sam_v2.0``).
+        name: catalogue name (``sam_v1``, ``sam_v2``, ``sam_v2.0``, ``sam_hq``, ``mobile_sam``).
         variant: architecture size (``vit_b``, ``hiera_small``, ...).
         family: ``sam1`` (SamModel, longest-side-1024 + pad) or ``sam2`` (Sam2Model, 1024×1024 resize).
         filename: Meta's checkpoint file name; for SAM 1 its suffix is the sha256 prefix of the file.
         url: where Meta publishes the file.
         hub_id: the equivalent transformers-format repository on the Hugging Face hub.
         packaged: the file ships inside the package (``perceptra_seg/assets/``); nothing is downloaded.
+        architecture: the network (``sam``, ``sam_hq`` or ``mobile_sam``), see :data:`Architecture`.
+        licence: the licence of the published weights (SPDX id).
+        source: the authors' project page.
     """
 
     name: str
@@ -44,6 +71,15 @@ class ModelSpec:
     url: str
     hub_id: str
     packaged: bool = False
+    architecture: Architecture = "sam"
+    licence: str = "Apache-2.0"
+    source: str = ""
+
+    @property
+    def precision_key(self) -> str:
+        """The variant as the precision table knows it: plain SAM's ``vit_b`` etc.; other networks are qualified
+        (``sam_hq/vit_b``) so that they never inherit a measurement made on another network."""
+        return self.variant if self.architecture == "sam" else f"{self.name}/{self.variant}"
 
     @property
     def sha256_prefix(self) -> str | None:
@@ -56,11 +92,17 @@ class ModelSpec:
 
 
 def _sam1(variant: str, file: str, hub: str) -> ModelSpec:
-    return ModelSpec("sam_v1", variant, "sam1", file, _SAM1_URL.format(file=file), hub)
+    return ModelSpec("sam_v1", variant, "sam1", file, _SAM1_URL.format(file=file), hub, source=_SAM1_SOURCE)
 
 
 def _sam2(name: str, variant: str, file: str, base: str, hub: str) -> ModelSpec:
-    return ModelSpec(name, variant, "sam2", file, base.format(file=file), hub)
+    return ModelSpec(name, variant, "sam2", file, base.format(file=file), hub, source=_SAM2_SOURCE)
+
+
+def _sam_hq(variant: str, hub: str) -> ModelSpec:
+    file = f"sam_hq_{variant}.pth"
+    url = _SAM_HQ_URL.format(file=file)
+    return ModelSpec("sam_hq", variant, "sam1", file, url, hub, architecture="sam_hq", source=_SAM_HQ_SOURCE)
 
 
 _CATALOGUE: dict[tuple[str, str], ModelSpec] = {
@@ -77,17 +119,27 @@ _CATALOGUE: dict[tuple[str, str], ModelSpec] = {
         _sam2("sam_v2.0", "hiera_small", "sam2_hiera_small.pt", _SAM2_URL, "facebook/sam2-hiera-small"),
         _sam2("sam_v2.0", "hiera_base_plus", "sam2_hiera_base_plus.pt", _SAM2_URL, "facebook/sam2-hiera-base-plus"),
         _sam2("sam_v2.0", "hiera_large", "sam2_hiera_large.pt", _SAM2_URL, "facebook/sam2-hiera-large"),
+        _sam_hq("vit_b", "syscv-community/sam-hq-vit-base"),
+        _sam_hq("vit_l", "syscv-community/sam-hq-vit-large"),
+        _sam_hq("vit_h", "syscv-community/sam-hq-vit-huge"),
+        _sam_hq("vit_tiny", ""),  # MobileSAM's TinyViT encoder with the HQ decoder; no transformers model
+        ModelSpec(
+            "mobile_sam", "vit_t", "sam1", "mobile_sam.pt", _MOBILE_SAM_URL, "", architecture="mobile_sam",
+            source=_MOBILE_SAM_SOURCE,
+        ),
         # Offline demo: a tiny SAM 1 trained on synthetic shapes (tools/train_demo_model.py), NOT for real photos.
-        ModelSpec("demo", "tiny", "sam1", "sam_demo_tiny.pth", url="", hub_id="", packaged=True),
+        ModelSpec("demo", "tiny", "sam1", "sam_demo_tiny.pth", "", "", packaged=True, source="perceptra-seg"),
     ]
 }
 
-MODEL_NAMES: tuple[str, ...] = ("sam_v1", "sam_v2", "sam_v2.0", "demo")
+MODEL_NAMES: tuple[str, ...] = ("sam_v1", "sam_v2", "sam_v2.0", "demo", "sam_hq", "mobile_sam")
 DEFAULT_VARIANTS: dict[str, str] = {
     "sam_v1": "vit_b",
     "sam_v2": "hiera_small",
     "sam_v2.0": "hiera_small",
     "demo": "tiny",
+    "sam_hq": "vit_b",
+    "mobile_sam": "vit_t",
 }
 
 
@@ -199,13 +251,21 @@ _SAM2_TRUNK: dict[str, dict[str, Any]] = {
 }
 
 
-def architecture_config(family: Family, variant: str) -> dict[str, Any]:
+def architecture_config(family: Family, variant: str, network: Architecture = "sam") -> dict[str, Any]:
     """Keyword arguments for the transformers config (``SamConfig`` / ``Sam2Config``) of one architecture.
+
+    ``network="mobile_sam"``: ``{"tiny_vit": {...}}`` holds :class:`~perceptra_seg.backends.tiny_vit.TinyViTConfig`
+    overrides (none for the released ``vit_t``); the other keys are ``SamConfig``'s for the prompt encoder and mask
+    decoder.
 
     Only ``vision_config`` differs between Meta's released variants; prompt encoder and mask decoder use the
     transformers defaults, which equal Meta's. ``model.architecture`` in the config is deep-merged over this dict
     (e.g. ``{"vision_config": {"num_hidden_layers": 2}}``) for fine-tuned or reduced architectures.
     """
+    if network == "mobile_sam" or (network == "sam_hq" and variant == "vit_tiny"):
+        if variant not in ("vit_t", "vit_tiny"):
+            raise ConfigError(f"unknown MobileSAM variant {variant!r}")
+        return {"tiny_vit": {}}
     if family == "sam1":
         if variant in _SAM1_FULL:
             return copy.deepcopy(_SAM1_FULL[variant])

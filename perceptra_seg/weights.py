@@ -9,7 +9,7 @@
    ``HF_HUB_OFFLINE``);
 4. ``None``: Meta's file for the configured model is downloaded into the cache directory (streamed to a temporary
    file, checked against Content-Length and against the hash prefix in its name when it has one; a file without a
-   hash (SAM 2) is checked to be a complete torch checkpoint of the right model family; then atomically renamed,
+   hash (SAM 2, SAM-HQ) is checked to be a complete torch checkpoint of the right model family; then atomically renamed,
    with the permissions ``open()`` would give it). A cached file is checked the cheap way (zip structure and the
    checkpoint's keys) before use, so a corrupt one fails with a message naming the file to delete. A packaged model
    (the offline ``demo``) resolves to its file in ``perceptra_seg/assets/`` instead; nothing is downloaded.
@@ -180,18 +180,32 @@ def resolve_checkpoint(
             f"or set model.checkpoint_path (download it from {spec.url})"
         )
     url = f"{download_base_url.rstrip('/')}/{spec.filename}" if download_base_url else spec.url
-    download_checkpoint(url, target, sha256_prefix=spec.sha256_prefix, timeout_s=timeout_s, family=spec.family)
+    download_checkpoint(
+        url,
+        target,
+        sha256_prefix=spec.sha256_prefix,
+        timeout_s=timeout_s,
+        family=spec.family,
+        architecture=spec.architecture,
+    )
     return CheckpointSource("meta", str(target), file_fingerprint(target))
 
 
 def download_checkpoint(
-    url: str, target: Path, *, sha256_prefix: str | None, timeout_s: float, family: str | None = None
+    url: str,
+    target: Path,
+    *,
+    sha256_prefix: str | None,
+    timeout_s: float,
+    family: str | None = None,
+    architecture: str | None = None,
 ) -> Path:
     """Stream ``url`` into ``target`` safely.
 
     The body goes to a temporary file in ``target``'s directory; its length is checked against Content-Length and
     its sha256 against ``sha256_prefix`` (when given). Without a hash to check, the file must be a complete torch
-    checkpoint (:func:`verify_checkpoint_file`, with every member's CRC; of model ``family`` when given). Only then
+    checkpoint (:func:`verify_checkpoint_file`, with every member's CRC; of model ``family`` and ``architecture``
+    when given). Only then
     is it renamed onto ``target`` (atomic on POSIX and Windows), so a crash or a bad download never leaves a
     half-written or corrupt checkpoint under the real name. The file gets the permissions ``open()`` would give it
     (``0o666 & ~umask``), so a shared cache stays readable by others.
@@ -207,7 +221,7 @@ def download_checkpoint(
     logger.info("downloading %s to %s", url, target)
 
     def usable(temp: Path) -> None:
-        problem = verify_checkpoint_file(temp, family=family, full=True)
+        problem = verify_checkpoint_file(temp, family=family, full=True, architecture=architecture)
         if problem is not None:
             raise ModelLoadError(f"download of {url} is not a usable checkpoint ({problem}); nothing was cached")
 
@@ -245,13 +259,15 @@ def download_checkpoint(
     return target
 
 
-def verify_checkpoint_file(path: Path, *, family: str | None = None, full: bool = False) -> str | None:
+def verify_checkpoint_file(
+    path: Path, *, family: str | None = None, full: bool = False, architecture: str | None = None
+) -> str | None:
     """Check that ``path`` is a complete torch checkpoint; returns what is wrong, or ``None`` when it is fine.
 
     Meta's files are torch zip archives. Checked: the zip's central directory (at the end of the file, so a
     truncated file fails here) and its ``data.pkl``; with ``full``, the CRC of every member (reads the whole
     file); when torch is installed, the pickled structure is read (tensors memory-mapped, not read) and must hold a
-    SAM state dict of ``family`` (``sam1``/``sam2``) when given.
+    SAM state dict of ``family`` (``sam1``/``sam2``) and ``architecture`` (``sam``/``sam_hq``) when given.
     """
     try:
         with zipfile.ZipFile(path) as archive:
@@ -266,17 +282,23 @@ def verify_checkpoint_file(path: Path, *, family: str | None = None, full: bool 
     try:
         import torch
 
-        from .conversion import detect_family, unwrap_checkpoint
+        from .conversion import detect_architecture, detect_family, unwrap_checkpoint
     except ImportError:
         return None  # the zip checks above are all that can be done without torch
     try:
         state = unwrap_checkpoint(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
         found = detect_family(state)
+        network = detect_architecture(state)
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
         return f"cannot be read as a SAM checkpoint: {' '.join(str(exc).split())}"
     if family is not None and found != family:
         return f"holds a {found.upper()} model, expected {family.upper()}"
+    if architecture is not None and network != architecture:
+        return f"holds a {_NETWORK_NAMES[network]} model, expected {_NETWORK_NAMES[architecture]}"
     return None
+
+
+_NETWORK_NAMES = {"sam": "plain SAM", "sam_hq": "SAM-HQ", "mobile_sam": "MobileSAM"}
 
 
 def _check_cached(path: Path, spec: ModelSpec) -> None:
@@ -289,7 +311,7 @@ def _check_cached(path: Path, spec: ModelSpec) -> None:
         is_zip = handle.read(4) == b"PK\x03\x04"
     if not is_zip and spec.sha256_prefix is not None:
         return
-    problem = verify_checkpoint_file(path, family=spec.family)
+    problem = verify_checkpoint_file(path, family=spec.family, architecture=spec.architecture)
     if problem is not None:
         raise ModelLoadError(
             f"the cached checkpoint {path} is unusable ({problem}): delete that file, or download it again with "

@@ -17,9 +17,10 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reference_support import import_reference_packages
+from reference_support import import_more_reference_packages, import_reference_packages
 
 segment_anything, sam2_build, sam2_predictor = import_reference_packages()
+segment_anything_hq, mobile_sam = import_more_reference_packages()
 
 # A reduced SAM 1 image encoder (same ViT code path as vit_b, fewer and narrower blocks) for fast tests.
 SMALL_SAM1 = {"encoder_embed_dim": 64, "encoder_depth": 2, "encoder_num_heads": 2, "encoder_global_attn_indexes": [1]}
@@ -217,3 +218,72 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     for name in IMAGE_DECODERS:
         monkeypatch.setattr(image_io, name, counting(name, getattr(image_io, name)))
     return counts
+
+
+def build_reference_sam_hq(variant: str | dict[str, Any], seed: int = 0) -> torch.nn.Module:
+    """The authors' SAM-HQ ``Sam`` with random weights: a registry variant name or ``_build_sam`` keyword arguments."""
+    torch.manual_seed(seed)
+    if isinstance(variant, str):
+        model = segment_anything_hq.sam_model_registry[variant]()
+    else:
+        from segment_anything_hq.build_sam import _build_sam
+
+        model = _build_sam(checkpoint=None, **variant)
+    return _perturb(model, seed)
+
+
+@pytest.fixture(scope="session")
+def small_sam_hq(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path, dict[str, Any]]:
+    """A reduced SAM-HQ reference model (the SMALL_SAM1 ViT), its file in the authors' format and the config
+    sections that load it on CPU in fp32."""
+    model = build_reference_sam_hq(SMALL_SAM1, seed=5)
+    path = save_meta_checkpoint(model, tmp_path_factory.mktemp("small_sam_hq") / "sam_hq_small.pth", sam2=False)
+    config = {
+        "model": {"name": "sam_hq", "checkpoint_path": str(path), "architecture": SMALL_SAM1_ARCHITECTURE},
+        "runtime": {"device": "cpu", "precision": "fp32"},
+    }
+    return model, path, config
+
+
+# A reduced TinyViT for MobileSAM (same code path as vit_t: MBConv stage, three attention stages, the last merge with
+# stride 1 — the authors' code picks stride 1 by the 320-wide output, so that width stays).
+SMALL_TINY_VIT = {"embed_dims": [32, 64, 96, 320], "depths": [1, 1, 1, 1], "num_heads": [1, 2, 3, 10]}
+
+
+def build_reference_mobile_sam(tiny_vit: dict[str, Any] | None = None, seed: int = 0) -> torch.nn.Module:
+    """MobileSAM's ``Sam`` (``mobile_sam`` package) with random weights and random batch-norm statistics;
+    ``tiny_vit`` overrides the ``vit_t`` encoder's ``TinyViT`` arguments (``None``: the released ``vit_t``)."""
+    from mobile_sam.build_sam import build_sam_vit_t
+    from mobile_sam.modeling import TinyViT
+
+    torch.manual_seed(seed)
+    model = build_sam_vit_t()
+    if tiny_vit is not None:
+        encoder = {"embed_dims": [64, 128, 160, 320], "depths": [2, 2, 6, 2], "num_heads": [2, 4, 5, 10]}
+        model.image_encoder = TinyViT(
+            img_size=1024,
+            window_sizes=[7, 7, 14, 7],
+            drop_path_rate=0.0,
+            layer_lr_decay=0.8,
+            **{**encoder, **tiny_vit},
+        )
+    model = _perturb(model, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def small_mobile_sam(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path, dict[str, Any]]:
+    """A reduced MobileSAM reference model, its file in the authors' format (``mobile_sam.pt`` layout) and the config
+    sections that load it on CPU in fp32."""
+    model = build_reference_mobile_sam(SMALL_TINY_VIT, seed=7)
+    path = save_meta_checkpoint(model, tmp_path_factory.mktemp("small_mobile_sam") / "mobile_sam.pt", sam2=False)
+    config = {
+        "model": {"name": "mobile_sam", "checkpoint_path": str(path), "architecture": {"tiny_vit": SMALL_TINY_VIT}},
+        "runtime": {"device": "cpu", "precision": "fp32"},
+    }
+    return model, path, config

@@ -106,8 +106,8 @@ def _batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, 
     return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
 
 
-def import_reference_packages() -> tuple[types.ModuleType, types.ModuleType, types.ModuleType]:
-    """Import and return ``segment_anything``, ``sam2.build_sam`` and ``sam2.sam2_image_predictor``."""
+def _torchvision_standin() -> dict[str, types.ModuleType]:
+    """The stand-in modules, keyed by their ``sys.modules`` names."""
     tv = types.ModuleType("torchvision")
     ops = types.ModuleType("torchvision.ops")
     boxes = types.ModuleType("torchvision.ops.boxes")
@@ -124,8 +124,13 @@ def import_reference_packages() -> tuple[types.ModuleType, types.ModuleType, typ
     transforms.ToTensor = _ToTensor  # type: ignore[attr-defined]
     tv.ops = ops  # type: ignore[attr-defined]
     tv.transforms = transforms  # type: ignore[attr-defined]
+    return dict(zip(_STANDIN_NAMES, (tv, ops, boxes, transforms, functional), strict=True))
+
+
+def import_reference_packages() -> tuple[types.ModuleType, types.ModuleType, types.ModuleType]:
+    """Import and return ``segment_anything``, ``sam2.build_sam`` and ``sam2.sam2_image_predictor``."""
     saved = {name: sys.modules.get(name) for name in _STANDIN_NAMES}
-    sys.modules.update(dict(zip(_STANDIN_NAMES, (tv, ops, boxes, transforms, functional), strict=True)))
+    sys.modules.update(_torchvision_standin())
     try:
         import sam2.automatic_mask_generator  # noqa: F401 - imported now, while the stand-in is installed
         import sam2.build_sam as build_sam
@@ -138,3 +143,61 @@ def import_reference_packages() -> tuple[types.ModuleType, types.ModuleType, typ
             else:
                 sys.modules[name] = module
     return segment_anything, build_sam, sam2_predictor
+
+
+class _DropPath(torch.nn.Module):
+    """timm ``DropPath`` as the reference encoders use it: stochastic depth, the identity in eval mode.
+
+    Only built with ``drop_prob`` 0 by the reference builders (MobileSAM's ``vit_t``); a non-zero rate in training
+    mode is refused rather than imitated."""
+
+    def __init__(self, drop_prob: float | None = None) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.drop_prob:
+            raise NotImplementedError("the timm stand-in has no stochastic depth")
+        return x
+
+
+def _to_2tuple(value: Any) -> tuple[Any, Any]:
+    return (value, value) if not isinstance(value, (tuple, list)) else (value[0], value[1])
+
+
+def _timm_standin() -> dict[str, types.ModuleType]:
+    """The three timm names the reference TinyViT imports (``DropPath``, ``to_2tuple``, ``trunc_normal_``) plus
+    ``register_model``; timm itself depends on torchvision, which has no CPU build here."""
+    timm = types.ModuleType("timm")
+    models = types.ModuleType("timm.models")
+    layers = types.ModuleType("timm.models.layers")
+    registry = types.ModuleType("timm.models.registry")
+    layers.DropPath = _DropPath  # type: ignore[attr-defined]
+    layers.to_2tuple = _to_2tuple  # type: ignore[attr-defined]
+    layers.trunc_normal_ = torch.nn.init.trunc_normal_  # type: ignore[attr-defined]
+    registry.register_model = lambda fn: fn  # type: ignore[attr-defined]
+    models.layers = layers  # type: ignore[attr-defined]
+    models.registry = registry  # type: ignore[attr-defined]
+    timm.models = models  # type: ignore[attr-defined]
+    return {"timm": timm, "timm.models": models, "timm.models.layers": layers, "timm.models.registry": registry}
+
+
+def import_more_reference_packages() -> tuple[types.ModuleType, types.ModuleType]:
+    """Import and return ``segment_anything_hq`` (SAM-HQ) and ``mobile_sam`` (MobileSAM).
+
+    Both import the same torchvision functions as ``segment_anything`` plus timm's layers for their TinyViT; both
+    stand-ins are installed for the import and removed again afterwards.
+    """
+    standins = {**_torchvision_standin(), **_timm_standin()}
+    saved = {name: sys.modules.get(name) for name in standins}
+    sys.modules.update(standins)
+    try:
+        import mobile_sam
+        import segment_anything_hq
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    return segment_anything_hq, mobile_sam

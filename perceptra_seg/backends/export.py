@@ -33,6 +33,7 @@ from typing import Any, Literal
 from ..config import SegmentorConfig
 from ..exceptions import ConfigError
 from ..extras import install_command
+from ..registry import get_model_spec
 from ..utils.atomic import make_dir_public
 from .base import Family
 from .onnx_manifest import (
@@ -212,13 +213,16 @@ def export_onnx(
         fp16: float16 encoder (float32 inputs/outputs), float32 decoders.
 
     Raises:
-        ConfigError: both ``quantize`` and ``fp16``, or an unknown model/variant.
+        ConfigError: both ``quantize`` and ``fp16``, an unknown model/variant, or a model without ONNX graphs
+            (``sam_hq``).
         ModelLoadError: the checkpoint cannot be found or loaded (as for the torch backend).
     """
     precision = export_precision(quantize, fp16)
     if opset < 14:
         raise ConfigError(f"opset {opset} is too old for these graphs; use 14 or later (default {DEFAULT_OPSET})")
     settings = _export_settings(config, {"name": model, "variant": variant, "checkpoint_path": checkpoint_path})
+    if get_model_spec(settings.model.name, settings.model.variant).architecture == "sam_hq":
+        raise ConfigError("ONNX export of sam_hq is not supported yet (its decoder also needs the early ViT feature)")
     backend = TorchBackend(settings)
     spec, family, fingerprint = backend.spec, backend.family, backend.source.fingerprint
     directory = (

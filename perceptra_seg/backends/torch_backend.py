@@ -1,4 +1,4 @@
-"""PyTorch runtime: transformers' ``SamModel`` / ``Sam2Model`` behind the encode/decode protocol."""
+"""PyTorch runtime: transformers' ``SamModel`` / ``Sam2Model`` / ``SamHQModel`` behind the encode/decode protocol."""
 
 from __future__ import annotations
 
@@ -12,11 +12,18 @@ from typing import Any, cast
 import numpy as np
 
 from ..config import SegmentorConfig
-from ..conversion import convert_state_dict, detect_family, unwrap_checkpoint
+from ..conversion import (
+    convert_mobile_sam_state_dict,
+    convert_sam_hq_state_dict,
+    convert_state_dict,
+    detect_architecture,
+    detect_family,
+    unwrap_checkpoint,
+)
 from ..exceptions import BackendError, ConfigError, InvalidInputError, ModelLoadError
 from ..extras import install_command
 from ..preprocessing import preprocess_image
-from ..registry import ModelSpec, architecture_config, get_model_spec
+from ..registry import Architecture, ModelSpec, architecture_config, get_model_spec
 from ..weights import CheckpointSource, resolve_checkpoint
 from .base import DecoderOutput, Family, ImageEmbedding, PromptBatch
 from .oom import oom_guard
@@ -54,10 +61,44 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def build_model(family: Family, architecture: dict[str, Any]) -> torch.nn.Module:
-    """An untrained transformers SAM model; ``architecture`` holds ``SamConfig``/``Sam2Config`` keyword arguments."""
-    from transformers import Sam2Config, Sam2Model, SamConfig, SamModel
+_STUB_VIT = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 1, "global_attn_indexes": [0]}
 
+
+def build_model(family: Family, architecture: dict[str, Any], network: Architecture = "sam") -> torch.nn.Module:
+    """An untrained transformers SAM model; ``architecture`` holds ``SamConfig``/``Sam2Config``/``SamHQConfig``
+    keyword arguments. ``network="sam_hq"`` builds ``SamHQModel``, whose decoder's ``vit_dim`` follows the ViT width
+    unless ``architecture`` sets it. A ``tiny_vit`` key (MobileSAM, SAM-HQ ``vit_tiny``) puts our TinyViT
+    (:mod:`~perceptra_seg.backends.tiny_vit`, that key's ``TinyViTConfig`` overrides) in place of the ViT."""
+    from transformers import Sam2Config, Sam2Model, SamConfig, SamHQConfig, SamHQModel, SamModel
+
+    if "tiny_vit" in architecture:  # MobileSAM, SAM-HQ vit_tiny: our TinyViT as the vision encoder
+        from .tiny_vit import TinyViTConfig, TinyViTEncoder
+
+        tiny: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in architecture["tiny_vit"].items()
+        }
+        try:
+            encoder_config = TinyViTConfig(**tiny, return_intermediate=network == "sam_hq")
+        except TypeError as exc:
+            raise ConfigError(f"model.architecture.tiny_vit: {exc}") from None
+        sam_kwargs = {k: v for k, v in architecture.items() if k != "tiny_vit"}
+        # a one-block ViT stands in while the model is built, then TinyViT replaces it (never read again)
+        sam_kwargs["vision_config"] = _STUB_VIT
+        if network == "sam_hq":
+            from .sam_hq import use_authors_decoder
+
+            decoder = {"vit_dim": encoder_config.embed_dims[2], **architecture.get("mask_decoder_config", {})}
+            model: Any = use_authors_decoder(SamHQModel(SamHQConfig(**{**sam_kwargs, "mask_decoder_config": decoder})))
+        else:
+            model = SamModel(SamConfig(**sam_kwargs))
+        model.vision_encoder = TinyViTEncoder(encoder_config)
+        return cast(torch.nn.Module, model)
+    if network == "sam_hq":
+        from .sam_hq import use_authors_decoder
+
+        width = architecture.get("vision_config", {}).get("hidden_size", 768)
+        decoder = {"vit_dim": width, **architecture.get("mask_decoder_config", {})}
+        return use_authors_decoder(SamHQModel(SamHQConfig(**{**architecture, "mask_decoder_config": decoder})))
     if family == "sam1":
         return SamModel(SamConfig(**architecture))
     return Sam2Model(Sam2Config(**architecture))
@@ -70,14 +111,25 @@ def _load_meta_file(path: Path, spec: ModelSpec, overrides: dict[str, Any] | Non
         family = detect_family(state_dict)
     except (RuntimeError, EOFError, ValueError, OSError) as exc:
         raise ModelLoadError(f"cannot read checkpoint {path}: {exc} (truncated or not a SAM checkpoint?)") from None
-    if family != spec.family:
+    network = detect_architecture(state_dict)
+    if family != spec.family or network != spec.architecture:
+        names = {"sam_hq": "SAM-HQ", "mobile_sam": "MobileSAM"}
+        found = names.get(network, family.upper())
+        wanted = names.get(spec.architecture, spec.family.upper())
         raise ModelLoadError(
-            f"checkpoint {path.name} holds a {family.upper()} model but model {spec.name!r} is a {spec.family.upper()}"
+            f"checkpoint {path.name} holds a {found} model but model {spec.name!r} is a {wanted}"
             " model; set model.name to match the file"
         )
-    architecture = _deep_merge(architecture_config(family, spec.variant), overrides or {})
-    model = build_model(family, architecture)
-    converted = convert_state_dict(state_dict, family)
+    architecture = _deep_merge(architecture_config(family, spec.variant, network), overrides or {})
+    model = build_model(family, architecture, network)
+    if network == "sam_hq" and "tiny_vit" in architecture:
+        converted = convert_sam_hq_state_dict(state_dict, tiny_vit=True)
+    elif network == "sam_hq":
+        converted = convert_sam_hq_state_dict(state_dict)
+    elif network == "mobile_sam":
+        converted = convert_mobile_sam_state_dict(state_dict)
+    else:
+        converted = convert_state_dict(state_dict, family)
     try:
         model.load_state_dict(converted, strict=True)
     except RuntimeError as exc:
@@ -88,8 +140,12 @@ def _load_meta_file(path: Path, spec: ModelSpec, overrides: dict[str, Any] | Non
 
 
 def _load_transformers(location: str, spec: ModelSpec, *, hub: bool) -> torch.nn.Module:
-    from transformers import Sam2Model, SamModel
+    from transformers import Sam2Model, SamHQModel, SamModel
 
+    if spec.architecture == "mobile_sam":
+        raise ModelLoadError(
+            f"{location}: MobileSAM loads from the authors' file (mobile_sam.pt) only; transformers has no MobileSAM"
+        )
     directory = Path(location)
     if hub:
         from huggingface_hub import snapshot_download
@@ -102,10 +158,17 @@ def _load_transformers(location: str, spec: ModelSpec, *, hub: bool) -> torch.nn
         model_type = json.loads((directory / "config.json").read_text())["model_type"]
     except (OSError, KeyError, ValueError) as exc:
         raise ModelLoadError(f"{directory} has no readable config.json with a model_type: {exc}") from None
-    classes: dict[str, tuple[Family, Any]] = {"sam": ("sam1", SamModel), "sam2": ("sam2", Sam2Model)}
+    classes: dict[str, tuple[Family, Any]] = {
+        "sam": ("sam1", SamModel),
+        "sam2": ("sam2", Sam2Model),
+        "sam_hq": ("sam1", SamHQModel),
+    }
     if model_type not in classes:
-        raise ModelLoadError(f"{location} is a {model_type!r} model, not SAM (sam) or SAM 2 (sam2)")
+        raise ModelLoadError(f"{location} is a {model_type!r} model, not SAM (sam), SAM 2 (sam2) or SAM-HQ (sam_hq)")
     family, cls = classes[model_type]
+    if (model_type == "sam_hq") != (spec.architecture == "sam_hq"):
+        wanted = "a 'sam_hq'" if spec.architecture == "sam_hq" else "a 'sam' or 'sam2'"
+        raise ModelLoadError(f"{location} holds a {model_type!r} model but model {spec.name!r} needs {wanted} one")
     if family != spec.family:
         raise ModelLoadError(
             f"{location} holds a {family.upper()} model but model {spec.name!r} is {spec.family.upper()}"
@@ -114,6 +177,10 @@ def _load_transformers(location: str, spec: ModelSpec, *, hub: bool) -> torch.nn
         model: torch.nn.Module = cls.from_pretrained(directory)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"cannot load {location}: {exc}") from None
+    if model_type == "sam_hq":
+        from .sam_hq import use_authors_decoder
+
+        use_authors_decoder(model)
     return model
 
 
@@ -139,13 +206,14 @@ class TorchBackend:
         self._config = config
         self.spec = get_model_spec(config.model.name, config.model.variant)
         self.family: Family = self.spec.family
+        self._hq_token_only = config.model.hq_token_only
         runtime = config.runtime
         self.device = resolve_device(runtime.device)
         self.precision = resolve_torch_precision(
             runtime.precision,
             device_type=self.device.type,
             family=self.family,
-            variant=self.spec.variant,
+            variant=self.spec.precision_key,
             custom_architecture=bool(config.model.architecture),
             cuda_capability=torch.cuda.get_device_capability(self.device) if self.device.type == "cuda" else None,
         )
@@ -210,6 +278,10 @@ class TorchBackend:
         pixels, input_size = preprocess_image(image, self.family)
         with oom_guard("while encoding"), self._inference():
             output = self._encoder(torch.from_numpy(pixels).to(self.device))
+        if self.spec.architecture == "sam_hq":
+            # (embedding [1, 256, 64, 64], the first global-attention block's output [1, 64, 64, width]): SAM-HQ's
+            # decoder fuses only that early ViT feature, so the later blocks' outputs are not kept.
+            output = (output[0], output[1][0])
         features = tuple(output) if isinstance(output, (list, tuple)) else (output,)
         features = tuple(f.float() for f in features)
         nbytes = sum(f.numel() * f.element_size() for f in features)
@@ -248,6 +320,9 @@ class TorchBackend:
             "image_embeddings": features[0] if self.family == "sam1" else list(features),
             "multimask_output": multimask,
         }
+        if self.spec.architecture == "sam_hq":
+            kwargs["intermediate_embeddings"] = [features[1]]
+            kwargs["hq_token_only"] = self._hq_token_only
         if batch.points is not None and batch.labels is not None:
             kwargs["input_points"] = self._tensor(batch.points)[None]
             kwargs["input_labels"] = torch.from_numpy(batch.labels).to(self.device, torch.long)[None]

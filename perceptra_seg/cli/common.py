@@ -130,7 +130,11 @@ _COMMON_PARAMETERS: dict[str, inspect.Parameter] = {
     "model": _option(
         Annotated[
             str | None,
-            typer.Option("--model", rich_help_panel=_COMMON_PANEL, help="sam_v1 | sam_v2 (SAM 2.1) | sam_v2.0."),
+            typer.Option(
+                "--model",
+                rich_help_panel=_COMMON_PANEL,
+                help="sam_v1 | sam_v2 (SAM 2.1) | sam_v2.0 | sam_hq (SAM-HQ) | mobile_sam (MobileSAM).",
+            ),
         ]
     ),
     "variant": _option(

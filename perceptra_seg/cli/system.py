@@ -70,6 +70,7 @@ def info(opts: CommonOptions) -> None:
                 "backends": backends,
                 "cache_dir": str(cache_dir),
                 "cached_checkpoints": cached,
+                "models": _catalogue(),
                 "config": settings,
             }
         )
@@ -84,8 +85,28 @@ def info(opts: CommonOptions) -> None:
         detail = ", ".join(f"{k} {v}" for k, v in backend.items() if k != "available" and v)
         typer.echo(f"backend:  {name}: {'available' if backend['available'] else 'not installed'} {detail}".rstrip())
     typer.echo(f"cache:    {cache_dir} ({', '.join(cached) if cached else 'no checkpoints cached'})")
+    variants: dict[str, list[str]] = {}
+    for entry in _catalogue():
+        variants.setdefault(entry["model"], []).append(entry["variant"])
+    typer.echo("models:   " + "; ".join(f"{name}: {', '.join(names)}" for name, names in variants.items()))
     typer.echo("config:")
     typer.echo(_indent(yaml.safe_dump(settings, sort_keys=False)))
+
+
+def _catalogue() -> list[dict[str, str]]:
+    """Every catalogue entry: model, variant, checkpoint file, download URL, hub id, licence and source."""
+    return [
+        {
+            "model": spec.name,
+            "variant": spec.variant,
+            "file": spec.filename,
+            "url": spec.url,
+            "hub_id": spec.hub_id,
+            "licence": spec.licence,
+            "source": spec.source,
+        }
+        for spec in list_models()
+    ]
 
 
 def config_show(opts: CommonOptions) -> None:
@@ -239,11 +260,13 @@ def _precision_info(config: SegmentorConfig, device: dict[str, Any]) -> dict[str
         requested,
         device_type=device_type,
         family=spec.family,
-        variant=spec.variant,
+        variant=spec.precision_key,
         custom_architecture=custom,
         cuda_capability=capability,
     )
-    reason = auto_reason(device_type, spec.family, spec.variant, custom) if requested == "auto" else "as configured"
+    reason = (
+        auto_reason(device_type, spec.family, spec.precision_key, custom) if requested == "auto" else "as configured"
+    )
     return {"requested": requested, "resolved": resolved, "reason": reason}
 
 
