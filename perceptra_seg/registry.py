@@ -124,7 +124,13 @@ _CATALOGUE: dict[tuple[str, str], ModelSpec] = {
         _sam_hq("vit_h", "syscv-community/sam-hq-vit-huge"),
         _sam_hq("vit_tiny", ""),  # MobileSAM's TinyViT encoder with the HQ decoder; no transformers model
         ModelSpec(
-            "mobile_sam", "vit_t", "sam1", "mobile_sam.pt", _MOBILE_SAM_URL, "", architecture="mobile_sam",
+            "mobile_sam",
+            "vit_t",
+            "sam1",
+            "mobile_sam.pt",
+            _MOBILE_SAM_URL,
+            "",
+            architecture="mobile_sam",
             source=_MOBILE_SAM_SOURCE,
         ),
         # Offline demo: a tiny SAM 1 trained on synthetic shapes (tools/train_demo_model.py), NOT for real photos.

@@ -74,9 +74,7 @@ def build_model(family: Family, architecture: dict[str, Any], network: Architect
     if "tiny_vit" in architecture:  # MobileSAM, SAM-HQ vit_tiny: our TinyViT as the vision encoder
         from .tiny_vit import TinyViTConfig, TinyViTEncoder
 
-        tiny: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in architecture["tiny_vit"].items()
-        }
+        tiny: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in architecture["tiny_vit"].items()}
         try:
             encoder_config = TinyViTConfig(**tiny, return_intermediate=network == "sam_hq")
         except TypeError as exc:
