@@ -6,7 +6,7 @@ import typer
 
 from perceptra_seg import __version__
 
-from . import auto, batch, demo, export, segment, system
+from . import auto, batch, demo, export, segment, system, track
 
 __all__ = ["app", "main"]
 
@@ -41,6 +41,7 @@ auto.register(app)
 system.register(app)
 export.register(app)
 demo.register(app)
+track.register(app)
 
 
 def main() -> None:
