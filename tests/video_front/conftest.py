@@ -1,0 +1,50 @@
+"""Fixtures of the video front-end tests: a short synthetic clip (mp4) and the tiny SAM 2 model's config."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CLIP_FRAMES, CLIP_HEIGHT, CLIP_WIDTH, CLIP_FPS = 8, 64, 96, 10
+
+
+def synthetic_frames(count: int = CLIP_FRAMES, height: int = CLIP_HEIGHT, width: int = CLIP_WIDTH) -> list[np.ndarray]:
+    """Non-square RGB frames: a textured background, a red square moving right and a blue disc moving left."""
+    rng = np.random.default_rng(3)
+    background = rng.integers(60, 120, (height, width, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:height, :width]
+    frames = []
+    for t in range(count):
+        frame = background.copy()
+        frame[12:36, 14 + 2 * t : 40 + 2 * t] = (220, 40, 40)
+        frame[(xx - (72 - 2 * t)) ** 2 + (yy - 32) ** 2 <= 11**2] = (40, 60, 230)
+        frames.append(frame)
+    return frames
+
+
+@pytest.fixture(scope="session")
+def clip_frames() -> list[np.ndarray]:
+    return synthetic_frames()
+
+
+@pytest.fixture(scope="session")
+def clip_path(tmp_path_factory: pytest.TempPathFactory, clip_frames: list[np.ndarray]) -> Path:
+    """The clip as an H.264 mp4 at 10 frames/s (both the SDK and the front ends read this file)."""
+    import av
+
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(CLIP_FPS))
+        stream.width, stream.height = CLIP_WIDTH, CLIP_HEIGHT
+        stream.pix_fmt = "yuv420p"
+        for index, frame in enumerate(clip_frames):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            picture.pts = index
+            for packet in stream.encode(picture):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
