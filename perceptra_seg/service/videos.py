@@ -1,14 +1,18 @@
 """The video tracking routes (SAM 2 / 2.1 models): upload once, prompt objects, stream the propagation.
 
 ======================================  ==============================================================================
-``POST /v1/videos``                     multipart ``file`` → ``{video_id, num_frames, width, height, fps}``
+``POST /v1/videos``                     multipart ``file`` (or JSON ``{"url"}``) → ``{video_id, num_frames, width,
+                                        height, fps}``
 ``POST /v1/videos/{id}/prompts``        a box and/or clicks for one object on one frame → every object's mask there
 ``POST /v1/videos/{id}/propagate``      track through the video → NDJSON, one line per frame as soon as it is done
 ``DELETE /v1/videos/{id}``              close the session and delete the file now (204)
 ======================================  ==============================================================================
 
 The upload is written to a temporary file on the server's disk (at most ``server.max_video_bytes``; this path's
-body limit is that plus a little for the multipart framing, instead of ``server.max_body_bytes``); ids, quotas and
+body limit is that plus a little for the multipart framing, instead of ``server.max_body_bytes``). With
+``input.allow_urls`` a JSON body ``{"url": "https://..."}`` names the video instead: it is downloaded by the
+service's SSRF-guarded URL fetcher (``server.url_fetch_timeout_s``, ``server.max_url_fetches``) straight to that
+file, under the same byte limit. Ids, quotas and
 expiry are :class:`~perceptra_seg.service.video_store.VideoStore`'s. Every model call is a
 :class:`~perceptra_seg.service.calls.ServiceCall` through :meth:`ServiceState.execute
 <perceptra_seg.service.state.ServiceState.execute>` (:mod:`perceptra_seg.service.video_calls`), so health checks
@@ -29,11 +33,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
 from ..config import ServerConfig
-from ..exceptions import InvalidInputError, SegmentorError
+from ..exceptions import ImageTooLargeError, InvalidInputError, SegmentorError
 from .bodies import json_body_doc, read_json
 from .calls import ServiceCall
 from .request_context import current_request_id
@@ -104,6 +108,12 @@ def _store(state: ServiceState) -> VideoStore:
     return state.videos
 
 
+class VideoUrlRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="http(s) URL of the video (only when the server allows URLs: input.allow_urls)")
+
+
 def _upload_doc() -> dict[str, Any]:
     schema = {
         "type": "object",
@@ -111,9 +121,26 @@ def _upload_doc() -> dict[str, Any]:
         "required": ["file"],
     }
     content = {
-        "multipart/form-data": {"schema": schema, "encoding": {"file": {"contentType": "application/octet-stream"}}}
+        "multipart/form-data": {"schema": schema, "encoding": {"file": {"contentType": "application/octet-stream"}}},
+        "application/json": {"schema": VideoUrlRequest.model_json_schema()},
     }
     return {"requestBody": {"required": True, "content": content}}
+
+
+async def _download(request: Request, state: ServiceState, server: ServerConfig, path: Path) -> None:
+    """Fetch the JSON body's ``url`` into ``path`` (at most ``server.max_video_bytes``)."""
+    body = await read_json(request, VideoUrlRequest, server)
+    if state.fetcher is None:
+        raise InvalidInputError("video URLs are off on this server (input.allow_urls); upload the file instead")
+    handle = await asyncio.to_thread(path.open, "wb")
+    try:
+        await state.fetcher.load(body.url, max_bytes=server.max_video_bytes, sink=handle.write)
+    except ImageTooLargeError:
+        raise VideoTooLargeError(
+            f"the video at that URL is over the {server.max_video_bytes} byte limit (server.max_video_bytes)"
+        ) from None
+    finally:
+        await asyncio.to_thread(handle.close)
 
 
 async def _save_upload(request: Request, server: ServerConfig, path: Path) -> None:
@@ -170,7 +197,8 @@ def build_video_router(server: ServerConfig, guard: Callable[..., Principal]) ->
         openapi_extra=_upload_doc(),
     )
     async def upload_video(request: Request, caller: Caller) -> Any:
-        """Upload a video (multipart ``file``: mp4, webm, mov, ...) and open a tracking session on it."""
+        """Upload a video (multipart ``file``: mp4, webm, mov, ...; or JSON ``{"url"}`` when the server allows URLs)
+        and open a tracking session on it."""
         state = get_state(request)
         state.require_service()
         store = _store(state)
@@ -179,7 +207,10 @@ def build_video_router(server: ServerConfig, guard: Callable[..., Principal]) ->
         work = OpenVideo(path, server)
         kept = False
         try:
-            await _save_upload(request, server, path)
+            if request.headers.get("content-type", "").startswith("application/json"):
+                await _download(request, state, server, path)
+            else:
+                await _save_upload(request, server, path)
             body = await state.execute(ServiceCall(work, "video", prompts=0), request)
             session = work.take()
             try:

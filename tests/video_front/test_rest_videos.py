@@ -246,3 +246,19 @@ def test_the_deadline_ends_the_stream_with_a_timeout_line(
         assert [line.get("frame") for line in lines[:-1]] == [0]
         assert lines[-1]["error"]["code"] == "timeout"
     assert gate.finished.wait(30) and len(gate.produced) < len(clip_frames)
+
+
+def test_upload_by_url_when_urls_are_allowed(video_sections: dict[str, Any], clip_path: Path) -> None:
+    data = clip_path.read_bytes()
+    fetches = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(200, content=data)))
+    allowed = build_config(video_sections, input={"allow_urls": True})
+    with fetches, running(create_app(allowed, http_client=fetches)) as client:
+        answer = client.post("/v1/videos", json={"url": "https://videos.example/clip.mp4"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["num_frames"] == 8
+        client.app.state.service.config.server.max_video_bytes = len(data) - 1
+        too_big = client.post("/v1/videos", json={"url": "https://videos.example/clip.mp4"})
+        assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "video_too_large"
+    with running(create_app(build_config(video_sections))) as client:
+        refused = client.post("/v1/videos", json={"url": "https://videos.example/clip.mp4"})
+        assert refused.status_code == 400 and "input.allow_urls" in refused.json()["error"]["message"]
