@@ -1,0 +1,119 @@
+"""Video fixtures: Meta's ``SAM2VideoPredictor`` with random weights, its checkpoint, and a synthetic clip.
+
+The models are hiera_tiny with a reduced input size (``SIZE``: 256 instead of 1024; the trunk, memory attention,
+memory encoder and heads are Meta's hiera_tiny modules, only the feature maps are 16× smaller) so a clip tracks in
+seconds on a CPU. The same checkpoint loads into our ``Sam2VideoModel`` with ``model.architecture`` giving the
+reduced sizes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ..conftest import _perturb, sam2_build
+
+SIZE = 256
+CONFIGS = {"sam_v2": "configs/sam2.1/sam2.1_hiera_t.yaml", "sam_v2.0": "configs/sam2/sam2_hiera_t.yaml"}
+
+
+def small_architecture(size: int = SIZE) -> dict[str, Any]:
+    """``model.architecture`` for hiera_tiny at a ``size``×``size`` input."""
+    grid = size // 16
+    return {
+        "image_size": size,
+        "memory_attention_rope_feat_sizes": [grid, grid],
+        "vision_config": {"backbone_feature_sizes": [[grid * 4, grid * 4], [grid * 2, grid * 2], [grid, grid]]},
+        "prompt_encoder_config": {"image_size": size},
+    }
+
+
+def build_reference_video_predictor(model: str, *, size: int = SIZE, seed: int = 5) -> Any:
+    """Meta's ``SAM2VideoPredictor`` (hiera_tiny, ``size`` input) with random weights that give non-empty masks.
+
+    * weights perturbed as in ``tests/conftest.py``; the object-score head's last bias is raised by 3 so objects
+      are judged present (with Meta's initialisation every object is "absent" and every mask empty);
+    * ``add_all_frames_to_correct_as_cond``: a correction on a tracked frame conditions later frames (what
+      perceptra-seg does);
+    * memory features are stored in bfloat16 and Meta's memory attention expects the caller to run under CUDA
+      autocast; on a CPU its ``v_proj`` fails on a bfloat16 memory, so the memory is cast back to float32 on
+      entry (exact: bfloat16 → float32 loses nothing; transformers does the same cast).
+    """
+    grid = size // 16
+    overrides = [
+        f"++model.image_size={size}",
+        f"++model.memory_attention.layer.self_attention.feat_sizes=[{grid},{grid}]",
+        f"++model.memory_attention.layer.cross_attention.feat_sizes=[{grid},{grid}]",
+        "++model.add_all_frames_to_correct_as_cond=true",
+    ]
+    torch.manual_seed(seed)
+    predictor = sam2_build.build_sam2_video_predictor(
+        CONFIGS[model], None, device="cpu", hydra_overrides_extra=overrides
+    )
+    _perturb(predictor, seed)
+    with torch.no_grad():
+        predictor.sam_mask_decoder.pred_obj_score_head.layers[2].bias.add_(3.0)
+    inner = predictor.memory_attention.forward
+
+    def float_memory(*args: Any, **kwargs: Any) -> Any:
+        kwargs["memory"] = kwargs["memory"].float()
+        return inner(*args, **kwargs)
+
+    predictor.memory_attention.forward = float_memory
+    return predictor
+
+
+def write_clip(
+    folder: Path, *, frames: int = 8, height: int = 180, width: int = 240, seed: int = 0
+) -> list[np.ndarray]:
+    """A non-square clip of two moving shapes on a noisy background, saved as ``00000.jpg``… (what Meta's loader
+    reads); returns the frames as decoded back from the JPEG files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    decoded = []
+    for t in range(frames):
+        frame = np.full((height, width, 3), 40, np.uint8) + rng.integers(0, 20, (height, width, 3), dtype=np.uint8)
+        frame[40 + 3 * t : 100 + 3 * t, 30 + 8 * t : 110 + 8 * t] = (220, 60, 60)
+        frame[110:150, 150 - 5 * t : 200 - 5 * t] = (60, 200, 90)
+        path = folder / f"{t:05d}.jpg"
+        Image.fromarray(frame).save(path, quality=95)
+        decoded.append(np.asarray(Image.open(path).convert("RGB")))
+    return decoded
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[np.ndarray]]:
+    """(JPEG folder, decoded frames) of the synthetic clip."""
+    folder = tmp_path_factory.mktemp("clip")
+    return folder, write_clip(folder)
+
+
+@pytest.fixture(scope="session")
+def small_video_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """(Meta's predictor, its SAM 2.1 checkpoint file) at the reduced input size."""
+    predictor = build_reference_video_predictor("sam_v2")
+    path = tmp_path_factory.mktemp("video_ckpt") / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": predictor.state_dict()}, path)
+    return predictor, path
+
+
+@pytest.fixture(scope="session")
+def video_segmentor(small_video_model: tuple[Any, Path]) -> Any:
+    """A ``Segmentor`` loading that checkpoint (fp32, CPU)."""
+    from perceptra_seg import Segmentor
+
+    config = {
+        "model": {
+            "name": "sam_v2",
+            "variant": "hiera_tiny",
+            "checkpoint_path": str(small_video_model[1]),
+            "architecture": small_architecture(),
+        },
+        "runtime": {"device": "cpu", "precision": "fp32"},
+    }
+    return Segmentor(config)
