@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -48,3 +49,25 @@ def clip_path(tmp_path_factory: pytest.TempPathFactory, clip_frames: list[np.nda
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+@pytest.fixture(scope="session")
+def video_sections(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Config sections of the tiny SAM 2.1 tracker (hiera_tiny at a 256 input, random weights, Meta's file format;
+    built as in tests/video/conftest.py)."""
+    import torch
+
+    from ..video.conftest import build_reference_video_predictor, small_architecture
+
+    predictor = build_reference_video_predictor("sam_v2")
+    path = tmp_path_factory.mktemp("video_front_ckpt") / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": predictor.state_dict()}, path)
+    return {
+        "model": {
+            "name": "sam_v2",
+            "variant": "hiera_tiny",
+            "checkpoint_path": str(path),
+            "architecture": small_architecture(),
+        },
+        "runtime": {"device": "cpu", "precision": "fp32"},
+    }

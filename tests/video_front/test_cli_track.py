@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,27 +43,32 @@ def config_file(tmp_path_factory: pytest.TempPathFactory, video_sections: dict[s
     return path
 
 
+@pytest.fixture(scope="module")
+def sdk(video_sections: dict[str, Any]) -> Iterator[Segmentor]:
+    with Segmentor(video_sections) as seg:
+        yield seg
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 def test_track_writes_what_the_sdk_tracks(
     config_file: Path,
     clip_path: Path,
     clip_frames: list[np.ndarray],
-    video_sections: dict[str, Any],
+    sdk: Segmentor,
     tmp_path: Path,
     reverse: bool,
 ) -> None:
     out, masks, overlay = tmp_path / "results.json", tmp_path / "masks", tmp_path / "overlay.mp4"
-    extra = ["--reverse", "--start-frame", 4] if reverse else ["--max-frames", 6]
+    extra = ["--reverse", "--start-frame", 2, "--max-frames", 2] if reverse else ["--max-frames", 4]
     run = _run(
         "track", clip_path, "--box", BOX, "--point", POINT, "--out", out, "--masks-dir", masks,
         "--overlay", overlay, "--video-id", 7, "--config", config_file, "--json", *extra,
     )  # fmt: skip
     assert run.exit_code == 0, run.stderr
-    with Segmentor(video_sections) as seg:
-        options: dict[str, Any] = {"reverse": True, "start_frame": 4} if reverse else {"max_frames": 6}
-        stream = seg.track(str(clip_path), SDK_PROMPTS, output_formats=("numpy",), **options)
-        expected = {frame: {obj: r.mask for obj, r in results.items()} for frame, results in stream}
-    order = [4, 3, 2, 1, 0] if reverse else [0, 1, 2, 3, 4, 5]
+    options: dict[str, Any] = {"reverse": True, "start_frame": 2, "max_frames": 2} if reverse else {"max_frames": 4}
+    stream = sdk.track(str(clip_path), SDK_PROMPTS, output_formats=("numpy",), **options)
+    expected = {frame: {obj: r.mask for obj, r in results.items()} for frame, results in stream}
+    order = [2, 1] if reverse else [0, 1, 2, 3]
     assert list(expected) == order
     summary = json.loads(run.stdout)
     assert summary["frames_tracked"] == len(order) and summary["objects"] == [1, 3]

@@ -1,5 +1,9 @@
 """/v1/videos end to end on a tiny random-weight SAM 2 checkpoint: upload, prompt, NDJSON propagation equal to the
-SDK's ``track``, limits, scoping, expiry, deletion, disconnects, deadlines and health during a propagation."""
+SDK's ``track``, limits, scoping, expiry, deletion, disconnects, deadlines and health during a propagation.
+
+The tracker is loaded from the config's checkpoint (a reduced-input hiera_tiny); the image routes' backend is the
+fast fake one (the video routes never use it, and the image path does not load that reduced architecture).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from perceptra_seg.service import create_app
 from perceptra_seg.utils.masks import rle_to_mask
 from perceptra_seg.video.session import VideoSession
 
-from ..service.helpers import KEY_A, KEY_B, auth, build_config, free_port, live_server, running
+from ..service.helpers import KEY_A, KEY_B, FakeBackend, auth, build_config, free_port, live_server, running
 
 BOX = [10.0, 8.0, 50.0, 40.0]
 CLICK = {"x": 70.0, "y": 30.0, "label": 1}
@@ -55,7 +59,7 @@ def client_for(video_sections: dict[str, Any]) -> Iterator[Callable[..., Any]]:
 
     def make(**server: Any) -> Any:
         config = build_config(video_sections, server={"api_keys": [KEY_A, KEY_B], **server})
-        context = running(create_app(config), headers=auth(KEY_A))
+        context = running(create_app(config, backend=FakeBackend()), headers=auth(KEY_A))
         stack.append(context)
         return context.__enter__()
 
@@ -209,7 +213,10 @@ def test_disconnect_stops_the_work_and_health_answers_meanwhile(
 ) -> None:
     gate = _Gate(monkeypatch)
     config = build_config(video_sections, server={"port": free_port()})
-    with live_server(create_app(config), config) as base, httpx.Client(base_url=base, timeout=60) as http:
+    with (
+        live_server(create_app(config, backend=FakeBackend()), config) as base,
+        httpx.Client(base_url=base, timeout=60) as http,
+    ):
         with clip_path.open("rb") as handle:
             video = http.post("/v1/videos", files={"file": ("clip.mp4", handle)}).json()["video_id"]
         assert http.post(f"/v1/videos/{video}/prompts", json=PROMPTS[0]).status_code == 200
@@ -252,13 +259,13 @@ def test_upload_by_url_when_urls_are_allowed(video_sections: dict[str, Any], cli
     data = clip_path.read_bytes()
     fetches = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(200, content=data)))
     allowed = build_config(video_sections, input={"allow_urls": True})
-    with fetches, running(create_app(allowed, http_client=fetches)) as client:
+    with fetches, running(create_app(allowed, backend=FakeBackend(), http_client=fetches)) as client:
         answer = client.post("/v1/videos", json={"url": "https://videos.example/clip.mp4"})
         assert answer.status_code == 200, answer.text
         assert answer.json()["num_frames"] == 8
         client.app.state.service.config.server.max_video_bytes = len(data) - 1
         too_big = client.post("/v1/videos", json={"url": "https://videos.example/clip.mp4"})
         assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "video_too_large"
-    with running(create_app(build_config(video_sections))) as client:
+    with running(create_app(build_config(video_sections), backend=FakeBackend())) as client:
         refused = client.post("/v1/videos", json={"url": "https://videos.example/clip.mp4"})
         assert refused.status_code == 400 and "input.allow_urls" in refused.json()["error"]["message"]
