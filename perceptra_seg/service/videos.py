@@ -200,7 +200,10 @@ def build_video_router(server: ServerConfig, guard: Callable[..., Principal]) ->
         """Upload a video (multipart ``file``: mp4, webm, mov, ...; or JSON ``{"url"}`` when the server allows URLs)
         and open a tracking session on it."""
         state = get_state(request)
-        state.require_service()
+        service, _ = state.require_service()
+        family = service.segmentor.backend.family
+        if family != "sam2":  # refused before the upload is read
+            raise InvalidInputError(f"video tracking needs a SAM 2 / 2.1 model; this server runs a {family} model")
         store = _store(state)
         store.check_capacity(caller.scope)
         path = store.new_file()

@@ -28,6 +28,14 @@ from perceptra_seg.video.session import VideoSession
 from ..service.helpers import KEY_A, KEY_B, FakeBackend, auth, build_config, free_port, live_server, running
 
 BOX = [10.0, 8.0, 50.0, 40.0]
+
+
+class Sam2Fake(FakeBackend):
+    """The fake image backend, reporting the SAM 2 family the configured tracker has."""
+
+    family = "sam2"
+
+
 CLICK = {"x": 70.0, "y": 30.0, "label": 1}
 PROMPTS = [
     {"frame": 0, "obj_id": 1, "box": BOX},
@@ -59,7 +67,7 @@ def client_for(video_sections: dict[str, Any]) -> Iterator[Callable[..., Any]]:
 
     def make(**server: Any) -> Any:
         config = build_config(video_sections, server={"api_keys": [KEY_A, KEY_B], **server})
-        context = running(create_app(config, backend=FakeBackend()), headers=auth(KEY_A))
+        context = running(create_app(config, backend=Sam2Fake()), headers=auth(KEY_A))
         stack.append(context)
         return context.__enter__()
 
@@ -214,7 +222,7 @@ def test_disconnect_stops_the_work_and_health_answers_meanwhile(
     gate = _Gate(monkeypatch)
     config = build_config(video_sections, server={"port": free_port()})
     with (
-        live_server(create_app(config, backend=FakeBackend()), config) as base,
+        live_server(create_app(config, backend=Sam2Fake()), config) as base,
         httpx.Client(base_url=base, timeout=60) as http,
     ):
         with clip_path.open("rb") as handle:
@@ -259,13 +267,19 @@ def test_upload_by_url_when_urls_are_allowed(video_sections: dict[str, Any], cli
     data = clip_path.read_bytes()
     fetches = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(200, content=data)))
     allowed = build_config(video_sections, input={"allow_urls": True})
-    with fetches, running(create_app(allowed, backend=FakeBackend(), http_client=fetches)) as client:
+    with fetches, running(create_app(allowed, backend=Sam2Fake(), http_client=fetches)) as client:
         answer = client.post("/v1/videos", json={"url": "https://videos.example/clip.mp4"})
         assert answer.status_code == 200, answer.text
         assert answer.json()["num_frames"] == 8
         client.app.state.service.config.server.max_video_bytes = len(data) - 1
         too_big = client.post("/v1/videos", json={"url": "https://videos.example/clip.mp4"})
         assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "video_too_large"
-    with running(create_app(build_config(video_sections), backend=FakeBackend())) as client:
+    with running(create_app(build_config(video_sections), backend=Sam2Fake())) as client:
         refused = client.post("/v1/videos", json={"url": "https://videos.example/clip.mp4"})
         assert refused.status_code == 400 and "input.allow_urls" in refused.json()["error"]["message"]
+
+
+def test_an_image_only_model_refuses_videos(clip_path: Path) -> None:
+    with running(create_app(build_config(), backend=FakeBackend())) as client:  # a SAM 1 backend
+        answer = _upload(client, clip_path)
+    assert answer.status_code == 400 and "SAM 2" in answer.json()["error"]["message"]
