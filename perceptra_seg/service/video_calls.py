@@ -77,7 +77,7 @@ class PropagateRequest(_Body):
 
     reverse: bool = Field(False, description="track towards frame 0")
     start_frame: int | None = Field(None, ge=0, description="first frame to track; default the first prompted one")
-    max_frames: int | None = Field(None, ge=0, description="track at most this many frames; default: to the end")
+    max_frames: int | None = Field(None, ge=1, description="track at most this many frames; default: to the end")
     output_formats: list[OutputFormatName] | None = Field(None, description="mask encodings; default: rle")
 
 

@@ -25,6 +25,7 @@ one after it ends the stream with a line ``{"error": {"code", "message", "reques
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -56,6 +57,8 @@ from .video_calls import (
 from .video_store import VideoStore
 
 __all__ = ["UPLOAD_PATH", "build_video_router", "upload_limit"]
+
+logger = logging.getLogger("perceptra_seg.service.videos")
 
 UPLOAD_PATH = "/v1/videos"
 #: Bytes a multipart body may hold beyond the file itself (boundaries, part headers).
@@ -326,7 +329,8 @@ async def _lines(
             await task
         except SegmentorError as exc:
             yield json.dumps(_error_line(exc.code, str(exc))) + "\n"
-        except Exception:
+        except Exception:  # as REST's 500: the cause goes to the log only
+            logger.exception("video propagation failed")
             yield json.dumps(_error_line("internal_error", "internal server error")) + "\n"
     finally:
         if not task.done():  # the client went away: the cancel token stops the tracking at the next frame
