@@ -184,3 +184,11 @@ def test_blend_objects_exact_colours() -> None:
     out = blend_objects(frame, {300: result(mask, 0.5, ("numpy",)), 1: result(mask, 0.5)})
     assert tuple(out[10, 10]) == (64, 0, 0)  # object 1 (palette 128, 0, 0) over object 300
     assert not out[~mask].any()
+
+
+def test_overlay_default_frame_rate(tmp_path: Path) -> None:
+    out = tmp_path / "overlay.mp4"
+    with OverlayVideoWriter(out, size=(16, 16), fps=None) as writer:
+        writer.add(np.zeros((16, 16, 3), np.uint8), {})
+    with av.open(str(out)) as container:
+        assert float(container.streams.video[0].average_rate) == pytest.approx(30.0)

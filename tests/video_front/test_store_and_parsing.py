@@ -155,3 +155,21 @@ def test_bad_prompt_flags(boxes: list[str], points: list[str], message: str) -> 
 )
 def test_expected_frames(num_frames: int, start: int, reverse: bool, max_frames: int | None, expected: int) -> None:
     assert expected_frames(num_frames, start, reverse, max_frames) == expected
+
+
+def test_progress_column_shows_frames_per_second() -> None:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from perceptra_seg.cli.track import _FramesPerSecond
+
+    column = _FramesPerSecond()
+    with Progress(console=Console(file=None, force_terminal=False), disable=True) as progress:
+        task = progress.add_task("tracking", total=4)
+        assert column.render(progress.tasks[task]).plain == "-- frames/s"
+        now = [0.0]
+        progress.get_time = lambda: now[0]  # type: ignore[method-assign]
+        for step in range(1, 4):
+            now[0] = step * 0.5
+            progress.advance(task)
+        assert column.render(progress.tasks[task]).plain == "2.00 frames/s"
