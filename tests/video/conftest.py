@@ -37,7 +37,9 @@ def build_reference_video_predictor(model: str, *, size: int = SIZE, seed: int =
     """Meta's ``SAM2VideoPredictor`` (hiera_tiny, ``size`` input) with random weights that give non-empty masks.
 
     * weights perturbed as in ``tests/conftest.py``; the object-score head's last bias is raised by 3 so objects
-      are judged present (with Meta's initialisation every object is "absent" and every mask empty);
+      are judged present (with Meta's initialisation every object is "absent" and every mask empty), and the mask
+      head's upscaling and hypernetwork weights get more noise (std 0.05) so masks cover 10–50 % of a frame and
+      change from frame to frame instead of covering ~90 % everywhere;
     * ``add_all_frames_to_correct_as_cond``: a correction on a tracked frame conditions later frames (what
       perceptra-seg does);
     * memory features are stored in bfloat16 and Meta's memory attention expects the caller to run under CUDA
@@ -56,8 +58,12 @@ def build_reference_video_predictor(model: str, *, size: int = SIZE, seed: int =
         CONFIGS[model], None, device="cpu", hydra_overrides_extra=overrides
     )
     _perturb(predictor, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         predictor.sam_mask_decoder.pred_obj_score_head.layers[2].bias.add_(3.0)
+        for name, parameter in predictor.sam_mask_decoder.named_parameters():
+            if name.startswith(("output_upscaling", "output_hypernetworks_mlps")):
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
     inner = predictor.memory_attention.forward
 
     def float_memory(*args: Any, **kwargs: Any) -> Any:
