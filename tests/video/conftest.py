@@ -123,3 +123,37 @@ def video_segmentor(small_video_model: tuple[Any, Path]) -> Any:
         "runtime": {"device": "cpu", "precision": "fp32"},
     }
     return Segmentor(config)
+
+
+def tiny_architecture() -> dict[str, Any]:
+    """A hiera_tiny-shaped SAM 2 video model at a 64-pixel input with a 5-block trunk: milliseconds per frame."""
+    from perceptra_seg.backends.torch_backend import _deep_merge
+    from perceptra_seg.registry import architecture_config
+
+    trunk = {"blocks_per_stage": [1, 1, 2, 1], "global_attention_blocks": [3]}
+    merged = _deep_merge(architecture_config("sam2", "hiera_tiny"), small_architecture(64))
+    return _deep_merge(merged, {"vision_config": {"backbone_config": trunk}})
+
+
+@pytest.fixture(scope="session")
+def tiny_video_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A transformers-format ``sam2_video`` directory (config.json + safetensors) of the tiny model, with the
+    object-score bias raised so objects are judged present."""
+    from transformers import Sam2VideoConfig, Sam2VideoModel
+
+    torch.manual_seed(0)
+    model = Sam2VideoModel(Sam2VideoConfig(**tiny_architecture()))
+    with torch.no_grad():
+        model.mask_decoder.pred_obj_score_head.proj_out.bias.add_(3.0)
+    directory = tmp_path_factory.mktemp("tiny_video")
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_segmentor(tiny_video_dir: Path) -> Any:
+    from perceptra_seg import Segmentor
+
+    return Segmentor(
+        model="sam_v2", variant="hiera_tiny", device="cpu", precision="fp32", checkpoint_path=tiny_video_dir
+    )
