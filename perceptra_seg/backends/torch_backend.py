@@ -103,6 +103,7 @@ def _load_transformers(location: str, spec: ModelSpec, *, hub: bool) -> torch.nn
     except (OSError, KeyError, ValueError) as exc:
         raise ModelLoadError(f"{directory} has no readable config.json with a model_type: {exc}") from None
     classes: dict[str, tuple[Family, Any]] = {"sam": ("sam1", SamModel), "sam2": ("sam2", Sam2Model)}
+    classes["sam2_video"] = ("sam2", Sam2Model)  # SAM 2 video checkpoints (hub repos) hold the image model too
     if model_type not in classes:
         raise ModelLoadError(f"{location} is a {model_type!r} model, not SAM (sam) or SAM 2 (sam2)")
     family, cls = classes[model_type]

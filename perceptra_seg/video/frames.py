@@ -178,7 +178,8 @@ def open_frames(video: Any) -> FrameSource:
     Args:
         video: a path to a video file (anything FFmpeg reads through PyAV: mp4, webm, mov, mkv, avi…), a path to a
             folder of JPEG/PNG frames (ordered by the last number in each file name), a :class:`FrameSource`
-            (returned as is), or a sequence of RGB ``uint8`` ``[H, W, 3]`` arrays of one size.
+            (returned as is), or a sequence of RGB ``uint8`` ``[H, W, 3]`` arrays of one size (anything with
+            ``len()`` and indexing, so frames may be produced on demand).
 
     Raises:
         InvalidInputError: the path does not exist, the folder holds no frames, the file is not a video, or the
@@ -195,8 +196,8 @@ def open_frames(video: Any) -> FrameSource:
         raise InvalidInputError(f"video not found: {video}")
     if isinstance(video, np.ndarray) and video.ndim == 4:
         return _ArrayFrames(list(video))
-    if isinstance(video, Sequence) and not isinstance(video, (bytes, bytearray)):
-        return _ArrayFrames(video)
+    if hasattr(video, "__len__") and hasattr(video, "__getitem__") and not isinstance(video, (bytes, bytearray, dict)):
+        return _ArrayFrames(video)  # a list, tuple, or any lazy sequence of frames
     raise InvalidInputError(
         f"cannot read a video from {type(video).__name__}: give a video file, a folder of frames or a list of arrays"
     )

@@ -37,7 +37,9 @@ def build_reference_video_predictor(model: str, *, size: int = SIZE, seed: int =
     """Meta's ``SAM2VideoPredictor`` (hiera_tiny, ``size`` input) with random weights that give non-empty masks.
 
     * weights perturbed as in ``tests/conftest.py``; the object-score head's last bias is raised by 3 so objects
-      are judged present (with Meta's initialisation every object is "absent" and every mask empty);
+      are judged present (with Meta's initialisation every object is "absent" and every mask empty), and the mask
+      head's upscaling and hypernetwork weights get more noise (std 0.05) so masks cover 10–50 % of a frame and
+      change from frame to frame instead of covering ~90 % everywhere;
     * ``add_all_frames_to_correct_as_cond``: a correction on a tracked frame conditions later frames (what
       perceptra-seg does);
     * memory features are stored in bfloat16 and Meta's memory attention expects the caller to run under CUDA
@@ -56,8 +58,12 @@ def build_reference_video_predictor(model: str, *, size: int = SIZE, seed: int =
         CONFIGS[model], None, device="cpu", hydra_overrides_extra=overrides
     )
     _perturb(predictor, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         predictor.sam_mask_decoder.pred_obj_score_head.layers[2].bias.add_(3.0)
+        for name, parameter in predictor.sam_mask_decoder.named_parameters():
+            if name.startswith(("output_upscaling", "output_hypernetworks_mlps")):
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
     inner = predictor.memory_attention.forward
 
     def float_memory(*args: Any, **kwargs: Any) -> Any:
@@ -117,3 +123,37 @@ def video_segmentor(small_video_model: tuple[Any, Path]) -> Any:
         "runtime": {"device": "cpu", "precision": "fp32"},
     }
     return Segmentor(config)
+
+
+def tiny_architecture() -> dict[str, Any]:
+    """A hiera_tiny-shaped SAM 2 video model at a 64-pixel input with a 5-block trunk: milliseconds per frame."""
+    from perceptra_seg.backends.torch_backend import _deep_merge
+    from perceptra_seg.registry import architecture_config
+
+    trunk = {"blocks_per_stage": [1, 1, 2, 1], "global_attention_blocks": [3]}
+    merged = _deep_merge(architecture_config("sam2", "hiera_tiny"), small_architecture(64))
+    return _deep_merge(merged, {"vision_config": {"backbone_config": trunk}})
+
+
+@pytest.fixture(scope="session")
+def tiny_video_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A transformers-format ``sam2_video`` directory (config.json + safetensors) of the tiny model, with the
+    object-score bias raised so objects are judged present."""
+    from transformers import Sam2VideoConfig, Sam2VideoModel
+
+    torch.manual_seed(0)
+    model = Sam2VideoModel(Sam2VideoConfig(**tiny_architecture()))
+    with torch.no_grad():
+        model.mask_decoder.pred_obj_score_head.proj_out.bias.add_(3.0)
+    directory = tmp_path_factory.mktemp("tiny_video")
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_segmentor(tiny_video_dir: Path) -> Any:
+    from perceptra_seg import Segmentor
+
+    return Segmentor(
+        model="sam_v2", variant="hiera_tiny", device="cpu", precision="fp32", checkpoint_path=tiny_video_dir
+    )
