@@ -230,12 +230,15 @@ def test_disconnect_stops_the_work_and_health_answers_meanwhile(
         assert http.post(f"/v1/videos/{video}/prompts", json=PROMPTS[0]).status_code == 200
         streaming = httpx.Client(base_url=base, timeout=60)
         with streaming, streaming.stream("POST", f"/v1/videos/{video}/propagate", json={}) as response:
-            first = json.loads(next(response.iter_lines()))
+            lines = response.iter_lines()  # kept referenced: a dropped iterator closes the connection
+            first = json.loads(next(lines))
             assert first["frame"] == 0
             assert gate.reached.wait(30)
             assert http.get("/v1/healthz").status_code == 200  # the event loop is free
             busy = http.post(f"/v1/videos/{video}/prompts", json=PROMPTS[0])
             assert busy.status_code == 409 and busy.json()["error"]["code"] == "video_busy"
+            assert not gate.finished.is_set()
+            del lines
         # leaving the block closed the connection: the token is set, the tracking stops at the next frame
         assert gate.finished.wait(30)
         assert len(gate.produced) < len(clip_frames)
