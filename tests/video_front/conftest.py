@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -71,3 +72,26 @@ def video_sections(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         },
         "runtime": {"device": "cpu", "precision": "fp32"},
     }
+
+
+#: The prompts every end-to-end test tracks (SDK form): a box on frame 0 (object 1), a click on frame 2 (object 3).
+SDK_PROMPTS = [
+    {"frame": 0, "obj_id": 1, "box": (10.0, 8.0, 50.0, 40.0)},
+    {"frame": 2, "obj_id": 3, "points": [(70.0, 30.0, 1)]},
+]
+
+
+@pytest.fixture(scope="session")
+def sdk(video_sections: dict[str, Any]) -> Iterator[Any]:
+    """One SDK ``Segmentor`` on the tiny tracker, the reference of the front ends."""
+    from perceptra_seg import Segmentor
+
+    with Segmentor(video_sections) as seg:
+        yield seg
+
+
+@pytest.fixture(scope="session")
+def forward_masks(sdk: Any, clip_path: Path) -> dict[int, dict[int, np.ndarray]]:
+    """``Segmentor.track`` of :data:`SDK_PROMPTS` over the whole clip: ``{frame: {obj_id: bool mask}}``."""
+    stream = sdk.track(str(clip_path), SDK_PROMPTS, output_formats=("numpy",))
+    return {frame: {obj: r.mask for obj, r in results.items()} for frame, results in stream}

@@ -20,7 +20,6 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from perceptra_seg import Segmentor
 from perceptra_seg.service import create_app
 from perceptra_seg.utils.masks import rle_to_mask
 from perceptra_seg.video.session import VideoSession
@@ -37,27 +36,10 @@ class Sam2Fake(FakeBackend):
 
 
 CLICK = {"x": 70.0, "y": 30.0, "label": 1}
-PROMPTS = [
+PROMPTS = [  # conftest.SDK_PROMPTS in the REST form
     {"frame": 0, "obj_id": 1, "box": BOX},
-    {"frame": 2, "obj_id": 2, "points": [CLICK]},
+    {"frame": 2, "obj_id": 3, "points": [CLICK]},
 ]
-
-
-def _sdk_prompt(prompt: dict[str, Any]) -> dict[str, Any]:
-    out = {"frame": prompt["frame"], "obj_id": prompt["obj_id"]}
-    if "box" in prompt:
-        out["box"] = tuple(prompt["box"])
-    if "points" in prompt:
-        out["points"] = [(p["x"], p["y"], p["label"]) for p in prompt["points"]]
-    return out
-
-
-@pytest.fixture(scope="module")
-def expected(video_sections: dict[str, Any], clip_path: Path) -> dict[int, dict[int, np.ndarray]]:
-    """The SDK's ``track`` on the same file and prompts: ``{frame: {obj_id: mask}}``."""
-    with Segmentor(video_sections) as seg:
-        stream = seg.track(str(clip_path), [_sdk_prompt(p) for p in PROMPTS], output_formats=("numpy",))
-        return {frame: {obj: r.mask for obj, r in results.items()} for frame, results in stream}
 
 
 @pytest.fixture
@@ -90,8 +72,9 @@ def _masks(document: dict[str, Any]) -> dict[int, np.ndarray]:
 
 
 def test_upload_prompt_propagate_equals_the_sdk(
-    client_for: Callable[..., Any], clip_path: Path, clip_frames: list[np.ndarray], expected: dict[int, Any]
+    client_for: Callable[..., Any], clip_path: Path, clip_frames: list[np.ndarray], forward_masks: dict[int, Any]
 ) -> None:
+    expected = forward_masks
     client = client_for()
     uploaded = _upload(client, clip_path)
     assert uploaded.status_code == 200, uploaded.text
