@@ -269,3 +269,12 @@ def test_an_image_only_model_refuses_videos(clip_path: Path) -> None:
     with running(create_app(build_config(), backend=FakeBackend())) as client:  # a SAM 1 backend
         answer = _upload(client, clip_path)
     assert answer.status_code == 400 and "SAM 2" in answer.json()["error"]["message"]
+
+
+def test_the_upload_route_has_its_own_body_limit(client_for: Callable[..., Any], clip_path: Path) -> None:
+    client = client_for(max_body_bytes=1024, max_video_bytes=2 * clip_path.stat().st_size)
+    assert clip_path.stat().st_size > 1024
+    assert _upload(client, clip_path).status_code == 200  # over max_body_bytes, within max_video_bytes
+    assert client.post("/v1/segment/box", content=b"x" * 2048).status_code == 413  # other routes keep theirs
+    huge = client.post("/v1/videos", files={"file": ("big.mp4", b"\0" * (2 * clip_path.stat().st_size + 70_000))})
+    assert huge.status_code == 413 and huge.json()["error"]["code"] == "payload_too_large"
