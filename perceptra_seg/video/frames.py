@@ -8,6 +8,7 @@ file keeps its demuxer open and decodes forward from the nearest keyframe (PyAV)
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,8 @@ FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 _NUMBER = re.compile(r"(\d+)")
 
 
-class FrameSource:
-    """Lazily decoded frames of one video.
+class FrameSource(ABC):
+    """Lazily decoded frames of one video (subclasses implement ``_read``).
 
     Attributes:
         num_frames: number of frames.
@@ -57,9 +58,11 @@ class FrameSource:
             )
         return pixels
 
+    @abstractmethod
     def _read(self, index: int) -> np.ndarray:
-        raise NotImplementedError
+        """Decode frame ``index`` (already range-checked)."""
 
+    @abstractmethod
     def close(self) -> None:
         """Release the file handles (a closed source cannot decode again)."""
 
@@ -111,6 +114,9 @@ class _FolderFrames(FrameSource):
         self._files = numbered
         first = self._read(0)
         self.num_frames, (self.height, self.width) = len(numbered), first.shape[:2]
+
+    def close(self) -> None:
+        self._files = []
 
     def _read(self, index: int) -> np.ndarray:
         path = self._files[index]

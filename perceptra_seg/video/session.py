@@ -65,7 +65,7 @@ class VideoSession:
     def __init__(
         self, video_model: VideoModel, frames: FrameSource, *, outputs: OutputsConfig, owns_frames: bool = True
     ) -> None:
-        self._model = video_model
+        self._model: VideoModel | None = video_model
         self._frames: FrameSource | None = frames
         self._owns_frames = owns_frames
         self._outputs = outputs
@@ -89,6 +89,7 @@ class VideoSession:
             if self._state is not None:
                 self._state.clear()
             self._state = None
+            self._model = None  # the Segmentor keeps the model; a closed session holds no reference to it
             if self._frames is not None and self._owns_frames:
                 self._frames.close()
             self._frames = None
@@ -112,6 +113,11 @@ class VideoSession:
         if self._state is None:
             raise InvalidInputError("the video session is closed")
         return self._state
+
+    def _network(self) -> VideoModel:
+        if self._model is None:
+            raise InvalidInputError("the video session is closed")
+        return self._model
 
     def _source(self) -> FrameSource:
         if self._frames is None:
@@ -140,7 +146,7 @@ class VideoSession:
             parsed.check_fits(self.num_frames, *self.frame_size)
             start = time.perf_counter()
             self._encode(parsed.frame)
-            outputs = tracker.add_prompt(self._model, state, parsed, self.frame_size)
+            outputs = tracker.add_prompt(self._network(), state, parsed, self.frame_size)
             return self._results(outputs, formats, start)
 
     def propagate(
@@ -197,7 +203,7 @@ class VideoSession:
                 state = self._live()
                 start = time.perf_counter()
                 self._encode(frame_idx)
-                outputs = tracker.propagate_frame(self._model, state, frame_idx, reverse=reverse)
+                outputs = tracker.propagate_frame(self._network(), state, frame_idx, reverse=reverse)
                 results = self._results(outputs, formats, start)
             yield frame_idx, results
 
@@ -223,15 +229,15 @@ class VideoSession:
     def _encode(self, frame_idx: int) -> None:
         state = self._live()
         if state.cache.get_vision_features(frame_idx) is None:
-            pixels = frame_pixel_values(self._source().frame(frame_idx), self._model.image_size)
+            pixels = frame_pixel_values(self._source().frame(frame_idx), self._network().image_size)
             with torch.inference_mode():
-                tracker.ensure_features(self._model, state, frame_idx, pixels)
+                tracker.ensure_features(self._network(), state, frame_idx, pixels)
 
     def _results(
         self, outputs: dict[int, tracker.FrameOutput], formats: Sequence[Any], start: float
     ) -> dict[int, SegmentationResult]:
         height, width = self.frame_size
-        info = self._model.info()
+        info = self._network().info()
         results = {}
         for obj_id, output in outputs.items():
             logits = F.interpolate(output.logits.float(), size=(height, width), mode="bilinear", align_corners=False)

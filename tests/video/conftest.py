@@ -99,32 +99,6 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[np.ndarra
     return folder, write_clip(folder)
 
 
-@pytest.fixture(scope="session")
-def small_video_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
-    """(Meta's predictor, its SAM 2.1 checkpoint file) at the reduced input size."""
-    predictor = build_reference_video_predictor("sam_v2")
-    path = tmp_path_factory.mktemp("video_ckpt") / "sam2.1_hiera_tiny.pt"
-    torch.save({"model": predictor.state_dict()}, path)
-    return predictor, path
-
-
-@pytest.fixture(scope="session")
-def video_segmentor(small_video_model: tuple[Any, Path]) -> Any:
-    """A ``Segmentor`` loading that checkpoint (fp32, CPU)."""
-    from perceptra_seg import Segmentor
-
-    config = {
-        "model": {
-            "name": "sam_v2",
-            "variant": "hiera_tiny",
-            "checkpoint_path": str(small_video_model[1]),
-            "architecture": small_architecture(),
-        },
-        "runtime": {"device": "cpu", "precision": "fp32"},
-    }
-    return Segmentor(config)
-
-
 def tiny_architecture() -> dict[str, Any]:
     """A hiera_tiny-shaped SAM 2 video model at a 64-pixel input with a 5-block trunk: milliseconds per frame."""
     from perceptra_seg.backends.torch_backend import _deep_merge

@@ -78,3 +78,18 @@ def test_transformers_directory_loads(tiny_video_dir: Path, tiny_segmentor: Any)
     assert loaded.source.kind == "transformers"
     assert loaded.image_size == 64
     assert loaded.info()["model"] == "sam_v2"
+
+
+def test_segmentor_close_drops_the_tracking_model(tiny_video_dir: Path) -> None:
+    from perceptra_seg import Segmentor
+
+    seg = Segmentor(
+        model="sam_v2", variant="hiera_tiny", device="cpu", precision="fp32", checkpoint_path=tiny_video_dir
+    )
+    with seg.open_video(_SyntheticVideo(3)) as session:
+        session.add_prompt({"frame": 0, "obj_id": 1, "box": (20, 10, 60, 40)})
+    held = weakref.ref(seg.__dict__["_video_model"].model)
+    seg.close()
+    gc.collect()
+    assert "_video_model" not in seg.__dict__
+    assert held() is None
