@@ -267,6 +267,13 @@ class ServerConfig(_Section):
     redis_embedding_dtype: Literal["float32", "float16"] = Field(
         "float32", description="server.state = redis: embeddings stored exactly, or in half the bytes (float16)"
     )
+    max_video_bytes: int = Field(512 * 1024 * 1024, gt=0, description="one uploaded video file (POST /v1/videos); 413")
+    max_video_frames: int = Field(10_000, ge=1, description="frames of one uploaded video; 413")
+    max_video_pixels: int = Field(3840 * 2160, ge=1, description="width x height of an uploaded video's frames; 413")
+    max_video_sessions: int = Field(4, ge=1, description="videos one API key may hold at once; then 429")
+    max_video_objects: int = Field(16, ge=1, description="objects tracked in one video; a prompt for one more is 413")
+    video_ttl_s: float = Field(600.0, gt=0, description="a video unused this long is deleted with its session")
+    video_timeout_s: float = Field(1800.0, gt=0, description="deadline of one /v1/videos/{id}/propagate call; 504")
 
     @field_validator("url_allowed_networks")
     @classmethod

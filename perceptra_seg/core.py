@@ -12,13 +12,13 @@ from typing import Any, overload
 
 import numpy as np
 
+from . import deferred
 from .backends import Backend, ImageEmbedding, create_backend
 from .cancel import CancelToken, check
 from .config import SegmentorConfig
 from .decoding import Strategy
 from .exceptions import ConfigError, InvalidInputError, NotFoundError
 from .execution import execute_segment
-from .extras import missing_extra
 from .inputs import InputPolicy
 from .lifecycle import BackendSlot, holds_backend
 from .models import BBox, EmbeddedImage, Point, Prompt, SegmentationResult
@@ -105,6 +105,7 @@ class Segmentor:
         """Drop cached embeddings and release the backend's models (after the calls still running on it)."""
         self._cache.clear()
         self._slot.close()
+        self.__dict__.pop("_video_model", None)  # the tracking model (perceptra_seg.video.api), if loaded
 
     def set_backend(self, name: str) -> None:
         """Switch runtime (e.g. ``"torch"``); the model is loaded anew and cached embeddings are dropped."""
@@ -171,7 +172,7 @@ class Segmentor:
             if isinstance(request, SegmentRequest):
                 return execute_segment(self, request, cancel)
             if isinstance(request, AutoMaskRequest):
-                return _automatic(self, request, cancel)
+                return deferred.execute_automatic_request(self, request, cancel)
             if isinstance(request, EmbedRequest):
                 return self._run_embed(request, cancel)
         raise InvalidInputError(f"Segmentor.run does not know requests of type {type(request).__name__}")
@@ -315,6 +316,10 @@ class Segmentor:
         formats = None if output_formats is None else tuple(output_formats)
         return self.run(AutoMaskRequest(image, options, formats), cancel=cancel)  # type: ignore[arg-type]
 
+    # Video tracking (SAM 2 / 2.1), implemented in perceptra_seg.video and imported on first call.
+    open_video = deferred.open_video
+    track = deferred.track
+
     def _run_embed(self, request: EmbedRequest, cancel: CancelToken | None) -> EmbedResult:
         if not self.config.cache.enabled:
             raise ConfigError("embed() needs the embedding cache (cache.enabled = true)")
@@ -379,16 +384,3 @@ class Segmentor:
         """Model fingerprint + pixel digest (+ the window's bounds when tiling)."""
         key = f"{self._backend.fingerprint}|{digest}"
         return key if window is None else f"{key}|{window.x0},{window.y0},{window.x1},{window.y1}"
-
-
-def _automatic(seg: Segmentor, request: AutoMaskRequest, cancel: CancelToken | None) -> ResultSet:
-    """Run an automatic-mask request; its upsampling and NMS need PyTorch, imported here (not with the package).
-
-    Raises:
-        ModelLoadError: PyTorch is not installed (names the ``torch`` extra's install line).
-    """
-    try:
-        from .automatic.execute import execute_automatic
-    except ImportError as exc:
-        raise missing_extra("torch", exc) from exc
-    return execute_automatic(seg, request, cancel)

@@ -10,6 +10,7 @@ out of ``sys.modules`` again, because transformers probes
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 from typing import Any
@@ -135,6 +136,8 @@ def import_reference_packages() -> tuple[types.ModuleType, types.ModuleType, typ
         import sam2.automatic_mask_generator  # noqa: F401 - imported now, while the stand-in is installed
         import sam2.build_sam as build_sam
         import sam2.sam2_image_predictor as sam2_predictor
+
+        importlib.import_module("sam2.sam2_video_predictor")  # SAM2VideoPredictor, built by sam2.build_sam
         import segment_anything
     finally:
         for name, module in saved.items():

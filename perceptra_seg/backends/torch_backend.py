@@ -160,6 +160,7 @@ def _load_transformers(location: str, spec: ModelSpec, *, hub: bool) -> torch.nn
         "sam": ("sam1", SamModel),
         "sam2": ("sam2", Sam2Model),
         "sam_hq": ("sam1", SamHQModel),
+        "sam2_video": ("sam2", Sam2Model),  # SAM 2 video checkpoints (hub repos) hold the image model too
     }
     if model_type not in classes:
         raise ModelLoadError(f"{location} is a {model_type!r} model, not SAM (sam), SAM 2 (sam2) or SAM-HQ (sam_hq)")

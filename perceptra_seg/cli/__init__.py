@@ -1,6 +1,6 @@
 """``segmentor-cli``: the command-line interface (needs the ``cli`` extra: Typer and rich).
 
-Commands: ``segment-box``, ``segment-points``, ``segment``, ``batch``, ``serve``, ``download``, ``info`` and
+Commands: ``segment-box``, ``segment-points``, ``segment``, ``batch``, ``track``, ``serve``, ``download``, ``info`` and
 ``config show``; see ``segmentor-cli --help`` and docs/cli.md.
 
 Without the extra, :func:`main` prints one ``error:`` line naming the install command and exits with status 2, and

@@ -6,7 +6,7 @@ import typer
 
 from perceptra_seg import __version__
 
-from . import auto, batch, demo, export, segment, system, triton
+from . import auto, batch, demo, export, segment, system, track, triton
 
 __all__ = ["app", "main"]
 
@@ -42,6 +42,7 @@ system.register(app)
 export.register(app)
 demo.register(app)
 triton.register(app)
+track.register(app)
 
 
 def main() -> None:

@@ -50,6 +50,8 @@ from .state import ServiceState
 from .ui import install_ui
 from .url_fetch import UrlFetcher
 from .url_guard import guarded_client
+from .video_store import VideoStore
+from .videos import UPLOAD_PATH, build_video_router, upload_limit
 from .ws import install_ws
 
 __all__ = ["create_app"]
@@ -78,6 +80,8 @@ def create_app(
     server = cfg.server
     metrics = ServiceMetrics()
     state = ServiceState(config=cfg, metrics=metrics, ids=build_image_ids(server))
+    videos = VideoStore(max_per_scope=server.max_video_sessions, ttl_s=server.video_ttl_s)
+    state.videos = videos
     authenticator = Authenticator(server.api_keys)
     limiter = None
     if server.rate_limit:
@@ -110,6 +114,7 @@ def create_app(
                 await asyncio.to_thread(state.fetcher.shutdown)
                 state.fetcher = None
             await asyncio.to_thread(state.runner.shutdown)  # the model is closed only after its last call
+            await asyncio.to_thread(videos.close_all)
             service, state.service = state.service, None
             metrics.model_loaded.set(0)
             if service is not None and backend is None:  # a backend passed in stays its owner's
@@ -137,11 +142,17 @@ def create_app(
     guard = principal_dependency(authenticator, limiter)
     auth_only = principal_dependency(authenticator, None) if authenticator.enabled else None
     app.include_router(build_router(server, guard, auth_only))
+    app.include_router(build_video_router(server, guard))
     install_named_enums(app)
     install_ws(app, authenticator, limiter)
     install_ui(app)
     # Added innermost first: RequestContext wraps CORS wraps the body limit wraps the routes.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=server.max_body_bytes, body_timeout_s=server.body_timeout_s)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=server.max_body_bytes,
+        body_timeout_s=server.body_timeout_s,
+        path_limits={UPLOAD_PATH: upload_limit(server)},
+    )
     if server.cors_origins:
         app.add_middleware(
             CORSMiddleware,

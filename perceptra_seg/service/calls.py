@@ -6,8 +6,9 @@ and the number of objects it asks for. Nothing here decodes images or runs a mod
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ..automatic.options import auto_options
 from ..decoding import Strategy
@@ -18,9 +19,14 @@ from ..utils.logits import decode_logits
 from ..utils.masks import OutputFormat
 from .schemas import AutoRequest, BoxRequest, PointIn, PointsRequest, SegmentOptions
 
+if TYPE_CHECKING:
+    from ..cancel import CancelToken
+    from ..core import Segmentor
+
 __all__ = [
     "Answer",
     "ServiceCall",
+    "ServiceWork",
     "Source",
     "auto_call",
     "auto_points",
@@ -32,10 +38,20 @@ __all__ = [
 ]
 
 #: ``mask``: one mask's fields at the top level; ``results``: a list; ``embed``: ``{image_id, width, height}``;
-#: ``session``: ``{"results": ResultSet}`` unshaped, for in-process front ends that keep ``low_res_logits`` (/v1/ws).
-Answer = Literal["mask", "results", "embed", "session"]
+#: ``session``: ``{"results": ResultSet}`` unshaped, for in-process front ends that keep ``low_res_logits`` (/v1/ws);
+#: ``video``: the body a :class:`ServiceWork` returns (/v1/videos).
+Answer = Literal["mask", "results", "embed", "session", "video"]
 #: A request's image: base64/data-URI text, uploaded or downloaded bytes, or an embedded image handle.
 Source = str | bytes | EmbeddedImage
+
+
+class ServiceWork(abc.ABC):
+    """A call that is not one SDK request (the video routes' session operations, :mod:`.video_calls`), run by the
+    inference runner exactly like one: same slots, deadline, cancel token, metrics and error mapping."""
+
+    @abc.abstractmethod
+    def execute(self, segmentor: Segmentor, cancel: CancelToken) -> tuple[dict[str, Any], dict[str, float]]:
+        """Do the work on a runner thread; returns the response body and its stage timings (seconds)."""
 
 
 @dataclass(frozen=True)
@@ -43,14 +59,15 @@ class ServiceCall:
     """One inference request as the service runs it.
 
     Attributes:
-        request: what the SDK executes (its ``request_id`` is the HTTP request's ``X-Request-ID``).
+        request: what the SDK executes (its ``request_id`` is the HTTP request's ``X-Request-ID``), or a
+            :class:`ServiceWork` (its body is the answer as it is).
         answer: how the response body is shaped (see :data:`Answer`).
         prompts: objects the request asks for (for the work bound, logs and metrics).
         scope: the caller's image-id scope (``embed`` answers with an id valid in it only).
         logits: add the (one) mask's ``low_res_logits`` to a ``mask`` answer (``return_logits``).
     """
 
-    request: SegmentorRequest
+    request: SegmentorRequest | ServiceWork
     answer: Answer
     prompts: int
     scope: str = ""

@@ -26,7 +26,7 @@ from ..inputs import InputPolicy
 from ..results import EmbedResult
 from ..utils.logits import encode_logits
 from ..utils.masks import OutputFormat
-from .calls import ServiceCall
+from .calls import ServiceCall, ServiceWork
 from .shared_ids import ImageIds
 
 __all__ = ["InferenceService", "Outcome", "service_input_policy"]
@@ -74,6 +74,9 @@ class InferenceService:
 
     def run(self, call: ServiceCall, cancel: CancelToken) -> Outcome:
         """Execute ``call.request`` with the request's cancel token and shape the response body."""
+        if isinstance(call.request, ServiceWork):
+            body, stages = call.request.execute(self.segmentor, cancel)
+            return Outcome(body=body, prompts=call.prompts, cache_hit=False, stages=stages)
         result = self.segmentor.run(call.request, cancel=cancel)
         stages = dict(result.info.stages_s)
         if isinstance(result, EmbedResult):

@@ -20,7 +20,7 @@ import asyncio
 import contextvars
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -45,20 +45,29 @@ _CLOSE = {"Connection": "close"}
 
 class BodySizeLimitMiddleware:
     """413 for request bodies over ``max_bytes`` (declared or actually streamed); 408 for a body not complete
-    ``body_timeout_s`` after the headers."""
+    ``body_timeout_s`` after the headers. ``path_limits`` gives some paths (video uploads) their own limit."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, body_timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        body_timeout_s: float | None = None,
+        path_limits: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.body_timeout_s = body_timeout_s
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.path_limits.get(scope.get("path", ""), self.max_bytes)
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            error = PayloadTooLargeError(f"request body is {declared} bytes, over the {self.max_bytes} byte limit")
+        if declared is not None and declared > max_bytes:
+            error = PayloadTooLargeError(f"request body is {declared} bytes, over the {max_bytes} byte limit")
             await error_response(413, error.code, str(error))(scope, receive, send)
             return
         received = 0
@@ -80,9 +89,9 @@ class BodySizeLimitMiddleware:
                 body_done = True  # later receives wait for the disconnect: no deadline on those
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     # Raised inside the endpoint's body read; FastAPI re-raises HTTPException unchanged.
-                    raise HTTPException(413, f"request body is over the {self.max_bytes} byte limit", headers=_CLOSE)
+                    raise HTTPException(413, f"request body is over the {max_bytes} byte limit", headers=_CLOSE)
             return message
 
         await self.app(scope, counting_receive, send)
@@ -121,12 +130,15 @@ class InferenceRunner:
         with self._lock:
             return self._admitted
 
-    async def run(self, func: Callable[[], T], *, cancel: CancelToken | None = None) -> T:
+    async def run(
+        self, func: Callable[[], T], *, cancel: CancelToken | None = None, timeout_s: float | None = None
+    ) -> T:
         """Run ``func`` on a worker thread (with the caller's context variables) and return its result.
 
         Args:
             func: the blocking call; it should pass ``cancel`` to the SDK so that it stops when the token is set.
             cancel: set here when the deadline passes (the caller may set it too, e.g. on a disconnect).
+            timeout_s: this call's deadline instead of the runner's ``timeout_s``.
 
         Raises:
             QueueFullError: no free slot (503, ``Retry-After``), raised before anything is queued.
@@ -149,9 +161,10 @@ class InferenceRunner:
             self._release(None)
             raise ResourceExhaustedError("server is shutting down") from None
         future.add_done_callback(self._release)
-        message = f"request took longer than {self.timeout_s:g} s"
+        deadline = self.timeout_s if timeout_s is None else timeout_s
+        message = f"request took longer than {deadline:g} s"
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
+            return await asyncio.wait_for(asyncio.wrap_future(future), deadline)
         except asyncio.TimeoutError:
             if cancel is not None:
                 cancel.cancel(_DEADLINE_REASON)

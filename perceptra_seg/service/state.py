@@ -27,6 +27,7 @@ from .request_context import current_context
 from .security import Principal
 from .shared_ids import ImageIds, SharedImageIds
 from .url_fetch import UrlFetcher, is_url
+from .video_store import VideoStore
 
 __all__ = ["ServiceState", "get_state"]
 
@@ -46,6 +47,7 @@ class ServiceState:
     service: InferenceService | None = None
     fetcher: UrlFetcher | None = None
     load_error: BaseException | None = None
+    videos: VideoStore | None = None
 
     def require_service(self) -> tuple[InferenceService, InferenceRunner]:
         """The loaded pipeline.
@@ -114,8 +116,12 @@ class ServiceState:
                 f"downscale factor together), over the limit of {limit} (server.max_auto_points)"
             )
 
-    async def execute(self, call: ServiceCall, request: Request | None = None) -> dict[str, Any]:
+    async def execute(
+        self, call: ServiceCall, request: Request | None = None, *, timeout_s: float | None = None
+    ) -> dict[str, Any]:
         """Run ``call`` through the bounded runner; record stages, prompt count and cache hit.
+
+        ``timeout_s`` replaces ``server.request_timeout_s`` as the deadline (video propagation).
 
         The call gets a :class:`CancelToken` that is set when the deadline passes (by the runner) or when the client
         of ``request`` disconnects (watched here once the body has been read), so abandoned work stops early.
@@ -127,7 +133,7 @@ class ServiceState:
         token = CancelToken()
         watcher = asyncio.create_task(_watch_disconnect(request, token)) if request is not None else None
         try:
-            outcome = await runner.run(partial(service.run, call, token), cancel=token)
+            outcome = await runner.run(partial(service.run, call, token), cancel=token, timeout_s=timeout_s)
         finally:
             if watcher is not None:
                 watcher.cancel()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -63,8 +64,13 @@ class UrlFetcher:
         with self._lock:
             return self._active
 
-    async def load(self, text: str) -> bytes:
+    async def load(
+        self, text: str, *, max_bytes: int | None = None, sink: Callable[[bytes], object] | None = None
+    ) -> bytes:
         """Download the image at URL ``text``: its encoded bytes (decoded later, in the inference slot).
+
+        ``max_bytes`` replaces ``input.max_bytes``, and ``sink`` receives the chunks instead (``b""`` is returned),
+        for uploaded videos (``server.max_video_bytes``, written to disk).
 
         Raises:
             InvalidInputError: bad URL, refused address (``url_not_allowed``), HTTP error status, network error.
@@ -82,7 +88,8 @@ class UrlFetcher:
             abort = SocketAbort()
             self._aborts.add(abort)
         try:
-            future = self._executor.submit(self._download, url, abort)
+            cap = self.max_bytes if max_bytes is None else max_bytes
+            future = self._executor.submit(self._download, url, abort, cap, sink)
         except RuntimeError:  # executor shut down: the app is stopping
             self._release(abort)
             raise ResourceExhaustedError("server is shutting down") from None
@@ -103,14 +110,17 @@ class UrlFetcher:
             self._active -= 1
             self._aborts.discard(abort)
 
-    def _download(self, url: httpx.URL, abort: SocketAbort) -> bytes:
+    def _download(
+        self, url: httpx.URL, abort: SocketAbort, max_bytes: int, sink: Callable[[bytes], object] | None
+    ) -> bytes:
         return download_image_body(
             self.client,
             url,
-            max_bytes=self.max_bytes,
+            max_bytes=max_bytes,
             deadline_s=self.deadline_s,
             deadline_error=_fetch_timeout,
             abort=abort,
+            sink=sink,
         )
 
     def shutdown(self) -> None:

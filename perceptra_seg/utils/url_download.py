@@ -76,6 +76,7 @@ def download_image_body(
     deadline_s: float,
     deadline_error: Callable[[str], SegmentorError],
     abort: SocketAbort | None = None,
+    sink: Callable[[bytes], object] | None = None,
 ) -> bytes:
     """GET ``url`` with ``client`` and return the body, at most ``max_bytes``, all of it within ``deadline_s``.
 
@@ -86,6 +87,8 @@ def download_image_body(
         deadline_s: the whole download's deadline; when it passes the socket is shut down.
         deadline_error: builds the error raised when the deadline passed, from a message.
         abort: a :class:`SocketAbort` the caller may also trigger (e.g. on shutdown); a new one when ``None``.
+        sink: receives each chunk as it arrives instead of keeping it (uploaded videos go to disk); ``b""`` is
+            returned then.
 
     Raises:
         InvalidInputError: a non-2xx status, a per-operation timeout or a network error.
@@ -115,7 +118,10 @@ def download_image_body(
                     raise ImageTooLargeError(f"image at {where} is larger than the {max_bytes} byte limit")
                 if abort.triggered or time.monotonic() > deadline:
                     raise deadline_error(late)
-                chunks.append(chunk)
+                if sink is not None:
+                    sink(chunk)
+                else:
+                    chunks.append(chunk)
             if abort.triggered:  # the shut-down socket may read as a clean end of a body without a length
                 raise deadline_error(late)
             return b"".join(chunks)

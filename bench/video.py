@@ -1,0 +1,153 @@
+"""Video tracking speed and memory: ours vs Meta's ``SAM2VideoPredictor`` on the same checkpoint and clip.
+
+Each (side, resolution) runs in its own process: a synthetic clip of moving shapes (``--frames`` frames at each
+``--sizes`` WxH, written as a JPEG folder that both sides read), one object prompted with a box on frame 0, then one
+forward propagation. Reported: frames per second of the propagation (prompt excluded), the process's RSS after
+the prompt and every ``--sample`` frames, and its peak RSS. Meta's predictor loads and preprocesses every frame of
+the folder at ``init_state`` (its memory grows with the clip length); ours decodes each frame when it reaches it.
+
+Run: ``python -m bench.video --frames 30`` (hiera_tiny, 512x512 and 1024x576, CPU, all cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .memory import current_rss_mb, peak_rss_mb
+from .models import clean_environment, cpu_threads, get_variant
+
+SIZES = ("512x512", "1024x576")
+
+
+def write_clip(folder: Path, frames: int, width: int, height: int) -> tuple[float, float, float, float]:
+    """``frames`` JPEGs (``00000.jpg``…) of a square drifting right over a noisy background; returns the square's
+    box on frame 0 ``(x1, y1, x2, y2)``."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    side = min(width, height) // 4
+    for t in range(frames):
+        frame = rng.integers(20, 60, (height, width, 3), dtype=np.uint8)
+        x = (width // 8 + 3 * t) % (width - side)
+        frame[height // 3 : height // 3 + side, x : x + side] = (210, 70, 60)
+        Image.fromarray(frame).save(folder / f"{t:05d}.jpg", quality=90)
+    x0 = float(width // 8)
+    return (x0, float(height // 3), x0 + side, float(height // 3 + side))
+
+
+def _meta(checkpoint: str, folder: Path, box: tuple[float, ...], sample: int) -> dict[str, Any]:
+    import torch
+
+    from .models import reference_packages
+
+    _, sam2_build, _ = reference_packages()
+    predictor = sam2_build.build_sam2_video_predictor(get_variant("hiera_tiny").meta_name, checkpoint, device="cpu")
+    inner = predictor.memory_attention.forward
+
+    def float_memory(*args: Any, **kwargs: Any) -> Any:  # Meta expects CUDA autocast; on a CPU cast bf16 memory
+        kwargs["memory"] = kwargs["memory"].float()
+        return inner(*args, **kwargs)
+
+    predictor.memory_attention.forward = float_memory
+    rss: dict[int, float | None] = {}
+    with torch.inference_mode():
+        state = predictor.init_state(str(folder))
+        predictor.add_new_points_or_box(state, 0, 1, box=np.array(box, dtype=np.float32))
+        rss[0] = current_rss_mb()
+        start = time.perf_counter()
+        count = 0
+        for frame, _, masks in predictor.propagate_in_video(state):
+            (masks[0, 0] > 0).cpu().numpy()
+            count += 1
+            if frame % sample == 0:
+                rss[frame] = current_rss_mb()
+    return {"seconds": time.perf_counter() - start, "frames": count, "rss_mb": rss}
+
+
+def _ours(checkpoint: str, folder: Path, box: tuple[float, ...], sample: int) -> dict[str, Any]:
+    from perceptra_seg import Segmentor
+
+    config = {
+        "model": {"name": "sam_v2", "variant": "hiera_tiny", "checkpoint_path": checkpoint},
+        "runtime": {"device": "cpu", "precision": "fp32", "num_threads": cpu_threads()},
+    }
+    rss: dict[int, float | None] = {}
+    with Segmentor(config) as seg, seg.open_video(folder) as session:
+        session.add_prompt({"frame": 0, "obj_id": 1, "box": box}, output_formats=["numpy"])
+        rss[0] = current_rss_mb()
+        start = time.perf_counter()
+        count = 0
+        for frame, _ in session.propagate(output_formats=["numpy"]):
+            count += 1
+            if frame % sample == 0:
+                rss[frame] = current_rss_mb()
+    return {"seconds": time.perf_counter() - start, "frames": count, "rss_mb": rss}
+
+
+def measure(side: str, checkpoint: str, size: str, frames: int, sample: int) -> dict[str, Any]:
+    """One row, in this process: write the clip, track, time and sample memory."""
+    if side == "meta":
+        from .models import reference_packages
+
+        reference_packages()  # before transformers is imported
+    import torch
+
+    torch.set_num_threads(cpu_threads())
+    width, height = (int(v) for v in size.split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        box = write_clip(Path(tmp) / "clip", frames, width, height)
+        result = (_meta if side == "meta" else _ours)(checkpoint, Path(tmp) / "clip", box, sample)
+    fps = result["frames"] / result["seconds"]
+    return {"side": side, "size": size, "fps": round(fps, 3), **result, "peak_rss_mb": peak_rss_mb()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES))
+    parser.add_argument("--sides", nargs="+", default=["meta", "ours"], choices=["meta", "ours"])
+    parser.add_argument("--sample", type=int, default=5, help="record RSS every this many frames")
+    parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--child", nargs=3, metavar=("SIDE", "CHECKPOINT", "SIZE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(*args.child, args.frames, args.sample)))
+        return
+    from .auto_masks import cpu_flags
+    from .models import ensure_checkpoint
+
+    print(f"machine: {cpu_flags()}; threads {cpu_threads()}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = ensure_checkpoint(get_variant("hiera_tiny"), args.work_dir or Path(tmp))
+        for size in args.sizes:
+            rows = {}
+            for side in args.sides:
+                child = [
+                    sys.executable,
+                    "-m",
+                    "bench.video",
+                    "--frames",
+                    str(args.frames),
+                    "--sample",
+                    str(args.sample),
+                ]
+                child += ["--child", side, str(checkpoint), size]
+                done = subprocess.run(child, check=True, capture_output=True, text=True, env=clean_environment())
+                rows[side] = json.loads(done.stdout.strip().splitlines()[-1])
+                print(json.dumps(rows[side]), flush=True)
+            if len(rows) == 2:
+                print(f"{size}: ours / Meta fps = {rows['ours']['fps'] / rows['meta']['fps']:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

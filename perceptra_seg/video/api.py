@@ -1,0 +1,92 @@
+"""What ``Segmentor.open_video`` and ``Segmentor.track`` do (kept out of ``core.py``, which only delegates)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..cancel import CancelToken
+from ..exceptions import InvalidInputError
+from ..models import SegmentationResult
+from ..utils.masks import validate_formats
+from .frames import FrameSource, open_frames
+from .model import VideoModel, load_video_model
+from .prompts import VideoPrompt
+from .session import VideoSession
+
+if TYPE_CHECKING:
+    from ..core import Segmentor
+
+__all__ = ["open_session", "release_video_model", "track", "video_model"]
+
+_LOAD_LOCK = threading.Lock()
+_ATTRIBUTE = "_video_model"
+
+
+def video_model(seg: Segmentor) -> VideoModel:
+    """The segmentor's tracking model, loaded on first use (once, even when threads race) and kept until
+    :meth:`Segmentor.close`."""
+    with _LOAD_LOCK:
+        model: VideoModel | None = seg.__dict__.get(_ATTRIBUTE)
+        if model is None:
+            model = load_video_model(seg.config)
+            seg.__dict__[_ATTRIBUTE] = model
+        return model
+
+
+def release_video_model(seg: Segmentor) -> None:
+    """Drop the segmentor's tracking model (sessions still open keep theirs until they close)."""
+    with _LOAD_LOCK:
+        seg.__dict__.pop(_ATTRIBUTE, None)
+
+
+def open_session(seg: Segmentor, video: Any) -> VideoSession:
+    """A :class:`VideoSession` on ``video`` (see :func:`~perceptra_seg.video.frames.open_frames` for what it may be)."""
+    model = video_model(seg)  # an image-only model fails here, before the video is opened
+    owns = not isinstance(video, FrameSource)
+    frames = open_frames(video)
+    return VideoSession(model, frames, outputs=seg.config.outputs, owns_frames=owns)
+
+
+def track(
+    seg: Segmentor,
+    video: Any,
+    prompts: Iterable[VideoPrompt | Mapping[str, Any]],
+    *,
+    reverse: bool = False,
+    start_frame: int | None = None,
+    max_frames: int | None = None,
+    output_formats: Sequence[str] = ("rle",),
+    cancel: CancelToken | None = None,
+) -> Iterator[tuple[int, dict[int, SegmentationResult]]]:
+    """Open ``video``, apply every prompt (in order), propagate once, and close the session when the iterator is
+    exhausted or closed. Prompts, formats and frame ranges are checked before this returns."""
+    parsed = [VideoPrompt.from_dict(p) for p in prompts]
+    if not parsed:
+        raise InvalidInputError("track needs at least one prompt")
+    validate_formats(output_formats)
+    session = open_session(seg, video)
+    try:
+        for prompt in parsed:
+            prompt.check_fits(session.num_frames, *session.frame_size)
+        if start_frame is None:
+            start_frame = max(p.frame for p in parsed) if reverse else min(p.frame for p in parsed)
+        for prompt in parsed:
+            session.add_prompt(prompt, output_formats=())
+        frames = session.propagate(
+            reverse=reverse,
+            start_frame=start_frame,
+            max_frames=max_frames,
+            output_formats=output_formats,
+            cancel=cancel,
+        )
+    except BaseException:
+        session.close()
+        raise
+    return _closing(session, frames)
+
+
+def _closing(session: VideoSession, frames: Iterator[Any]) -> Iterator[tuple[int, dict[int, SegmentationResult]]]:
+    with session:
+        yield from frames
