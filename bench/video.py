@@ -167,15 +167,8 @@ def main() -> None:
         for size in args.sizes:
             rows = {}
             for side in args.sides:
-                child = [
-                    sys.executable,
-                    "-m",
-                    "bench.video",
-                    "--frames",
-                    str(args.frames),
-                    "--sample",
-                    str(args.sample),
-                ]
+                child = [sys.executable, "-m", "bench.video", "--frames", str(args.frames)]
+                child += ["--sample", str(args.sample), "--input-size", str(args.input_size)]
                 child += ["--child", side, str(checkpoint), size]
                 done = subprocess.run(child, check=True, capture_output=True, text=True, env=clean_environment())
                 rows[side] = json.loads(done.stdout.strip().splitlines()[-1])
