@@ -7,6 +7,8 @@ the prompt and every ``--sample`` frames, and its peak RSS. Meta's predictor loa
 the folder at ``init_state`` (its memory grows with the clip length); ours decodes each frame when it reaches it.
 
 Run: ``python -m bench.video --frames 30`` (hiera_tiny, 512x512 and 1024x576, CPU, all cores).
+``--input-size 256`` runs the same checkpoint at a 256-pixel model input on both sides (hiera_tiny's modules, 16×
+smaller feature maps), fast enough to follow RSS over hundreds of frames.
 """
 
 from __future__ import annotations
@@ -45,13 +47,38 @@ def write_clip(folder: Path, frames: int, width: int, height: int) -> tuple[floa
     return (x0, float(height // 3), x0 + side, float(height // 3 + side))
 
 
-def _meta(checkpoint: str, folder: Path, box: tuple[float, ...], sample: int) -> dict[str, Any]:
+def _meta_overrides(input_size: int) -> list[str]:
+    if input_size == 1024:
+        return []
+    grid = input_size // 16
+    return [
+        f"++model.image_size={input_size}",
+        f"++model.memory_attention.layer.self_attention.feat_sizes=[{grid},{grid}]",
+        f"++model.memory_attention.layer.cross_attention.feat_sizes=[{grid},{grid}]",
+    ]
+
+
+def _our_architecture(input_size: int) -> dict[str, Any] | None:
+    if input_size == 1024:
+        return None
+    grid = input_size // 16
+    return {
+        "image_size": input_size,
+        "memory_attention_rope_feat_sizes": [grid, grid],
+        "vision_config": {"backbone_feature_sizes": [[grid * 4, grid * 4], [grid * 2, grid * 2], [grid, grid]]},
+        "prompt_encoder_config": {"image_size": input_size},
+    }
+
+
+def _meta(checkpoint: str, folder: Path, box: tuple[float, ...], sample: int, input_size: int) -> dict[str, Any]:
     import torch
 
     from .models import reference_packages
 
     _, sam2_build, _ = reference_packages()
-    predictor = sam2_build.build_sam2_video_predictor(get_variant("hiera_tiny").meta_name, checkpoint, device="cpu")
+    predictor = sam2_build.build_sam2_video_predictor(
+        get_variant("hiera_tiny").meta_name, checkpoint, device="cpu", hydra_overrides_extra=_meta_overrides(input_size)
+    )
     inner = predictor.memory_attention.forward
 
     def float_memory(*args: Any, **kwargs: Any) -> Any:  # Meta expects CUDA autocast; on a CPU cast bf16 memory
@@ -74,11 +101,17 @@ def _meta(checkpoint: str, folder: Path, box: tuple[float, ...], sample: int) ->
     return {"seconds": time.perf_counter() - start, "frames": count, "rss_mb": rss}
 
 
-def _ours(checkpoint: str, folder: Path, box: tuple[float, ...], sample: int) -> dict[str, Any]:
+def _ours(checkpoint: str, folder: Path, box: tuple[float, ...], sample: int, input_size: int) -> dict[str, Any]:
     from perceptra_seg import Segmentor
 
+    architecture = _our_architecture(input_size)
     config = {
-        "model": {"name": "sam_v2", "variant": "hiera_tiny", "checkpoint_path": checkpoint},
+        "model": {
+            "name": "sam_v2",
+            "variant": "hiera_tiny",
+            "checkpoint_path": checkpoint,
+            "architecture": architecture,
+        },
         "runtime": {"device": "cpu", "precision": "fp32", "num_threads": cpu_threads()},
     }
     rss: dict[int, float | None] = {}
@@ -94,7 +127,7 @@ def _ours(checkpoint: str, folder: Path, box: tuple[float, ...], sample: int) ->
     return {"seconds": time.perf_counter() - start, "frames": count, "rss_mb": rss}
 
 
-def measure(side: str, checkpoint: str, size: str, frames: int, sample: int) -> dict[str, Any]:
+def measure(side: str, checkpoint: str, size: str, frames: int, sample: int, input_size: int) -> dict[str, Any]:
     """One row, in this process: write the clip, track, time and sample memory."""
     if side == "meta":
         from .models import reference_packages
@@ -106,9 +139,10 @@ def measure(side: str, checkpoint: str, size: str, frames: int, sample: int) -> 
     width, height = (int(v) for v in size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         box = write_clip(Path(tmp) / "clip", frames, width, height)
-        result = (_meta if side == "meta" else _ours)(checkpoint, Path(tmp) / "clip", box, sample)
+        result = (_meta if side == "meta" else _ours)(checkpoint, Path(tmp) / "clip", box, sample, input_size)
     fps = result["frames"] / result["seconds"]
-    return {"side": side, "size": size, "fps": round(fps, 3), **result, "peak_rss_mb": peak_rss_mb()}
+    row = {"side": side, "size": size, "input_size": input_size, "fps": round(fps, 3)}
+    return {**row, **result, "peak_rss_mb": peak_rss_mb()}
 
 
 def main() -> None:
@@ -117,11 +151,12 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=list(SIZES))
     parser.add_argument("--sides", nargs="+", default=["meta", "ours"], choices=["meta", "ours"])
     parser.add_argument("--sample", type=int, default=5, help="record RSS every this many frames")
+    parser.add_argument("--input-size", type=int, default=1024, help="model input side (1024 = as released)")
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--child", nargs=3, metavar=("SIDE", "CHECKPOINT", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(*args.child, args.frames, args.sample)))
+        print(json.dumps(measure(*args.child, args.frames, args.sample, args.input_size)))
         return
     from .auto_masks import cpu_flags
     from .models import ensure_checkpoint
@@ -132,15 +167,8 @@ def main() -> None:
         for size in args.sizes:
             rows = {}
             for side in args.sides:
-                child = [
-                    sys.executable,
-                    "-m",
-                    "bench.video",
-                    "--frames",
-                    str(args.frames),
-                    "--sample",
-                    str(args.sample),
-                ]
+                child = [sys.executable, "-m", "bench.video", "--frames", str(args.frames)]
+                child += ["--sample", str(args.sample), "--input-size", str(args.input_size)]
                 child += ["--child", side, str(checkpoint), size]
                 done = subprocess.run(child, check=True, capture_output=True, text=True, env=clean_environment())
                 rows[side] = json.loads(done.stdout.strip().splitlines()[-1])
