@@ -12,11 +12,13 @@ from typing import Any, overload
 
 import numpy as np
 
-from . import deferred
 from .backends import Backend, ImageEmbedding, create_backend
 from .cancel import CancelToken, check
 from .config import SegmentorConfig
 from .decoding import Strategy
+from .deferred import execute_automatic_request
+from .deferred import open_video as _open_video
+from .deferred import track as _track
 from .exceptions import ConfigError, InvalidInputError, NotFoundError
 from .execution import execute_segment
 from .inputs import InputPolicy
@@ -172,7 +174,7 @@ class Segmentor:
             if isinstance(request, SegmentRequest):
                 return execute_segment(self, request, cancel)
             if isinstance(request, AutoMaskRequest):
-                return deferred.execute_automatic_request(self, request, cancel)
+                return execute_automatic_request(self, request, cancel)
             if isinstance(request, EmbedRequest):
                 return self._run_embed(request, cancel)
         raise InvalidInputError(f"Segmentor.run does not know requests of type {type(request).__name__}")
@@ -317,8 +319,8 @@ class Segmentor:
         return self.run(AutoMaskRequest(image, options, formats), cancel=cancel)  # type: ignore[arg-type]
 
     # Video tracking (SAM 2 / 2.1), implemented in perceptra_seg.video and imported on first call.
-    open_video = deferred.open_video
-    track = deferred.track
+    open_video = _open_video
+    track = _track
 
     def _run_embed(self, request: EmbedRequest, cancel: CancelToken | None) -> EmbedResult:
         if not self.config.cache.enabled:
