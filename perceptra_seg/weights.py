@@ -23,6 +23,7 @@ import contextlib
 import contextvars
 import hashlib
 import importlib.resources
+import json
 import logging
 import os
 import re
@@ -49,6 +50,7 @@ __all__ = [
     "file_fingerprint",
     "packaged_checkpoint",
     "resolve_checkpoint",
+    "transformers_model_dir",
     "verify_checkpoint_file",
 ]
 
@@ -317,3 +319,27 @@ def _check_cached(path: Path, spec: ModelSpec) -> None:
             f"the cached checkpoint {path} is unusable ({problem}): delete that file, or download it again with "
             f"`segmentor-cli download --model {spec.name} --variant {spec.variant} --force`"
         )
+
+
+def transformers_model_dir(location: str, *, hub: bool) -> tuple[Path, str]:
+    """The local folder of a transformers-format model and its ``model_type`` (from its ``config.json``).
+
+    ``location`` is a folder, or with ``hub=True`` a Hugging Face hub id fetched with ``huggingface_hub`` (only the
+    ``*.json`` and ``*.safetensors`` files; honours ``HF_HOME`` and ``HF_HUB_OFFLINE``).
+
+    Raises:
+        ModelLoadError: the hub fetch failed, or the folder has no readable ``config.json`` with a ``model_type``.
+    """
+    directory = Path(location)
+    if hub:
+        from huggingface_hub import snapshot_download
+
+        try:
+            directory = Path(snapshot_download(location, allow_patterns=["*.json", "*.safetensors"]))
+        except Exception as exc:  # huggingface_hub raises many types (offline, 404, auth, network)
+            raise ModelLoadError(f"cannot fetch {location} from the Hugging Face hub: {exc}") from None
+    try:
+        model_type = json.loads((directory / "config.json").read_text())["model_type"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise ModelLoadError(f"{directory} has no readable config.json with a model_type: {exc}") from None
+    return directory, str(model_type)

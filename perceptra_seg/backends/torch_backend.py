@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from ..exceptions import BackendError, ConfigError, InvalidInputError, ModelLoad
 from ..extras import install_command
 from ..preprocessing import preprocess_image
 from ..registry import Architecture, ModelSpec, architecture_config, get_model_spec
-from ..weights import CheckpointSource, resolve_checkpoint
+from ..weights import CheckpointSource, resolve_checkpoint, transformers_model_dir
 from .base import DecoderOutput, Family, ImageEmbedding, PromptBatch
 from .oom import oom_guard
 from .precision import resolve_torch_precision, warn_if_emulated
@@ -144,18 +143,7 @@ def _load_transformers(location: str, spec: ModelSpec, *, hub: bool) -> torch.nn
         raise ModelLoadError(
             f"{location}: MobileSAM loads from the authors' file (mobile_sam.pt) only; transformers has no MobileSAM"
         )
-    directory = Path(location)
-    if hub:
-        from huggingface_hub import snapshot_download
-
-        try:
-            directory = Path(snapshot_download(location, allow_patterns=["*.json", "*.safetensors"]))
-        except Exception as exc:  # huggingface_hub raises many types (offline, 404, auth, network)
-            raise ModelLoadError(f"cannot fetch {location} from the Hugging Face hub: {exc}") from None
-    try:
-        model_type = json.loads((directory / "config.json").read_text())["model_type"]
-    except (OSError, KeyError, ValueError) as exc:
-        raise ModelLoadError(f"{directory} has no readable config.json with a model_type: {exc}") from None
+    directory, model_type = transformers_model_dir(location, hub=hub)
     classes: dict[str, tuple[Family, Any]] = {
         "sam": ("sam1", SamModel),
         "sam2": ("sam2", Sam2Model),

@@ -8,7 +8,6 @@ converted with :func:`~perceptra_seg.video.conversion.convert_video_state_dict` 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from ..config import SegmentorConfig
 from ..conversion import detect_family, unwrap_checkpoint
 from ..exceptions import InvalidInputError, ModelLoadError
 from ..registry import ModelSpec, architecture_config, get_model_spec
-from ..weights import CheckpointSource, resolve_checkpoint
+from ..weights import CheckpointSource, resolve_checkpoint, transformers_model_dir
 from .conversion import convert_video_state_dict, video_config_flags
 
 __all__ = ["VideoModel", "load_video_model"]
@@ -89,18 +88,7 @@ def _from_meta_file(path: Path, spec: ModelSpec, overrides: dict[str, Any] | Non
 def _from_transformers(location: str, *, hub: bool) -> Any:
     from transformers import Sam2VideoModel
 
-    directory = Path(location)
-    if hub:
-        from huggingface_hub import snapshot_download
-
-        try:
-            directory = Path(snapshot_download(location, allow_patterns=["*.json", "*.safetensors"]))
-        except Exception as exc:  # huggingface_hub raises many types (offline, 404, auth, network)
-            raise ModelLoadError(f"cannot fetch {location} from the Hugging Face hub: {exc}") from None
-    try:
-        model_type = json.loads((directory / "config.json").read_text())["model_type"]
-    except (OSError, KeyError, ValueError) as exc:
-        raise ModelLoadError(f"{directory} has no readable config.json with a model_type: {exc}") from None
+    directory, model_type = transformers_model_dir(location, hub=hub)
     if model_type != "sam2_video":
         raise ModelLoadError(
             f"{location} is a {model_type!r} model; video tracking needs a SAM 2 video model (model_type "
