@@ -17,6 +17,8 @@ The OpenAPI document still describes each body: :func:`json_body_doc` / :func:`u
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
 
@@ -24,7 +26,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from ..config import ServerConfig
 from ..exceptions import ImageTooLargeError, InvalidInputError
@@ -35,6 +37,7 @@ __all__ = [
     "NAMED_ENUMS",
     "install_named_enums",
     "json_body_doc",
+    "multipart_file",
     "parse_json",
     "read_json",
     "read_options",
@@ -123,8 +126,24 @@ async def read_upload(request: Request, server: ServerConfig, max_bytes: int) ->
         ImageTooLargeError: the file is over ``max_bytes`` (413).
         InvalidInputError: the body is not a readable multipart form (400).
     """
+    async with multipart_file(request, max_fields=8) as (form, file):
+        data = await file.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise ImageTooLargeError(f"uploaded image is over the {max_bytes} byte limit")
+        options = form.get("request")
+        return data, options if isinstance(options, str) else None
+
+
+@asynccontextmanager
+async def multipart_file(request: Request, *, max_fields: int) -> AsyncIterator[tuple[FormData, UploadFile]]:
+    """The parsed multipart/form-data body and its ``file`` part; the form (and its spooled files) closed on exit.
+
+    Raises:
+        RequestValidationError: no ``file`` part (422).
+        InvalidInputError: the body is not a readable multipart form (400).
+    """
     try:
-        form = await request.form(max_files=1, max_fields=8)
+        form = await request.form(max_files=1, max_fields=max_fields)
     except (AssertionError, ValueError) as exc:  # starlette: missing python-multipart / bad form
         raise InvalidInputError(f"expected a multipart/form-data body: {exc}") from None
     try:
@@ -133,11 +152,7 @@ async def read_upload(request: Request, server: ServerConfig, max_bytes: int) ->
             raise RequestValidationError(
                 [{"type": "missing", "loc": ("body", "file"), "msg": "Field required", "input": None}]
             )
-        data = await file.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise ImageTooLargeError(f"uploaded image is over the {max_bytes} byte limit")
-        options = form.get("request")
-        return data, options if isinstance(options, str) else None
+        yield form, file
     finally:
         await form.close()
 

@@ -32,14 +32,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.datastructures import UploadFile
 
 from ..config import ServerConfig
 from ..exceptions import ImageTooLargeError, InvalidInputError, SegmentorError
-from .bodies import json_body_doc, read_json
+from .bodies import json_body_doc, multipart_file, read_json
 from .calls import ServiceCall
 from .request_context import current_request_id
 from .schemas import ErrorResponse, MaskResult
@@ -148,16 +146,7 @@ async def _download(request: Request, state: ServiceState, server: ServerConfig,
 
 async def _save_upload(request: Request, server: ServerConfig, path: Path) -> None:
     """Copy the multipart ``file`` part to ``path`` (off the event loop), refusing more than max_video_bytes."""
-    try:
-        form = await request.form(max_files=1, max_fields=1)
-    except (AssertionError, ValueError) as exc:  # starlette: missing python-multipart / bad form
-        raise InvalidInputError(f"expected a multipart/form-data body: {exc}") from None
-    try:
-        file = form.get("file")
-        if not isinstance(file, UploadFile):
-            raise RequestValidationError(
-                [{"type": "missing", "loc": ("body", "file"), "msg": "Field required", "input": None}]
-            )
+    async with multipart_file(request, max_fields=1) as (_, file):
         limit = server.max_video_bytes
 
         def copy() -> int:
@@ -173,8 +162,6 @@ async def _save_upload(request: Request, server: ServerConfig, path: Path) -> No
             return written
 
         await asyncio.to_thread(copy)
-    finally:
-        await form.close()
 
 
 async def _execute_claimed(
