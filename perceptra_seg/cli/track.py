@@ -122,7 +122,10 @@ def track(
     overlay: Annotated[Path | None, typer.Option("--overlay", help="An .mp4 of the frames with masks drawn.")] = None,
     reverse: Annotated[bool, typer.Option("--reverse", help="Track backwards from the start frame.")] = False,
     start_frame: Annotated[
-        int | None, typer.Option("--start-frame", help="First frame to track; default: the first prompted frame.")
+        int | None,
+        typer.Option(
+            "--start-frame", help="First frame to track; default: the first prompted frame (the last with --reverse)."
+        ),
     ] = None,
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Track at most this many frames.")] = None,
     video_id: Annotated[int, typer.Option("--video-id", help="The results file's video_id.")] = 1,
@@ -145,7 +148,8 @@ def track(
         frames = open_frames(str(video))
         stack.callback(frames.close)
         num_frames, size = frames.num_frames, (frames.height, frames.width)
-        start = start_frame if start_frame is not None else min(p["frame"] for p in prompts)
+        prompted = [p["frame"] for p in prompts]
+        start = start_frame if start_frame is not None else (max(prompted) if reverse else min(prompted))
         seg = stack.enter_context(opts.segmentor())
         stream = seg.track(
             str(video),
