@@ -16,6 +16,7 @@ Every video operation is a :class:`~perceptra_seg.service.calls.ServiceWork` ins
 
 from __future__ import annotations
 
+import abc
 import json
 import threading
 import time
@@ -108,8 +109,9 @@ class _Claimed(ServiceWork):
         finally:
             self.store.release(self.entry)
 
+    @abc.abstractmethod
     def run(self, cancel: CancelToken) -> tuple[dict[str, Any], dict[str, float]]:
-        raise NotImplementedError
+        """The operation itself, with this video's lock held; returns the body and its stage timings (seconds)."""
 
     def abandon(self) -> None:
         """Called by the route once the call ended (however): gives the lock back if the work never ran."""
