@@ -131,6 +131,7 @@ def track(
     video_id: Annotated[int, typer.Option("--video-id", help="The results file's video_id.")] = 1,
 ) -> None:
     """Track prompted objects through a video; write YouTube-VIS results, palette PNGs and an overlay mp4."""
+    from perceptra_seg.video.api import default_start_frame
     from perceptra_seg.video.frames import open_frames
     from perceptra_seg.video.outputs import YouTubeVisWriter
     from perceptra_seg.video.overlay import OverlayVideoWriter
@@ -149,7 +150,7 @@ def track(
         stack.callback(frames.close)
         num_frames, size = frames.num_frames, (frames.height, frames.width)
         prompted = [p["frame"] for p in prompts]
-        start = start_frame if start_frame is not None else (max(prompted) if reverse else min(prompted))
+        start = start_frame if start_frame is not None else default_start_frame(prompted, reverse=reverse)
         seg = stack.enter_context(opts.segmentor())
         stream = seg.track(
             str(video),

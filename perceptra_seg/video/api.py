@@ -18,7 +18,7 @@ from .session import VideoSession
 if TYPE_CHECKING:
     from ..core import Segmentor
 
-__all__ = ["open_session", "release_video_model", "track", "video_model"]
+__all__ = ["default_start_frame", "open_session", "release_video_model", "track", "video_model"]
 
 _LOAD_LOCK = threading.Lock()
 _ATTRIBUTE = "_video_model"
@@ -71,7 +71,7 @@ def track(
         for prompt in parsed:
             prompt.check_fits(session.num_frames, *session.frame_size)
         if start_frame is None:
-            start_frame = max(p.frame for p in parsed) if reverse else min(p.frame for p in parsed)
+            start_frame = default_start_frame([p.frame for p in parsed], reverse=reverse)
         for prompt in parsed:
             session.add_prompt(prompt, output_formats=())
         frames = session.propagate(
@@ -90,3 +90,8 @@ def track(
 def _closing(session: VideoSession, frames: Iterator[Any]) -> Iterator[tuple[int, dict[int, SegmentationResult]]]:
     with session:
         yield from frames
+
+
+def default_start_frame(prompted_frames: list[int], *, reverse: bool) -> int:
+    """Where :func:`track` starts without ``start_frame``: the first prompted frame, the last one with ``reverse``."""
+    return max(prompted_frames) if reverse else min(prompted_frames)
