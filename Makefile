@@ -8,7 +8,7 @@ DEMO_ARGS ?=
 
 TRITON_VENV ?= .venv-triton
 
-.PHONY: install dev demo test lint docs clean triton-venv
+.PHONY: install dev demo test test-slow lint docs clean triton-venv
 
 # Runtime install: the SDK with the torch runtime and the CLI (what the demo needs).
 $(VENV)/.installed-run: pyproject.toml Makefile
@@ -49,6 +49,10 @@ demo: install
 
 test: dev triton-venv
 	PERCEPTRA_TRITON_PYTHON="$(abspath $(TRITON_VENV))/bin/python" $(PY) -m pytest
+
+# the full-size parity cases (1024-px video tracking, full-size automatic mask generators): minutes each on 2 cores
+test-slow: dev triton-venv
+	PERCEPTRA_TRITON_PYTHON="$(abspath $(TRITON_VENV))/bin/python" $(PY) -m pytest -m slow
 
 lint: dev
 	$(VENV)/bin/ruff check .
