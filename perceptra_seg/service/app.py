@@ -37,6 +37,7 @@ from ..config import SegmentorConfig
 from ..core import Segmentor
 from .batch_jobs import BatchStore
 from .batch_routes import build_batch_router
+from .batch_shared import SharedBatchRecords
 from .bodies import install_named_enums
 from .context import RequestContextMiddleware
 from .docs import install_docs
@@ -84,8 +85,16 @@ def create_app(
     state = ServiceState(config=cfg, metrics=metrics, ids=build_image_ids(server))
     videos = VideoStore(max_per_scope=server.max_video_sessions, ttl_s=server.video_ttl_s)
     state.videos = videos
+    shared_batches = None
+    if isinstance(state.ids, SharedImageIds):
+        shared_batches = SharedBatchRecords(
+            state.ids.link, ttl_s=server.batch_result_ttl_s, max_per_scope=server.max_batch_jobs
+        )
     batches = BatchStore(
-        max_per_scope=server.max_batch_jobs, ttl_s=server.batch_result_ttl_s, workers=server.batch_workers
+        max_per_scope=server.max_batch_jobs,
+        ttl_s=server.batch_result_ttl_s,
+        workers=server.batch_workers,
+        shared=shared_batches,
     )
     state.batches = batches
     authenticator = Authenticator(server.api_keys)

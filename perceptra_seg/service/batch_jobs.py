@@ -15,7 +15,9 @@ when at least one image succeeded and ``failed`` when every image failed.
 Jobs are scoped to the API key that submitted them (another key gets the same 404 as for an id that never existed).
 Bounds: ``server.max_batch_jobs`` queued or running jobs per key (then 429 ``too_many_batch_jobs``), and a finished
 job is deleted ``server.batch_result_ttl_s`` after it finished (expired jobs are swept on every batch request).
-Everything here runs on the event loop: the store needs no lock.
+With ``server.state = redis`` the worker running a job mirrors it into Redis, so that every worker answers for it and
+the quota counts every worker's jobs (:mod:`perceptra_seg.service.batch_shared`). Everything here runs on the event
+loop: the store needs no lock.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ..exceptions import NotFoundError, SegmentorError
 from ..utils.masks import OutputFormat
+from .batch_shared import LEASE_S, SharedBatchRecords
 from .calls import Source, segment_call
-from .errors import QueueFullError
+from .errors import QueueFullError, StateUnavailableError
+from .redis_link import RETRY_S, RedisDown
 from .schemas import SegmentOptions
 from .url_fetch import is_url
 
@@ -44,6 +48,7 @@ __all__ = ["BatchItem", "BatchJob", "BatchStore", "JobStatus", "TooManyBatchJobs
 logger = logging.getLogger("perceptra_seg.service.batch")
 
 JobStatus = Literal["queued", "running", "done", "failed"]
+T = TypeVar("T")
 
 
 class TooManyBatchJobsError(SegmentorError):
@@ -78,6 +83,7 @@ class BatchJob:
     status: JobStatus = "queued"
     finished: float | None = None
     task: asyncio.Task[None] | None = None
+    mirrored: bool = False
 
     def __post_init__(self) -> None:
         if not self.slots:
@@ -128,33 +134,66 @@ class BatchStore:
         max_per_scope: jobs one API key may have queued or running (``server.max_batch_jobs``).
         ttl_s: time a finished job is kept (``server.batch_result_ttl_s``).
         workers: jobs running at the same time (``server.batch_workers``).
+        shared: the Redis mirror (``server.state = redis``, :mod:`.batch_shared`), or ``None``.
         clock: monotonic seconds (tests pass a fake one).
     """
 
     def __init__(
-        self, *, max_per_scope: int, ttl_s: float, workers: int, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        max_per_scope: int,
+        ttl_s: float,
+        workers: int,
+        shared: SharedBatchRecords | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_per_scope = max_per_scope
         self.ttl_s = ttl_s
         self.clock = clock
+        self.shared = shared
         self._workers = workers
         self._gate: asyncio.Semaphore | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self._jobs: dict[tuple[str, str], BatchJob] = {}
 
-    def check_capacity(self, scope: str) -> None:
-        """Raise :class:`TooManyBatchJobsError` (429) when ``scope`` has its quota of unfinished jobs."""
+    def _refuse(self, held: int) -> TooManyBatchJobsError:
+        return TooManyBatchJobsError(
+            f"this API key has {held} batch jobs queued or running, the limit (server.max_batch_jobs); wait until "
+            "one finishes or cancel one (DELETE /v1/batch/{job_id})"
+        )
+
+    def _check_local(self, scope: str) -> None:
         self.sweep()
         active = sum(1 for (owner, _), job in self._jobs.items() if owner == scope and job.finished is None)
         if active >= self.max_per_scope:
-            raise TooManyBatchJobsError(
-                f"this API key has {active} batch jobs queued or running, the limit (server.max_batch_jobs); wait "
-                "until one finishes or cancel one (DELETE /v1/batch/{job_id})"
-            )
+            raise self._refuse(active)
 
-    def submit(self, state: ServiceState, scope: str, items: list[BatchItem], model_info: dict[str, Any]) -> BatchJob:
-        """Register a job under a new id and start its task (capacity checked again first)."""
-        self.check_capacity(scope)
+    async def check_capacity(self, scope: str) -> None:
+        """Raise :class:`TooManyBatchJobsError` (429) when ``scope`` has its quota of unfinished jobs (on every
+        worker when shared; on this one while Redis is unavailable)."""
+        self._check_local(scope)
+        if self.shared is not None:
+            active = await self._mirror(self.shared.active, scope)
+            if active is not None and active >= self.max_per_scope:
+                raise self._refuse(active)
+
+    async def submit(
+        self, state: ServiceState, scope: str, items: list[BatchItem], model_info: dict[str, Any]
+    ) -> BatchJob:
+        """Register a job under a new id and start its task (capacity checked again first, and claimed in Redis)."""
+        self._check_local(scope)
         job = BatchJob(secrets.token_hex(16), scope, list(items), model_info, self.clock())
+        if self.shared is not None:
+            try:
+                held = await asyncio.to_thread(self.shared.claim, scope, job.job_id, job.total, model_info)
+            except RedisDown:  # the link logged the outage: this job is known to this worker only
+                held = None
+            else:
+                job.mirrored = True
+            if held is not None:
+                raise self._refuse(held)
+            if self._heartbeat is None:
+                self._heartbeat = asyncio.create_task(self._renew(), context=contextvars.Context())
         self._jobs[(scope, job.job_id)] = job
         if self._gate is None:
             self._gate = asyncio.Semaphore(self._workers)
@@ -162,30 +201,53 @@ class BatchStore:
         job.task = asyncio.create_task(self._run(state, job, self._gate), context=contextvars.Context())
         return job
 
-    def get(self, scope: str, job_id: str) -> BatchJob:
-        """The job ``job_id`` of ``scope``.
+    async def page(self, scope: str, job_id: str, offset: int, limit: int) -> dict[str, Any]:
+        """:meth:`BatchJob.page` of ``scope``'s job ``job_id``, from this worker or (shared) from Redis.
 
         Raises:
             NotFoundError: unknown, another key's, cancelled or expired (404).
+            StateUnavailableError: shared, not on this worker, and Redis is unavailable (503).
         """
         self.sweep()
         job = self._jobs.get((scope, job_id))
-        if job is None:
-            raise NotFoundError(f"batch job {job_id!r} not found (unknown, cancelled or expired)")
-        return job
+        if job is not None:
+            return job.page(offset, limit)
+        if self.shared is not None:
+            try:
+                found = await asyncio.to_thread(self.shared.page, scope, job_id, offset, limit)
+            except RedisDown:
+                raise _unavailable(job_id) from None
+            if found is not None:
+                return found
+        raise _not_found(job_id)
 
     async def remove(self, scope: str, job_id: str) -> None:
-        """Cancel the job if it still runs (its current image stops at the model's next check) and delete it.
+        """Cancel the job if it still runs (its current image stops at the model's next check) and delete it; a
+        shared job running on another worker is told to stop before its next image.
 
         Raises:
-            NotFoundError: as :meth:`get` (404).
+            NotFoundError: as :meth:`page` (404).
+            StateUnavailableError: as :meth:`page` (503).
         """
-        job = self.get(scope, job_id)
-        del self._jobs[(scope, job_id)]
-        await _stop(job)
+        self.sweep()
+        job = self._jobs.pop((scope, job_id), None)
+        if job is not None:
+            await _stop(job)
+            if job.mirrored:
+                assert self.shared is not None
+                await self._mirror(self.shared.delete, scope, job_id, notify=False)
+            return
+        if self.shared is not None:
+            try:
+                existed = await asyncio.to_thread(self.shared.delete, scope, job_id, notify=True)
+            except RedisDown:
+                raise _unavailable(job_id) from None
+            if existed:
+                return
+        raise _not_found(job_id)
 
     def sweep(self) -> int:
-        """Drop every job that finished ``ttl_s`` ago or earlier; the count."""
+        """Drop every job that finished ``ttl_s`` ago or earlier; the count (Redis expires its copies itself)."""
         now = self.clock()
         expired = [
             key for key, job in self._jobs.items() if job.finished is not None and now - job.finished >= self.ttl_s
@@ -202,16 +264,58 @@ class BatchStore:
         jobs, self._jobs = list(self._jobs.values()), {}
         for job in jobs:
             await _stop(job)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
+
+    async def _mirror(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """``func(*args, **kwargs)`` on a worker thread; ``None`` when Redis is unavailable (already logged)."""
+        try:
+            return await asyncio.to_thread(func, *args, **kwargs)
+        except RedisDown:
+            return None
+
+    async def _renew(self) -> None:
+        """Keep the Redis leases of this worker's unfinished shared jobs alive (also while they are queued)."""
+        assert self.shared is not None
+        while True:
+            await asyncio.sleep(LEASE_S / 3)
+            held = [(job.scope, job.job_id) for job in self._jobs.values() if job.mirrored and job.finished is None]
+            await self._mirror(self.shared.renew, held)
 
     async def _run(self, state: ServiceState, job: BatchJob, gate: asyncio.Semaphore) -> None:
+        shared = self.shared if job.mirrored else None
         async with gate:
             job.status = "running"
+            if shared is not None:
+                await self._mirror(shared.update, job.scope, job.job_id, "running")
             for index, item in enumerate(job.items):
+                if shared is not None and await self._mirror(shared.cancelled, job.scope, job.job_id):
+                    self._jobs.pop((job.scope, job.job_id), None)  # deleted on another worker
+                    await self._mirror(shared.delete, job.scope, job.job_id, notify=False)
+                    return
                 assert item is not None
-                job.slots[index] = await _run_item(state, job.scope, index, item)
+                slot = await _run_item(state, job.scope, index, item)
+                job.slots[index] = slot
                 job.items[index] = None  # the image is not needed any more
+                if shared is not None:
+                    await self._mirror(shared.update, job.scope, job.job_id, "running", slot)
         job.status = "done" if job.count("done") else "failed"
         job.finished = self.clock()
+        if shared is not None:
+            await self._mirror(shared.finish, job.scope, job.job_id, job.status)
+
+
+def _not_found(job_id: str) -> NotFoundError:
+    return NotFoundError(f"batch job {job_id!r} not found (unknown, cancelled or expired)")
+
+
+def _unavailable(job_id: str) -> StateUnavailableError:
+    return StateUnavailableError(
+        f"batch job {job_id!r} runs on another worker and the shared state (Redis) is unavailable; retry shortly",
+        retry_after=int(RETRY_S),
+    )
 
 
 async def _stop(job: BatchJob) -> None:

@@ -59,7 +59,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (413, "body over the limit, more than server.max_batch_images images, or an image over the request caps"),
         (422, "malformed request body"),
         (429, "rate limit exceeded, or the API key has server.max_batch_jobs jobs queued or running"),
-        (503, "model not ready (Retry-After)"),
+        (503, "model not ready, or the job runs on another worker and Redis is unavailable (Retry-After)"),
     )
 }
 
@@ -244,7 +244,7 @@ def build_batch_router(server: ServerConfig, guard: Callable[..., Principal]) ->
         state = get_state(request)
         service, _ = state.require_service()
         store = _store(state)
-        store.check_capacity(caller.scope)  # refused before the body is read
+        await store.check_capacity(caller.scope)  # refused before the body is read
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             items = await _read_upload(request, server, state.config.input.max_bytes)
         else:
@@ -252,14 +252,14 @@ def build_batch_router(server: ServerConfig, guard: Callable[..., Principal]) ->
             parsed = await anyio.to_thread.run_sync(partial(_parse_json, body, server))
             items = [BatchItem(entry.image, entry.image_id, entry, ()) for entry in parsed.images]
         _check_count(len(items), server)
-        job = store.submit(state, caller.scope, _prepare(state, items), service.segmentor.backend.info())
+        job = await store.submit(state, caller.scope, _prepare(state, items), service.segmentor.backend.info())
         return JSONResponse(job.summary(), status_code=202, headers={"Location": f"{BATCH_PATH}/{job.job_id}"})
 
     @router.get(
         BATCH_PATH + "/{job_id}",
         operation_id="batch_get",
         response_model=BatchPageResponse,
-        responses={status: _ERRORS[status] for status in (401, 403, 404, 422, 429)},
+        responses={status: _ERRORS[status] for status in (401, 403, 404, 422, 429, 503)},
         tags=["batch"],
     )
     async def get_job(
@@ -271,14 +271,14 @@ def build_batch_router(server: ServerConfig, guard: Callable[..., Principal]) ->
     ) -> Any:
         """Status, counts and one page of results: one slot per image, in submission order."""
         # Sent as it is (the slots hold the /v1/segment shapes already); the response model documents it.
-        return JSONResponse(_store(get_state(request)).get(caller.scope, job_id).page(offset, limit))
+        return JSONResponse(await _store(get_state(request)).page(caller.scope, job_id, offset, limit))
 
     @router.delete(
         BATCH_PATH + "/{job_id}",
         operation_id="batch_delete",
         status_code=204,
         response_class=Response,
-        responses={status: _ERRORS[status] for status in (401, 403, 404, 429)},
+        responses={status: _ERRORS[status] for status in (401, 403, 404, 429, 503)},
         tags=["batch"],
     )
     async def delete_job(job_id: str, request: Request, caller: Caller) -> Response:

@@ -234,3 +234,48 @@ def test_quotas_queueing_cancel_and_expiry() -> None:
             assert len(store) == 0
         finally:
             backend.gate.set()
+
+
+def test_batch_jobs_are_shared_by_workers_through_redis(redis: Any) -> None:
+    pytest.importorskip("redis")
+    server = {"api_keys": [KEY_A, KEY_B], "state": "redis", "redis_url": redis.url, "max_batch_jobs": 1}
+    owner, other = GatedBackend(), FakeBackend()
+    three = {"images": [{"image": b64_png(seed=i), "boxes": [[4, 4, 40, 30]]} for i in range(3)]}
+    with (
+        running(create_app(build_config(server=server), backend=owner), headers=auth(KEY_A)) as a,
+        running(create_app(build_config(server=server), backend=other), headers=auth(KEY_A)) as b,
+    ):
+        try:
+            owner.armed = True
+            job_id = a.post("/v1/batch", json=three).json()["job_id"]
+            assert owner.started.acquire(timeout=30)
+            seen = b.get(f"/v1/batch/{job_id}")  # the other worker answers from Redis
+            assert seen.status_code == 200 and (seen.json()["total"], seen.json()["pending"]) == (3, 3)
+            assert seen.json()["status"] == "running" and seen.json()["results"][0] == {"index": 0, "status": "pending"}
+            refused = b.post("/v1/batch", json=three)  # the quota counts the other worker's job
+            assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_batch_jobs"
+            assert b.get(f"/v1/batch/{job_id}", headers=auth(KEY_B)).status_code == 404
+            owner.armed = False
+            owner.gate.set()
+            finished = _wait_finished(b, job_id)
+            assert finished == a.get(f"/v1/batch/{job_id}").json() and finished["done"] == 3
+            assert b.get(f"/v1/batch/{job_id}", params={"offset": 2, "limit": 5}).json()["results"][0]["index"] == 2
+            # deleted on the other worker: the owner stops before its next image
+            owner.gate.clear()
+            owner.armed = True
+            second = a.post("/v1/batch", json=three).json()["job_id"]
+            assert owner.started.acquire(timeout=30)
+            calls = owner.decode_calls
+            assert b.delete(f"/v1/batch/{second}").status_code == 204
+            owner.armed = False
+            owner.gate.set()
+            for _ in range(600):
+                if a.get(f"/v1/batch/{second}").status_code == 404:
+                    break
+                time.sleep(0.05)
+            assert a.get(f"/v1/batch/{second}").status_code == 404
+            assert b.get(f"/v1/batch/{second}").status_code == 404
+            assert owner.decode_calls == calls + 1  # the image in the model finished; no other one started
+            assert b.post("/v1/batch", json=three).status_code == 202  # the quota is free again
+        finally:
+            owner.gate.set()

@@ -166,6 +166,19 @@ def test_two_ray_replicas_share_ids_and_rate_limits(ray_service: tuple[str, subp
     assert len(served) == 2 and any(name != embedder for name in served), served  # the other replica read Redis
     other = httpx.post(base + "/v1/segment/box", json={"image_id": image_id, "box": BOX}, headers=auth(KEY_B))
     assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
+    # a batch job runs on the replica that took it; polls answered by either replica see it (through Redis)
+    submitted = httpx.post(
+        base + "/v1/batch", json={"images": [{"image": image, "boxes": [BOX]}] * 2}, headers=auth(KEY_B), timeout=60
+    )
+    assert submitted.status_code == 202, submitted.text
+    for _ in range(RATE - 3):
+        time.sleep(0.2)
+        polled = httpx.get(base + "/v1/batch/" + submitted.json()["job_id"], headers=auth(KEY_B), timeout=60)
+        assert polled.status_code == 200, polled.text
+        if polled.json()["status"] == "done":
+            break
+    assert polled.json()["done"] == 2
+    assert all(np.array_equal(_mask(slot["results"][0]), expected.mask) for slot in polled.json()["results"])
     # one budget of RATE requests per minute for KEY_C across both replicas
     counted: Counter[str] = Counter()
     for _ in range(RATE):
