@@ -59,13 +59,33 @@ def test_deployment_options_follow_flags_and_config() -> None:
         ServerConfig(ray_min_replicas=3, ray_max_replicas=2)
 
 
-def test_ray_flags_need_the_ray_engine(tmp_path: Path) -> None:
+def test_serve_engine_ray_passes_flags_and_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray")
     from typer.testing import CliRunner
 
+    from perceptra_seg import serving_ray
     from perceptra_seg.cli import app
 
-    result = CliRunner().invoke(app, ["serve", "--replicas", "2"])
-    assert result.exit_code == 2 and "--replicas" in result.output
+    calls: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(serving_ray, "serve_on_ray", lambda config, **kwargs: calls.append((config, kwargs)))
+    flags = ["serve", "--engine", "ray", "--replicas", "3", "--gpus-per-replica", "0.5", "--cpus-per-replica", "2"]
+    flags += ["--ray-address", "auto", "--port", "9123", "--device", "cpu"]
+    assert CliRunner().invoke(app, flags).exit_code == 0
+    ((config, kwargs),) = calls
+    assert (config.server.port, config.server.host, config.runtime.device) == (9123, "127.0.0.1", "cpu")
+    assert {k: kwargs[k] for k in ("address", "replicas", "gpus_per_replica", "cpus_per_replica")} == {
+        "address": "auto",
+        "replicas": 3,
+        "gpus_per_replica": 0.5,
+        "cpus_per_replica": 2.0,
+    }
+    for wrong in (
+        ["serve", "--replicas", "2"],
+        ["serve", "--ray-address", "auto"],
+        ["serve", "--engine", "ray", "--workers", "2"],
+    ):
+        result = CliRunner().invoke(app, wrong)
+        assert result.exit_code == 2 and wrong[-2] in result.output, result.output
 
 
 def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
