@@ -4,7 +4,8 @@ deployment behind Ray Serve's HTTP proxy (``segmentor-cli serve --engine ray``).
 Each replica is a Ray actor that builds the app from the effective configuration of the command (passed by value,
 so a replica on another machine needs no config file) and runs its lifespan: it loads the model, answers
 ``/v1/readyz`` once warm, and serves every route exactly as one uvicorn process does. Every answer carries
-``X-Segmentor-Replica`` (the replica's Ray Serve id), so logs and clients can tell replicas apart. With
+``X-Segmentor-Replica`` (the replica's Ray Serve id), so logs and clients can tell replicas apart. A replica whose
+model failed to load fails Ray Serve's health check and is replaced (:func:`replica_health`). With
 ``server.state: redis`` the replicas share image ids, embeddings and rate limits through Redis
 (:mod:`perceptra_seg.service.shared_ids`); with ``state: memory`` each replica has its own.
 
@@ -33,7 +34,15 @@ from .exceptions import ConfigError
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["APP_NAME", "REPLICA_HEADER", "build_application", "deployment_options", "import_ray", "serve_on_ray"]
+__all__ = [
+    "APP_NAME",
+    "REPLICA_HEADER",
+    "build_application",
+    "deployment_options",
+    "import_ray",
+    "replica_health",
+    "serve_on_ray",
+]
 
 #: Name of the Ray Serve application (and of its one deployment).
 APP_NAME = "perceptra-seg"
@@ -147,11 +156,29 @@ class _ReplicaHeader:
         await self.app(scope, receive, tagged)
 
 
+def replica_health(app: Any) -> None:
+    """Ray Serve's health check of a replica: raise when its model failed to load, so that Ray replaces the replica
+    instead of routing requests to one that answers 503 ``model_load_error`` (loading and ready both pass)."""
+    state = getattr(getattr(app, "state", None), "service", None)
+    error = getattr(state, "load_error", None)
+    if error is not None:
+        raise RuntimeError(f"the model failed to load: {type(error).__name__}: {error}")
+
+
 def build_application(config: SegmentorConfig, options: dict[str, Any]) -> Any:
     """The Ray Serve application: one ingress deployment running the REST app, with ``options``."""
     _, serve = import_ray()
-    deployment = serve.deployment(serve.ingress(_app_builder(config))())
-    return deployment.options(**options).bind()
+
+    @serve.ingress(_app_builder(config))
+    class SegmentorReplica:
+        """One replica: the app is built in the replica by the builder; Ray calls ``check_health`` periodically."""
+
+        app: Any  # set by Ray Serve's ingress wrapper
+
+        def check_health(self) -> None:
+            replica_health(self.app)
+
+    return serve.deployment(SegmentorReplica).options(**options).bind()
 
 
 def serve_on_ray(

@@ -25,7 +25,7 @@ import yaml
 from pycocotools import mask as mask_utils
 
 from perceptra_seg.config import ServerConfig
-from perceptra_seg.exceptions import ConfigError
+from perceptra_seg.exceptions import ConfigError, ModelLoadError
 from perceptra_seg.serving_ray import REPLICA_HEADER, deployment_options
 
 from .helpers import KEY_A, KEY_B, auth, free_port
@@ -86,6 +86,19 @@ def test_serve_engine_ray_passes_flags_and_config(monkeypatch: pytest.MonkeyPatc
     ):
         result = CliRunner().invoke(app, wrong)
         assert result.exit_code == 2 and wrong[-2] in result.output, result.output
+
+
+def test_replica_health_fails_only_after_a_load_error() -> None:
+    from types import SimpleNamespace
+
+    from perceptra_seg.serving_ray import replica_health
+
+    def app(error: BaseException | None) -> Any:
+        return SimpleNamespace(state=SimpleNamespace(service=SimpleNamespace(load_error=error)))
+
+    replica_health(app(None))  # loading or ready
+    with pytest.raises(RuntimeError, match="failed to load: ModelLoadError: no such checkpoint"):
+        replica_health(app(ModelLoadError("no such checkpoint")))
 
 
 def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
