@@ -260,10 +260,13 @@ class BatchStore:
         return len(self._jobs)
 
     async def close_all(self) -> None:
-        """Cancel every running job and forget all jobs (service shutdown)."""
+        """Cancel every running job and forget all jobs (service shutdown); unfinished shared ones leave Redis too."""
         jobs, self._jobs = list(self._jobs.values()), {}
         for job in jobs:
             await _stop(job)
+            if job.mirrored and job.finished is None:
+                assert self.shared is not None
+                await self._mirror(self.shared.delete, job.scope, job.job_id, notify=False)
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)

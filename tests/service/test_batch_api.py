@@ -276,6 +276,14 @@ def test_batch_jobs_are_shared_by_workers_through_redis(redis: Any) -> None:
             assert a.get(f"/v1/batch/{second}").status_code == 404
             assert b.get(f"/v1/batch/{second}").status_code == 404
             assert owner.decode_calls == calls + 1  # the image in the model finished; no other one started
-            assert b.post("/v1/batch", json=three).status_code == 202  # the quota is free again
+            assert b.get(f"/v1/batch/{job_id}").status_code == 200  # a finished job stays until its TTL
+            # a worker that shuts down takes its unfinished jobs out of Redis (and out of the quota)
+            owner.gate.clear()
+            owner.armed = True
+            assert a.post("/v1/batch", json=three).status_code == 202
+            assert owner.started.acquire(timeout=30)
+            assert b.post("/v1/batch", json=three).status_code == 429
+            a.portal.call(a.app.state.service.batches.close_all)  # what the app's shutdown runs first
+            assert b.post("/v1/batch", json=three).status_code == 202
         finally:
             owner.gate.set()
