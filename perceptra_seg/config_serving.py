@@ -84,6 +84,18 @@ class ServerConfig(_Section):
     max_video_objects: int = Field(16, ge=1, description="objects tracked in one video; a prompt for one more is 413")
     video_ttl_s: float = Field(600.0, gt=0, description="a video unused this long is deleted with its session")
     video_timeout_s: float = Field(1800.0, gt=0, description="deadline of one /v1/videos/{id}/propagate call; 504")
+    max_batch_images: int = Field(256, ge=1, description="images in one POST /v1/batch job; more is 413")
+    max_batch_jobs: int = Field(2, ge=1, description="batch jobs one API key may have queued or running; then 429")
+    batch_result_ttl_s: float = Field(
+        3600.0, gt=0, description="a finished batch job (and its results) is deleted this long after it finished"
+    )
+    batch_workers: int = Field(
+        1, ge=1, description="batch jobs one worker runs at the same time (each holds at most one inference slot)"
+    )
+    ray_min_replicas: int = Field(1, ge=1, description="serve --engine ray: replicas (the lower autoscaling bound)")
+    ray_max_replicas: int | None = Field(
+        None, ge=1, description="serve --engine ray: autoscale up to this many replicas; None = a fixed number"
+    )
 
     @field_validator("url_allowed_networks")
     @classmethod
@@ -101,6 +113,14 @@ class ServerConfig(_Section):
     def _no_wildcard_with_credentials(self) -> ServerConfig:
         if self.cors_allow_credentials and "*" in self.cors_origins:
             raise ValueError("cors_allow_credentials cannot be combined with the '*' origin; list the origins")
+        return self
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> ServerConfig:
+        if self.ray_max_replicas is not None and self.ray_max_replicas < self.ray_min_replicas:
+            raise ValueError(
+                f"ray_max_replicas ({self.ray_max_replicas}) is below ray_min_replicas ({self.ray_min_replicas})"
+            )
         return self
 
     @field_validator("redis_url")

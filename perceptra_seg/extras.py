@@ -25,6 +25,7 @@ _PROVIDES = {
     "triton-server": "segmentor-cli serve-triton (nvidia-pytriton, needs numpy<2)",
     "supervision": "the supervision integration (perceptra_seg.integrations.supervision)",
     "redis": "shared service state in Redis (server.state = redis)",
+    "ray": "Ray (segmentor-cli serve --engine ray, batch --engine ray)",
 }
 
 
@@ -37,9 +38,9 @@ def missing_extra(extra: str, exc: ImportError) -> ModelLoadError | ConfigError:
     """The error to raise when importing ``extra``'s dependencies failed with ``exc``.
 
     A missing runtime (``torch``, ``onnx``, ``export``) means the model cannot load: :class:`ModelLoadError`. A
-    missing front end or integration (``server``, ``cli``, ``supervision``, ``redis``) is an installation that does
-    not match what was asked for: :class:`ConfigError`. The message names the missing module and the install line (from
-    source; inside a clone ``pip install ".[extra]"`` does the same).
+    missing front end or integration (``server``, ``cli``, ``supervision``, ``redis``, ``ray``) is an installation
+    that does not match what was asked for: :class:`ConfigError`. The message names the missing module and the
+    install line (from source; inside a clone ``pip install ".[extra]"`` does the same).
     """
     module = _missing_module(exc)
     message = (
@@ -47,7 +48,7 @@ def missing_extra(extra: str, exc: ImportError) -> ModelLoadError | ConfigError:
         f"(cannot import {module!r}): {install_command(extra)} (in a clone of the repository: "
         f'pip install ".[{extra}]"; the "perceptra-seg" on the package index is a different project)'
     )
-    if extra in ("server", "cli", "supervision", "redis"):
+    if extra in ("server", "cli", "supervision", "redis", "ray"):
         return ConfigError(message)
     return ModelLoadError(message)
 

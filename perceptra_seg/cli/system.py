@@ -8,7 +8,7 @@ import os
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 import yaml
@@ -25,6 +25,9 @@ from .common import CommonOptions, command, emit_json, log_level
 from .progress import download_bar
 
 __all__ = ["SERVICE_APP", "register"]
+
+#: Where ``serve`` runs the service.
+Engine = Literal["uvicorn", "ray"]
 
 #: The ASGI application ``serve`` runs; it reads its configuration file from ``SEGMENTOR_CONFIG``.
 SERVICE_APP = "perceptra_seg.service.main:app"
@@ -167,9 +170,51 @@ def serve(
     host: Annotated[str | None, typer.Option("--host", help="Interface to bind (default: server.host).")] = None,
     port: Annotated[int | None, typer.Option("--port", help="TCP port (default: server.port).")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes (each loads the model).")] = 1,
+    engine: Annotated[
+        Engine, typer.Option("--engine", help="uvicorn: this machine; ray: replicas on Ray Serve (the [ray] extra).")
+    ] = "uvicorn",
+    replicas: Annotated[
+        int | None,
+        typer.Option(
+            "--replicas",
+            min=1,
+            help="--engine ray: this many replicas (default: server.ray_min_replicas..ray_max_replicas autoscaling, "
+            "or one per --gpus-per-replica GPUs).",
+        ),
+    ] = None,
+    gpus_per_replica: Annotated[
+        float, typer.Option("--gpus-per-replica", min=0, help="--engine ray: GPUs each replica reserves.")
+    ] = 0.0,
+    cpus_per_replica: Annotated[
+        float, typer.Option("--cpus-per-replica", min=0, help="--engine ray: CPUs each replica reserves.")
+    ] = 1.0,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address", help="--engine ray: auto or HOST:PORT of a running cluster (default: start a local one)."
+        ),
+    ] = None,
 ) -> None:
-    """Run the REST service with uvicorn (the config file reaches it through SEGMENTOR_CONFIG)."""
+    """Run the REST service with uvicorn (the config file reaches it through SEGMENTOR_CONFIG), or on Ray Serve.
+
+    With --engine ray the same app runs as Ray Serve replicas behind Ray's HTTP proxy on --host/--port; use
+    server.state: redis so that replicas share image ids and rate limits. Stops on Ctrl-C or SIGTERM.
+    """
     config = opts.load_config()  # fail here, with exit code 2, rather than inside a worker
+    if engine == "ray":
+        if workers != 1:
+            raise ConfigError("--workers is for --engine uvicorn; with --engine ray use --replicas")
+        _serve_ray(config, host, port, replicas, gpus_per_replica, cpus_per_replica, ray_address)
+        return
+    ray_flags = {
+        "--replicas": replicas is not None,
+        "--gpus-per-replica": gpus_per_replica != 0.0,
+        "--cpus-per-replica": cpus_per_replica != 1.0,
+        "--ray-address": ray_address is not None,
+    }
+    given = [flag for flag, used in ray_flags.items() if used]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: for --engine ray only")
     try:
         import uvicorn
     except ImportError as exc:
@@ -187,6 +232,32 @@ def serve(
         factory=False,
         log_config=None,  # the service configures logging itself (logging section)
         **uvicorn_options(config),
+    )
+
+
+def _serve_ray(
+    config: SegmentorConfig,
+    host: str | None,
+    port: int | None,
+    replicas: int | None,
+    gpus_per_replica: float,
+    cpus_per_replica: float,
+    ray_address: str | None,
+) -> None:
+    """``serve --engine ray``: the effective configuration (flags included) goes to every replica by value."""
+    from perceptra_seg.serving_ray import import_ray, serve_on_ray
+
+    import_ray()  # the install hint before anything starts
+    bind = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    if bind:
+        config = config.model_copy(update={"server": config.server.model_copy(update=bind)})
+    serve_on_ray(
+        config,
+        address=ray_address,
+        replicas=replicas,
+        gpus_per_replica=gpus_per_replica,
+        cpus_per_replica=cpus_per_replica,
+        on_ready=lambda line: typer.echo(line, err=True),
     )
 
 

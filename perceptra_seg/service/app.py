@@ -35,6 +35,9 @@ from .. import __version__
 from ..backends import Backend
 from ..config import SegmentorConfig
 from ..core import Segmentor
+from .batch_jobs import BatchStore
+from .batch_routes import build_batch_router
+from .batch_shared import SharedBatchRecords
 from .bodies import install_named_enums
 from .context import RequestContextMiddleware
 from .docs import install_docs
@@ -82,6 +85,18 @@ def create_app(
     state = ServiceState(config=cfg, metrics=metrics, ids=build_image_ids(server))
     videos = VideoStore(max_per_scope=server.max_video_sessions, ttl_s=server.video_ttl_s)
     state.videos = videos
+    shared_batches = None
+    if isinstance(state.ids, SharedImageIds):
+        shared_batches = SharedBatchRecords(
+            state.ids.link, ttl_s=server.batch_result_ttl_s, max_per_scope=server.max_batch_jobs
+        )
+    batches = BatchStore(
+        max_per_scope=server.max_batch_jobs,
+        ttl_s=server.batch_result_ttl_s,
+        workers=server.batch_workers,
+        shared=shared_batches,
+    )
+    state.batches = batches
     authenticator = Authenticator(server.api_keys)
     limiter = None
     if server.rate_limit:
@@ -110,6 +125,7 @@ def create_app(
             yield
         finally:
             await asyncio.gather(loading, return_exceptions=True)
+            await batches.close_all()  # before the runner stops: a job's running image is cancelled, not failed
             if state.fetcher is not None:
                 await asyncio.to_thread(state.fetcher.shutdown)
                 state.fetcher = None
@@ -143,6 +159,7 @@ def create_app(
     auth_only = principal_dependency(authenticator, None) if authenticator.enabled else None
     app.include_router(build_router(server, guard, auth_only))
     app.include_router(build_video_router(server, guard))
+    app.include_router(build_batch_router(server, guard))
     install_named_enums(app)
     install_ws(app, authenticator, limiter)
     install_ui(app)

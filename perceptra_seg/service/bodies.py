@@ -35,6 +35,7 @@ from .schemas import BoxRequest, PointsRequest, SegmentOptions
 
 __all__ = [
     "NAMED_ENUMS",
+    "check_caps",
     "install_named_enums",
     "json_body_doc",
     "multipart_file",
@@ -79,11 +80,12 @@ def parse_json(body: bytes | str, model: type[M], server: ServerConfig, *, locat
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         raise RequestValidationError([{**e, "loc": (*location, *e["loc"])} for e in errors]) from None
-    _check_caps(parsed, server)
+    check_caps(parsed, server)
     return parsed
 
 
-def _check_caps(parsed: BaseModel, server: ServerConfig) -> None:
+def check_caps(parsed: BaseModel, server: ServerConfig) -> None:
+    """413 :class:`RequestTooLargeError` when a parsed body has more prompts or points per prompt than the caps."""
     if isinstance(parsed, SegmentOptions):
         prompts = len(parsed.prompts or []) + len(parsed.boxes or []) + (1 if parsed.points else 0)
         points = [len(p.points or []) for p in parsed.prompts or []] + [len(parsed.points or [])]

@@ -8,7 +8,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
 
@@ -29,6 +29,9 @@ from .shared_ids import ImageIds, SharedImageIds
 from .url_fetch import UrlFetcher, is_url
 from .video_store import VideoStore
 
+if TYPE_CHECKING:
+    from .batch_jobs import BatchStore
+
 __all__ = ["ServiceState", "get_state"]
 
 T = TypeVar("T")
@@ -48,6 +51,7 @@ class ServiceState:
     fetcher: UrlFetcher | None = None
     load_error: BaseException | None = None
     videos: VideoStore | None = None
+    batches: BatchStore | None = None
 
     def require_service(self) -> tuple[InferenceService, InferenceRunner]:
         """The loaded pipeline.

@@ -25,6 +25,9 @@ OPERATIONS = {
     ("post", "/v1/videos/{video_id}/prompts"): "video_prompt",
     ("post", "/v1/videos/{video_id}/propagate"): "video_propagate",
     ("delete", "/v1/videos/{video_id}"): "video_delete",
+    ("post", "/v1/batch"): "batch_submit",
+    ("get", "/v1/batch/{job_id}"): "batch_get",
+    ("delete", "/v1/batch/{job_id}"): "batch_delete",
 }
 
 

@@ -1,0 +1,361 @@
+"""Batch jobs of ``POST /v1/batch``: many images with their prompts, run in the background, results kept a while.
+
+A job is a list of :class:`BatchItem` (one image each, with the ``/v1/segment`` options). It runs on the app's event
+loop as one task that hands its images, one at a time, to :meth:`ServiceState.execute
+<perceptra_seg.service.state.ServiceState.execute>` — the same inference runner, slots, deadline
+(``server.request_timeout_s`` per image), model and serialiser as ``/v1/segment`` — so a job never holds more than
+one inference slot and interactive requests keep being answered. At most ``server.batch_workers`` jobs run at once
+per worker; the others wait (``queued``). When the runner's queue is full the job waits and tries the same image
+again instead of failing it.
+
+An image that fails (undecodable, a prompt outside it, an unknown ``image_id``, a URL that cannot be fetched, its
+deadline) is reported in its slot with the error's ``code`` and ``message``; the job goes on. A job ends ``done``
+when at least one image succeeded and ``failed`` when every image failed.
+
+Jobs are scoped to the API key that submitted them (another key gets the same 404 as for an id that never existed).
+Bounds: ``server.max_batch_jobs`` queued or running jobs per key (then 429 ``too_many_batch_jobs``), and a finished
+job is deleted ``server.batch_result_ttl_s`` after it finished (expired jobs are swept on every batch request).
+With ``server.state = redis`` the worker running a job mirrors it into Redis, so that every worker answers for it and
+the quota counts every worker's jobs (:mod:`perceptra_seg.service.batch_shared`). Everything here runs on the event
+loop: the store needs no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from ..exceptions import NotFoundError, SegmentorError
+from ..utils.masks import OutputFormat
+from .batch_shared import LEASE_S, SharedBatchRecords
+from .calls import Source, segment_call
+from .errors import QueueFullError, StateUnavailableError
+from .redis_link import RETRY_S, RedisDown
+from .schemas import SegmentOptions
+from .url_fetch import is_url
+
+if TYPE_CHECKING:
+    from .state import ServiceState
+
+__all__ = ["BatchItem", "BatchJob", "BatchStore", "JobStatus", "TooManyBatchJobsError"]
+
+logger = logging.getLogger("perceptra_seg.service.batch")
+
+JobStatus = Literal["queued", "running", "done", "failed"]
+T = TypeVar("T")
+
+
+class TooManyBatchJobsError(SegmentorError):
+    """The API key has ``server.max_batch_jobs`` jobs queued or running already."""
+
+    http_status = 429
+    code = "too_many_batch_jobs"
+
+
+@dataclass
+class BatchItem:
+    """One image of a job: ``image`` (base64 / data URI / URL text, or uploaded bytes) or ``image_id``, and what to
+    ask about it (``formats`` already resolved against the service's defaults)."""
+
+    image: str | bytes | None
+    image_id: str | None
+    options: SegmentOptions
+    formats: tuple[OutputFormat, ...]
+
+
+@dataclass(eq=False)
+class BatchJob:
+    """A submitted job: its items (each dropped once it ran, freeing the image), one slot per image (``None`` while
+    pending, else the slot's JSON), its status and timestamps (the store's clock)."""
+
+    job_id: str
+    scope: str
+    items: list[BatchItem | None]
+    model_info: dict[str, Any]
+    created: float
+    slots: list[dict[str, Any] | None] = field(default_factory=list)
+    status: JobStatus = "queued"
+    finished: float | None = None
+    task: asyncio.Task[None] | None = None
+    mirrored: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.slots:
+            self.slots = [None] * len(self.items)
+
+    @property
+    def total(self) -> int:
+        return len(self.slots)
+
+    def count(self, status: str) -> int:
+        """Slots whose status is ``status`` (``done`` or ``failed``)."""
+        return sum(1 for slot in self.slots if slot is not None and slot["status"] == status)
+
+    def summary(self) -> dict[str, Any]:
+        """Status and counts (``pending`` = images not run yet)."""
+        done, failed = self.count("done"), self.count("failed")
+        return {
+            "job_id": self.job_id,
+            "status": self.status,
+            "total": self.total,
+            "done": done,
+            "failed": failed,
+            "pending": self.total - done - failed,
+            "model_info": self.model_info,
+        }
+
+    def page(self, offset: int, limit: int) -> dict[str, Any]:
+        """:meth:`summary` plus the slots ``offset`` to ``offset + limit - 1`` (a pending one is
+        ``{"index", "status": "pending"}``) and ``next_offset`` (``None`` on the last page)."""
+        end = min(self.total, offset + limit)
+        results = [
+            slot if slot is not None else {"index": index, "status": "pending"}
+            for index, slot in zip(range(offset, end), self.slots[offset:end], strict=True)
+        ]
+        return {
+            **self.summary(),
+            "offset": offset,
+            "limit": limit,
+            "next_offset": end if end < self.total else None,
+            "results": results,
+        }
+
+
+class BatchStore:
+    """``(scope, job_id) → BatchJob`` with a per-scope bound on unfinished jobs and a TTL for finished ones.
+
+    Args:
+        max_per_scope: jobs one API key may have queued or running (``server.max_batch_jobs``).
+        ttl_s: time a finished job is kept (``server.batch_result_ttl_s``).
+        workers: jobs running at the same time (``server.batch_workers``).
+        shared: the Redis mirror (``server.state = redis``, :mod:`.batch_shared`), or ``None``.
+        clock: monotonic seconds (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_per_scope: int,
+        ttl_s: float,
+        workers: int,
+        shared: SharedBatchRecords | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_per_scope = max_per_scope
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self.shared = shared
+        self._workers = workers
+        self._gate: asyncio.Semaphore | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._jobs: dict[tuple[str, str], BatchJob] = {}
+
+    def _refuse(self, held: int) -> TooManyBatchJobsError:
+        return TooManyBatchJobsError(
+            f"this API key has {held} batch jobs queued or running, the limit (server.max_batch_jobs); wait until "
+            "one finishes or cancel one (DELETE /v1/batch/{job_id})"
+        )
+
+    def _check_local(self, scope: str) -> None:
+        self.sweep()
+        active = sum(1 for (owner, _), job in self._jobs.items() if owner == scope and job.finished is None)
+        if active >= self.max_per_scope:
+            raise self._refuse(active)
+
+    async def check_capacity(self, scope: str) -> None:
+        """Raise :class:`TooManyBatchJobsError` (429) when ``scope`` has its quota of unfinished jobs (on every
+        worker when shared; on this one while Redis is unavailable)."""
+        self._check_local(scope)
+        if self.shared is not None:
+            active = await self._mirror(self.shared.active, scope)
+            if active is not None and active >= self.max_per_scope:
+                raise self._refuse(active)
+
+    async def submit(
+        self, state: ServiceState, scope: str, items: list[BatchItem], model_info: dict[str, Any]
+    ) -> BatchJob:
+        """Register a job under a new id and start its task (capacity checked again first, and claimed in Redis)."""
+        self._check_local(scope)
+        job = BatchJob(secrets.token_hex(16), scope, list(items), model_info, self.clock())
+        if self.shared is not None:
+            try:
+                held = await asyncio.to_thread(self.shared.claim, scope, job.job_id, job.total, model_info)
+            except RedisDown:  # the link logged the outage: this job is known to this worker only
+                held = None
+            else:
+                job.mirrored = True
+            if held is not None:
+                raise self._refuse(held)
+            if self._heartbeat is None:
+                self._heartbeat = asyncio.create_task(self._renew(), context=contextvars.Context())
+        self._jobs[(scope, job.job_id)] = job
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(self._workers)
+        # A fresh context: the job outlives the submitting request and must not write into its log context.
+        job.task = asyncio.create_task(self._run(state, job, self._gate), context=contextvars.Context())
+        return job
+
+    async def page(self, scope: str, job_id: str, offset: int, limit: int) -> dict[str, Any]:
+        """:meth:`BatchJob.page` of ``scope``'s job ``job_id``, from this worker or (shared) from Redis.
+
+        Raises:
+            NotFoundError: unknown, another key's, cancelled or expired (404).
+            StateUnavailableError: shared, not on this worker, and Redis is unavailable (503).
+        """
+        self.sweep()
+        job = self._jobs.get((scope, job_id))
+        if job is not None:
+            return job.page(offset, limit)
+        if self.shared is not None:
+            try:
+                found = await asyncio.to_thread(self.shared.page, scope, job_id, offset, limit)
+            except RedisDown:
+                raise _unavailable(job_id) from None
+            if found is not None:
+                return found
+        raise _not_found(job_id)
+
+    async def remove(self, scope: str, job_id: str) -> None:
+        """Cancel the job if it still runs (its current image stops at the model's next check) and delete it; a
+        shared job running on another worker is told to stop before its next image.
+
+        Raises:
+            NotFoundError: as :meth:`page` (404).
+            StateUnavailableError: as :meth:`page` (503).
+        """
+        self.sweep()
+        job = self._jobs.pop((scope, job_id), None)
+        if job is not None:
+            await _stop(job)
+            if job.mirrored:
+                assert self.shared is not None
+                await self._mirror(self.shared.delete, scope, job_id, notify=False)
+            return
+        if self.shared is not None:
+            try:
+                existed = await asyncio.to_thread(self.shared.delete, scope, job_id, notify=True)
+            except RedisDown:
+                raise _unavailable(job_id) from None
+            if existed:
+                return
+        raise _not_found(job_id)
+
+    def sweep(self) -> int:
+        """Drop every job that finished ``ttl_s`` ago or earlier; the count (Redis expires its copies itself)."""
+        now = self.clock()
+        expired = [
+            key for key, job in self._jobs.items() if job.finished is not None and now - job.finished >= self.ttl_s
+        ]
+        for key in expired:
+            del self._jobs[key]
+        return len(expired)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    async def close_all(self) -> None:
+        """Cancel every running job and forget all jobs (service shutdown); unfinished shared ones leave Redis too."""
+        jobs, self._jobs = list(self._jobs.values()), {}
+        for job in jobs:
+            await _stop(job)
+            if job.mirrored and job.finished is None:
+                assert self.shared is not None
+                await self._mirror(self.shared.delete, job.scope, job.job_id, notify=False)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
+
+    async def _mirror(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """``func(*args, **kwargs)`` on a worker thread; ``None`` when Redis is unavailable (already logged)."""
+        try:
+            return await asyncio.to_thread(func, *args, **kwargs)
+        except RedisDown:
+            return None
+
+    async def _renew(self) -> None:
+        """Keep the Redis leases of this worker's unfinished shared jobs alive (also while they are queued)."""
+        assert self.shared is not None
+        while True:
+            await asyncio.sleep(LEASE_S / 3)
+            held = [(job.scope, job.job_id) for job in self._jobs.values() if job.mirrored and job.finished is None]
+            await self._mirror(self.shared.renew, held)
+
+    async def _run(self, state: ServiceState, job: BatchJob, gate: asyncio.Semaphore) -> None:
+        shared = self.shared if job.mirrored else None
+        async with gate:
+            job.status = "running"
+            if shared is not None:
+                await self._mirror(shared.update, job.scope, job.job_id, "running")
+            for index, item in enumerate(job.items):
+                if shared is not None and await self._mirror(shared.cancelled, job.scope, job.job_id):
+                    self._jobs.pop((job.scope, job.job_id), None)  # deleted on another worker
+                    await self._mirror(shared.delete, job.scope, job.job_id, notify=False)
+                    return
+                assert item is not None
+                slot = await _run_item(state, job.scope, index, item)
+                job.slots[index] = slot
+                job.items[index] = None  # the image is not needed any more
+                if shared is not None:
+                    await self._mirror(shared.update, job.scope, job.job_id, "running", slot)
+        job.status = "done" if job.count("done") else "failed"
+        job.finished = self.clock()
+        if shared is not None:
+            await self._mirror(shared.finish, job.scope, job.job_id, job.status)
+
+
+def _not_found(job_id: str) -> NotFoundError:
+    return NotFoundError(f"batch job {job_id!r} not found (unknown, cancelled or expired)")
+
+
+def _unavailable(job_id: str) -> StateUnavailableError:
+    return StateUnavailableError(
+        f"batch job {job_id!r} runs on another worker and the shared state (Redis) is unavailable; retry shortly",
+        retry_after=int(RETRY_S),
+    )
+
+
+async def _stop(job: BatchJob) -> None:
+    if job.task is not None and not job.task.done():
+        job.task.cancel()
+        await asyncio.gather(job.task, return_exceptions=True)
+
+
+async def _run_item(state: ServiceState, scope: str, index: int, item: BatchItem) -> dict[str, Any]:
+    """One image through the service's runner: its slot, ``done`` with ``results`` (the ``/v1/segment`` shapes)
+    and ``latency_ms``, or ``failed`` with ``error`` (``code``, ``message``)."""
+    try:
+        source = await _source(state, scope, item)
+        call = segment_call(item.options, source, item.formats, None)
+        while True:
+            try:
+                body = await state.execute(call)
+                break
+            except QueueFullError as exc:  # interactive requests fill the queue: wait for room, do not fail
+                await asyncio.sleep(exc.retry_after)
+    except SegmentorError as exc:
+        return {"index": index, "status": "failed", "error": {"code": exc.code, "message": str(exc)}}
+    except Exception:  # as REST's 500: the cause goes to the log only
+        logger.exception("batch image %d failed", index)
+        return {"index": index, "status": "failed", "error": {"code": "internal_error", "message": "internal error"}}
+    return {"index": index, "status": "done", "results": body["results"], "latency_ms": body["latency_ms"]}
+
+
+async def _source(state: ServiceState, scope: str, item: BatchItem) -> Source:
+    """The item's image: the embedded handle of its ``image_id``, a downloaded URL, or its text / bytes."""
+    if item.image_id is not None:
+        return await state.resolve_id(scope, item.image_id)
+    assert item.image is not None
+    if isinstance(item.image, str) and is_url(item.image) and state.fetcher is not None:
+        while True:
+            try:
+                return await state.fetcher.load(item.image)
+            except QueueFullError as exc:  # every download thread is busy: wait for one
+                await asyncio.sleep(exc.retry_after)
+    return item.image
