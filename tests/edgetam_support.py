@@ -152,6 +152,8 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
         shared.shared_image_embedding.positional_embedding.copy_(
             shared.prompt_encoder.shared_embedding.positional_embedding
         )
+        # objects judged present (a positive object-score logit), else every tracked mask would be empty
+        shared.mask_decoder.pred_obj_score_head.proj_out.bias.add_(3.0)
 
 
 def write_edgetam_checkpoint(path: Path, architecture: dict[str, Any], seed: int = 0) -> dict[str, torch.Tensor]:

@@ -49,18 +49,28 @@ def build_edgetam(architecture: dict[str, Any], *, video: bool = False) -> torch
     Raises:
         ConfigError: invalid trunk or model settings.
     """
-    from transformers import EdgeTamConfig, EdgeTamModel, EdgeTamVideoConfig, EdgeTamVideoModel, TimmWrapperConfig
+    from transformers import (
+        EdgeTamConfig,
+        EdgeTamModel,
+        EdgeTamVideoConfig,
+        EdgeTamVideoModel,
+        EdgeTamVisionConfig,
+        TimmWrapperConfig,
+    )
 
     trunk = repvit_config(architecture)
     kwargs = {key: value for key, value in architecture.items() if key != "repvit"}
-    vision = {
-        **kwargs.get("vision_config", {}),
-        "backbone_config": _PLACEHOLDER_TRUNK,
-        "backbone_channel_list": list(reversed(trunk.embed_dims)),
-    }
     config_class: Any = EdgeTamVideoConfig if video else EdgeTamConfig
     model_class: Any = EdgeTamVideoModel if video else EdgeTamModel
     try:
+        # an explicit EdgeTamVisionConfig: EdgeTamVideoConfig would read a plain dict as a SAM 2 (Hiera) vision config
+        vision = EdgeTamVisionConfig(
+            **{
+                **kwargs.get("vision_config", {}),
+                "backbone_config": _PLACEHOLDER_TRUNK,
+                "backbone_channel_list": list(reversed(trunk.embed_dims)),
+            }
+        )
         config = config_class(**{**kwargs, "vision_config": vision})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model.architecture: {exc}") from None
