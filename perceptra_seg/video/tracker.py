@@ -15,6 +15,10 @@ A correction on an already tracked frame becomes a conditioning frame (Meta's ``
 so it steers every later propagation.
 
 The state (:class:`TrackingState`) is plain data: tensors, object ids, prompts and per-frame flags.
+
+EdgeTAM (transformers' ``EdgeTamVideoModel``) has the same steps; it differs in two places, both switched on
+:func:`_edgetam`: its step would encode the memory itself (turned off; memory is encoded here as for SAM 2), and its
+memories are perceiver latents laid out ``[objects, latents, C]`` instead of ``[H*W, objects, C]``.
 """
 
 from __future__ import annotations
