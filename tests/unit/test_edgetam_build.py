@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
 
@@ -11,6 +14,7 @@ from perceptra_seg.conversion import detect_architecture, detect_family
 from perceptra_seg.conversion_edgetam import EDGETAM_MARKER, convert_edgetam_state_dict
 from perceptra_seg.exceptions import ConfigError
 from perceptra_seg.registry import architecture_config, get_model_spec
+from perceptra_seg.weights import verify_checkpoint_file
 
 SMALL = {"repvit": {"embed_dims": [8, 16, 24, 32], "depths": [1, 1, 2, 1]}}
 
@@ -56,3 +60,12 @@ def test_detection_and_conversion_guard() -> None:
     assert detect_family(state) == "sam2" and detect_architecture(state) == "edgetam"
     with pytest.raises(ValueError, match="not an EdgeTAM checkpoint"):
         convert_edgetam_state_dict({"sam_mask_decoder.iou_token.weight": torch.zeros(1)})
+
+
+def test_download_check_accepts_an_edgetam_file_only_as_edgetam(small_edgetam: tuple[Path, Any, Any]) -> None:
+    """What a download (or a cached file) must pass before it is used: a complete EdgeTAM checkpoint."""
+    path = small_edgetam[0]
+    assert verify_checkpoint_file(path, family="sam2", full=True, architecture="edgetam") is None
+    assert verify_checkpoint_file(path, family="sam2", architecture="sam") == (
+        "holds a EdgeTAM model, expected plain SAM"
+    )
