@@ -3,8 +3,9 @@
     PYTHONPATH=. python -m bench.more_models [--repeats 5] [--threads N]
 
 Each model is the authors' reference built with random weights (fixed seed) and saved in their file format; our
-``Segmentor`` loads that file (fp32, CPU), the reference predictor uses the very same module. Rows, in the same
-process and run:
+``Segmentor`` loads that file (fp32, CPU), the reference predictor uses the very same module. EdgeTAM has no
+reference package: its reference is transformers' ``EdgeTamModel`` with transformers' conversion of the same file
+(see ``_EdgeTamReference``). Rows, in the same process and run:
 
 * encoder: ours ``Segmentor.embed`` on cache-missing copies of the photo vs the reference ``set_image``;
 * one prompt: ours ``Segmentor.segment`` with one box on the cached embedding, RLE output, vs the reference
@@ -84,7 +85,51 @@ def _mobile_sam(variant: str) -> tuple[Any, dict[str, Any], Any]:
     return model, config, mobile_sam.SamPredictor
 
 
-MODELS: dict[str, Callable[[str], tuple[Any, dict[str, Any], Any]]] = {"sam_hq": _sam_hq, "mobile_sam": _mobile_sam}
+class _EdgeTamReference:
+    """EdgeTAM has no reference package: the reference is transformers' ``EdgeTamModel`` holding transformers' own
+    conversion of the file, fed by the authors' image transforms (as ``tests/parity/test_edgetam.py`` checks it),
+    behind the predictor calls the rows time (``set_image``, ``predict(box=...)``)."""
+
+    def __init__(self, path: Path) -> None:
+        from tests.parity.test_edgetam import _authors_transforms, _reference_model
+
+        self.model = _reference_model(path, {})
+        self.transforms = _authors_transforms()
+        self.embeddings: Any = None
+        self.size: tuple[int, int] = (0, 0)
+
+    def set_image(self, image: np.ndarray) -> None:
+        import torch
+
+        self.size = image.shape[:2]
+        with torch.no_grad():
+            self.embeddings = self.model.get_image_embeddings(self.transforms(image)[None])
+
+    def predict(self, *, box: np.ndarray, multimask_output: bool) -> Any:
+        from tests.parity.test_edgetam import _reference_predict
+
+        prompt = {"box": tuple(float(v) for v in box)}
+        return _reference_predict(self.model, self.embeddings, self.size, prompt, multimask=multimask_output)
+
+
+def _edgetam(variant: str) -> tuple[Any, dict[str, Any], Any]:
+    """(file path, our config, reference predictor factory) for EdgeTAM at full size (``repvit_m1``)."""
+    from tests.edgetam_support import write_edgetam_checkpoint
+
+    path = Path(tempfile.mkdtemp()) / "edgetam.pt"
+    write_edgetam_checkpoint(path, {}, seed=3)
+    config = {
+        "model": {"name": "edgetam", "variant": variant, "checkpoint_path": str(path)},
+        "runtime": {"device": "cpu", "precision": "fp32"},
+    }
+    return path, config, _EdgeTamReference
+
+
+MODELS: dict[str, Callable[[str], tuple[Any, dict[str, Any], Any]]] = {
+    "sam_hq": _sam_hq,
+    "mobile_sam": _mobile_sam,
+    "edgetam": _edgetam,
+}
 
 
 def _measure(name: str, variant: str, image: np.ndarray, repeats: int) -> list[str]:
@@ -130,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    chosen = [tuple(m.split("/", 1)) for m in (args.model or ["sam_hq/vit_b", "mobile_sam/vit_t"])]
+    chosen = [tuple(m.split("/", 1)) for m in (args.model or ["sam_hq/vit_b", "mobile_sam/vit_t", "edgetam/repvit_m1"])]
     rows = run([(m[0], m[1]) for m in chosen], args.repeats)
     cpu = hardware.cpu_features()
     flags = ", ".join(cpu.names()) or "none"

@@ -246,13 +246,17 @@ _SAM_HQ_MARKER = "mask_decoder.hf_token.weight"
 
 
 _MOBILE_SAM_MARKER = "image_encoder.patch_embed.seq.0.c.weight"
+_EDGETAM_MARKER = "image_encoder.trunk.body.stem.conv1.c.weight"  # = conversion_edgetam.EDGETAM_MARKER
 
 
 def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> Architecture:
     """``sam_hq`` for a SAM-HQ file (it has the HQ output token ``mask_decoder.hf_token``), ``mobile_sam`` for a
-    MobileSAM file (TinyViT's convolutional patch embedding ``image_encoder.patch_embed.seq``), else ``sam``."""
+    MobileSAM file (TinyViT's convolutional patch embedding ``image_encoder.patch_embed.seq``), ``edgetam`` for an
+    EdgeTAM file (a RepViT trunk, ``image_encoder.trunk.body.stem``), else ``sam``."""
     if _SAM_HQ_MARKER in state_dict:
         return "sam_hq"
+    if _EDGETAM_MARKER in state_dict:
+        return "edgetam"
     return "mobile_sam" if _MOBILE_SAM_MARKER in state_dict else "sam"
 
 

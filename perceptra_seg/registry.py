@@ -30,9 +30,10 @@ FAMILIES: tuple[Family, ...] = get_args(Family)
 
 #: The network built for a model: ``sam`` (transformers' ``SamModel`` / ``Sam2Model`` by family), ``sam_hq``
 #: (``SamHQModel``: SAM 1's ViT and prompt encoder with the HQ mask decoder), ``mobile_sam`` (our TinyViT encoder
-#: with ``SamModel``'s prompt encoder and mask decoder). Preprocessing and coordinates follow the family; the
+#: with ``SamModel``'s prompt encoder and mask decoder), ``edgetam`` (``EdgeTamModel`` with our RepViT trunk in
+#: place of timm's; SAM 2 preprocessing). Preprocessing and coordinates follow the family; the
 #: architecture only picks the network and its checkpoint conversion.
-Architecture = Literal["sam", "sam_hq", "mobile_sam"]
+Architecture = Literal["sam", "sam_hq", "mobile_sam", "edgetam"]
 ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
 
 _SAM1_URL = "https://dl.fbaipublicfiles.com/segment_anything/{file}"
@@ -45,6 +46,9 @@ _SAM2_SOURCE = "https://github.com/facebookresearch/sam2"
 _SAM_HQ_SOURCE = "https://github.com/SysCV/sam-hq"
 _MOBILE_SAM_SOURCE = "https://github.com/ChaoningZhang/MobileSAM"
 _MOBILE_SAM_URL = "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt"
+# EdgeTAM (Meta Reality Labs, CVPR 2025): the authors keep their one checkpoint in the repository itself.
+_EDGETAM_SOURCE = "https://github.com/facebookresearch/EdgeTAM"
+_EDGETAM_URL = "https://github.com/facebookresearch/EdgeTAM/raw/main/checkpoints/edgetam.pt"
 
 
 @dataclass(frozen=True)
@@ -52,14 +56,14 @@ class ModelSpec:
     """One downloadable model: a (name, variant) pair.
 
     Attributes:
-        name: catalogue name (``sam_v1``, ``sam_v2``, ``sam_v2.0``, ``sam_hq``, ``mobile_sam``).
+        name: catalogue name (``sam_v1``, ``sam_v2``, ``sam_v2.0``, ``sam_hq``, ``mobile_sam``, ``edgetam``).
         variant: architecture size (``vit_b``, ``hiera_small``, ...).
         family: ``sam1`` (SamModel, longest-side-1024 + pad) or ``sam2`` (Sam2Model, 1024×1024 resize).
         filename: Meta's checkpoint file name; for SAM 1 its suffix is the sha256 prefix of the file.
         url: where Meta publishes the file.
         hub_id: the equivalent transformers-format repository on the Hugging Face hub.
         packaged: the file ships inside the package (``perceptra_seg/assets/``); nothing is downloaded.
-        architecture: the network (``sam``, ``sam_hq`` or ``mobile_sam``), see :data:`Architecture`.
+        architecture: the network (``sam``, ``sam_hq``, ``mobile_sam`` or ``edgetam``), see :data:`Architecture`.
         licence: the licence of the published weights (SPDX id).
         source: the authors' project page.
     """
@@ -133,12 +137,23 @@ _CATALOGUE: dict[tuple[str, str], ModelSpec] = {
             architecture="mobile_sam",
             source=_MOBILE_SAM_SOURCE,
         ),
+        # RepViT-M1 trunk, SAM 2 prompt encoder / mask decoder, a perceiver-compressed memory for video tracking
+        ModelSpec(
+            "edgetam",
+            "repvit_m1",
+            "sam2",
+            "edgetam.pt",
+            _EDGETAM_URL,
+            "",
+            architecture="edgetam",
+            source=_EDGETAM_SOURCE,
+        ),
         # Offline demo: a tiny SAM 1 trained on synthetic shapes (tools/train_demo_model.py), NOT for real photos.
         ModelSpec("demo", "tiny", "sam1", "sam_demo_tiny.pth", "", "", packaged=True, source="perceptra-seg"),
     ]
 }
 
-MODEL_NAMES: tuple[str, ...] = ("sam_v1", "sam_v2", "sam_v2.0", "demo", "sam_hq", "mobile_sam")
+MODEL_NAMES: tuple[str, ...] = ("sam_v1", "sam_v2", "sam_v2.0", "demo", "sam_hq", "mobile_sam", "edgetam")
 DEFAULT_VARIANTS: dict[str, str] = {
     "sam_v1": "vit_b",
     "sam_v2": "hiera_small",
@@ -146,6 +161,7 @@ DEFAULT_VARIANTS: dict[str, str] = {
     "demo": "tiny",
     "sam_hq": "vit_b",
     "mobile_sam": "vit_t",
+    "edgetam": "repvit_m1",
 }
 
 
@@ -262,7 +278,9 @@ def architecture_config(family: Family, variant: str, network: Architecture = "s
 
     ``network="mobile_sam"``: ``{"tiny_vit": {...}}`` holds :class:`~perceptra_seg.backends.tiny_vit.TinyViTConfig`
     overrides (none for the released ``vit_t``); the other keys are ``SamConfig``'s for the prompt encoder and mask
-    decoder.
+    decoder. ``network="edgetam"``: ``{"repvit": {...}}`` holds
+    :class:`~perceptra_seg.backends.repvit.RepViTConfig` overrides (none for the released ``repvit_m1``); the other
+    keys are ``EdgeTamConfig``'s (or ``EdgeTamVideoConfig``'s).
 
     Only ``vision_config`` differs between Meta's released variants; prompt encoder and mask decoder use the
     transformers defaults, which equal Meta's. ``model.architecture`` in the config is deep-merged over this dict
@@ -272,6 +290,10 @@ def architecture_config(family: Family, variant: str, network: Architecture = "s
         if variant not in ("vit_t", "vit_tiny"):
             raise ConfigError(f"unknown MobileSAM variant {variant!r}")
         return {"tiny_vit": {}}
+    if network == "edgetam":
+        if variant != "repvit_m1":
+            raise ConfigError(f"unknown EdgeTAM variant {variant!r}")
+        return {"repvit": {}}
     if family == "sam1":
         if variant in _SAM1_FULL:
             return copy.deepcopy(_SAM1_FULL[variant])

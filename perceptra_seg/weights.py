@@ -300,7 +300,7 @@ def verify_checkpoint_file(
     return None
 
 
-_NETWORK_NAMES = {"sam": "plain SAM", "sam_hq": "SAM-HQ", "mobile_sam": "MobileSAM"}
+_NETWORK_NAMES = {"sam": "plain SAM", "sam_hq": "SAM-HQ", "mobile_sam": "MobileSAM", "edgetam": "EdgeTAM"}
 
 
 def _check_cached(path: Path, spec: ModelSpec) -> None:

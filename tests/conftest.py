@@ -287,3 +287,23 @@ def small_mobile_sam(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn
         "runtime": {"device": "cpu", "precision": "fp32"},
     }
     return model, path, config
+
+
+# EdgeTAM with a narrower, one-block-per-stage RepViT trunk; the neck, prompt encoder, mask decoder and memory
+# modules are full size. The full-size trunk's layout and outputs were checked against timm (closing note).
+SMALL_EDGETAM = {"repvit": {"embed_dims": [16, 32, 64, 128], "depths": [1, 1, 1, 1]}}
+
+
+@pytest.fixture(scope="session")
+def small_edgetam(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]]:
+    """A random-weight EdgeTAM file in the authors' format (``edgetam.pt`` layout), the transformers-named
+    ``EdgeTamVideoModel`` state dict it was made from, and the config sections that load it on CPU in fp32."""
+    from edgetam_support import write_edgetam_checkpoint
+
+    path = tmp_path_factory.mktemp("small_edgetam") / "edgetam.pt"
+    state = write_edgetam_checkpoint(path, SMALL_EDGETAM, seed=3)
+    config = {
+        "model": {"name": "edgetam", "checkpoint_path": str(path), "architecture": SMALL_EDGETAM},
+        "runtime": {"device": "cpu", "precision": "fp32"},
+    }
+    return path, state, config

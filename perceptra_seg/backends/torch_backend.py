@@ -70,6 +70,10 @@ def build_model(family: Family, architecture: dict[str, Any], network: Architect
     (:mod:`~perceptra_seg.backends.tiny_vit`, that key's ``TinyViTConfig`` overrides) in place of the ViT."""
     from transformers import Sam2Config, Sam2Model, SamConfig, SamHQConfig, SamHQModel, SamModel
 
+    if network == "edgetam":  # EdgeTamModel with our RepViT trunk (see backends/edgetam.py)
+        from .edgetam import build_edgetam
+
+        return build_edgetam(architecture)
     if "tiny_vit" in architecture:  # MobileSAM, SAM-HQ vit_tiny: our TinyViT as the vision encoder
         from .tiny_vit import TinyViTConfig, TinyViTEncoder
 
@@ -110,7 +114,7 @@ def _load_meta_file(path: Path, spec: ModelSpec, overrides: dict[str, Any] | Non
         raise ModelLoadError(f"cannot read checkpoint {path}: {exc} (truncated or not a SAM checkpoint?)") from None
     network = detect_architecture(state_dict)
     if family != spec.family or network != spec.architecture:
-        names = {"sam_hq": "SAM-HQ", "mobile_sam": "MobileSAM"}
+        names = {"sam_hq": "SAM-HQ", "mobile_sam": "MobileSAM", "edgetam": "EdgeTAM"}
         found = names.get(network, family.upper())
         wanted = names.get(spec.architecture, spec.family.upper())
         raise ModelLoadError(
@@ -125,6 +129,10 @@ def _load_meta_file(path: Path, spec: ModelSpec, overrides: dict[str, Any] | Non
         converted = convert_sam_hq_state_dict(state_dict)
     elif network == "mobile_sam":
         converted = convert_mobile_sam_state_dict(state_dict)
+    elif network == "edgetam":
+        from ..conversion_edgetam import convert_edgetam_state_dict
+
+        converted = convert_edgetam_state_dict(state_dict)
     else:
         converted = convert_state_dict(state_dict, family)
     try:
@@ -142,6 +150,11 @@ def _load_transformers(location: str, spec: ModelSpec, *, hub: bool) -> torch.nn
     if spec.architecture == "mobile_sam":
         raise ModelLoadError(
             f"{location}: MobileSAM loads from the authors' file (mobile_sam.pt) only; transformers has no MobileSAM"
+        )
+    if spec.architecture == "edgetam":
+        raise ModelLoadError(
+            f"{location}: EdgeTAM loads from the authors' file (edgetam.pt) only; transformers' EdgeTAM models need "
+            "timm for their trunk"
         )
     directory, model_type = transformers_model_dir(location, hub=hub)
     classes: dict[str, tuple[Family, Any]] = {

@@ -133,7 +133,8 @@ _COMMON_PARAMETERS: dict[str, inspect.Parameter] = {
             typer.Option(
                 "--model",
                 rich_help_panel=_COMMON_PANEL,
-                help="sam_v1 | sam_v2 (SAM 2.1) | sam_v2.0 | sam_hq (SAM-HQ) | mobile_sam (MobileSAM).",
+                help="sam_v1 | sam_v2 (SAM 2.1) | sam_v2.0 | sam_hq (SAM-HQ) | mobile_sam (MobileSAM)"
+                " | edgetam (EdgeTAM).",
             ),
         ]
     ),

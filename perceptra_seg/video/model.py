@@ -4,6 +4,8 @@
 (Meta file, transformers directory, hub id, or ``None`` = Meta's file downloaded into the cache). A Meta file is
 converted with :func:`~perceptra_seg.video.conversion.convert_video_state_dict` and loaded with ``strict=True``;
 ``model.architecture`` is deep-merged over the variant's architecture as for images (reduced models in tests).
+EdgeTAM (``model.name: edgetam``) loads the authors' ``edgetam.pt`` into ``EdgeTamVideoModel`` the same way
+(:func:`~perceptra_seg.conversion_edgetam.convert_edgetam_state_dict`, our RepViT trunk).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from ..backends.torch_backend import _deep_merge, resolve_device
 from ..config import SegmentorConfig
-from ..conversion import detect_family, unwrap_checkpoint
+from ..conversion import detect_architecture, detect_family, unwrap_checkpoint
 from ..exceptions import InvalidInputError, ModelLoadError
 from ..registry import ModelSpec, architecture_config, get_model_spec
 from ..weights import CheckpointSource, resolve_checkpoint, transformers_model_dir
@@ -30,10 +32,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class VideoModel:
-    """A loaded ``Sam2VideoModel`` and what it was loaded from.
+    """A loaded ``Sam2VideoModel`` (or ``EdgeTamVideoModel``) and what it was loaded from.
 
     Attributes:
-        model: transformers ``Sam2VideoModel`` in eval mode on :attr:`device` (fp32).
+        model: transformers ``Sam2VideoModel`` (``EdgeTamVideoModel`` for ``edgetam``) in eval mode on
+            :attr:`device` (fp32).
         spec: catalogue entry of the configured model.
         source: where the weights came from (its fingerprint identifies them).
         device: torch device the model runs on.
@@ -68,14 +71,32 @@ def _from_meta_file(path: Path, spec: ModelSpec, overrides: dict[str, Any] | Non
         raise ModelLoadError(f"cannot read checkpoint {path}: {exc} (truncated or not a SAM checkpoint?)") from None
     if family != "sam2":
         raise ModelLoadError(f"checkpoint {path.name} holds a {family.upper()} model; video tracking needs SAM 2")
+    network = detect_architecture(state_dict)
+    if network != spec.architecture:
+        raise ModelLoadError(
+            f"checkpoint {path.name} holds a {network!r} network but model {spec.name!r} is {spec.architecture!r}"
+            "; set model.name to match the file"
+        )
     try:
-        converted = convert_video_state_dict(state_dict)
+        if network == "edgetam":
+            from ..conversion_edgetam import convert_edgetam_state_dict
+
+            converted = convert_edgetam_state_dict(state_dict, video=True)
+        else:
+            converted = convert_video_state_dict(state_dict)
     except ValueError as exc:
         raise ModelLoadError(f"checkpoint {path.name} cannot track video: {exc}") from None
     architecture = _deep_merge(
-        {**architecture_config("sam2", spec.variant), **video_config_flags(state_dict)}, overrides or {}
+        {**architecture_config("sam2", spec.variant, spec.architecture), **video_config_flags(state_dict)},
+        overrides or {},
     )
-    model = Sam2VideoModel(Sam2VideoConfig(**architecture))
+    model: Any
+    if network == "edgetam":
+        from ..backends.edgetam import build_edgetam
+
+        model = build_edgetam(architecture, video=True)
+    else:
+        model = Sam2VideoModel(Sam2VideoConfig(**architecture))
     try:
         model.load_state_dict(converted, strict=True)
     except RuntimeError as exc:
@@ -111,6 +132,7 @@ def load_video_model(config: SegmentorConfig) -> VideoModel:
     if spec.family != "sam2":
         raise InvalidInputError(
             f"model {spec.name!r} segments images only; video tracking needs SAM 2 (model sam_v2 or sam_v2.0)"
+            " or EdgeTAM (model edgetam)"
         )
     device = resolve_device(config.runtime.device)
     source = resolve_checkpoint(
@@ -123,6 +145,11 @@ def load_video_model(config: SegmentorConfig) -> VideoModel:
     )
     if source.kind == "meta":
         model = _from_meta_file(Path(source.location), spec, config.model.architecture)
+    elif spec.architecture == "edgetam":
+        raise ModelLoadError(
+            f"{source.location}: EdgeTAM tracks from the authors' file (edgetam.pt) only; transformers' EdgeTAM "
+            "models need timm for their trunk"
+        )
     else:
         model = _from_transformers(source.location, hub=source.kind == "hub")
     model = model.to(device).eval()

@@ -15,6 +15,10 @@ A correction on an already tracked frame becomes a conditioning frame (Meta's ``
 so it steers every later propagation.
 
 The state (:class:`TrackingState`) is plain data: tensors, object ids, prompts and per-frame flags.
+
+EdgeTAM (transformers' ``EdgeTamVideoModel``) has the same steps; it differs in two places, both switched on
+:func:`_edgetam`: its step would encode the memory itself (turned off; memory is encoded here as for SAM 2), and its
+memories are perceiver latents laid out ``[objects, latents, C]`` instead of ``[H*W, objects, C]``.
 """
 
 from __future__ import annotations
@@ -149,11 +153,16 @@ def _encode_memory(
         return
     model = video_model.model
     feats = state.cache.get_vision_features(frame_idx)["vision_feats"][-1]
+    size = (video_model.image_size, video_model.image_size)
     if from_prompt:  # Meta re-derives a prompted frame's high-res mask from its low-res logits
-        size = (video_model.image_size, video_model.image_size)
         masks = [F.interpolate(o["pred_masks"], size=size, mode="bilinear", align_corners=False) for o in outputs]
-    else:
-        masks = [o.pop("high_res_masks") for o in outputs]
+    else:  # EdgeTAM's step returns no high-res mask: it is the same bilinear upsampling of the low-res one
+        masks = [
+            o.pop("high_res_masks")
+            if "high_res_masks" in o
+            else F.interpolate(o["pred_masks"], size=size, mode="bilinear", align_corners=False)
+            for o in outputs
+        ]
     scores = torch.cat([o["object_score_logits"] for o in outputs], dim=0)
     features, position = model._encode_new_memory(
         current_vision_feats=feats.expand(-1, len(outputs), -1),
@@ -161,10 +170,12 @@ def _encode_memory(
         object_score_logits=scores,
         is_mask_from_pts=from_prompt,
     )
+    # SAM 2 memories are [H*W, objects, C]; EdgeTAM's (perceiver latents) are [objects, latents, C]
+    pick = (lambda i: slice(i, i + 1)) if _edgetam(video_model) else (lambda i: (slice(None), slice(i, i + 1)))
     for i, out in enumerate(outputs):
         out.pop("high_res_masks", None)
-        out["maskmem_features"] = features[:, i : i + 1]
-        out["maskmem_pos_enc"] = position[:, i : i + 1]
+        out["maskmem_features"] = features[pick(i)]
+        out["maskmem_pos_enc"] = position[pick(i)]
 
 
 def _step(
@@ -179,6 +190,8 @@ def _step(
     mask_inputs: torch.Tensor | None = None,
     prev_logits: torch.Tensor | None = None,
 ) -> dict[str, Any]:
+    # EdgeTAM's step would encode the memory itself; here it is encoded by _encode_memory as for SAM 2
+    options = {"run_mem_encoder": False} if _edgetam(video_model) else {}
     out: dict[str, Any] = video_model.model._run_single_frame_inference(
         inference_session=state,
         frame_idx=frame_idx,
@@ -189,8 +202,14 @@ def _step(
         mask_inputs=mask_inputs,
         reverse=reverse,
         prev_sam_mask_logits=prev_logits,
+        **options,
     )
     return out
+
+
+def _edgetam(video_model: VideoModel) -> bool:
+    """The model is ``EdgeTamVideoModel`` (perceiver memories, memory encoding optional in its step)."""
+    return video_model.spec.architecture == "edgetam"
 
 
 def _output_on(state: TrackingState, obj_idx: int, frame_idx: int) -> dict[str, Any] | None:
