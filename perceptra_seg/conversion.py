@@ -94,6 +94,8 @@ def detect_family(state_dict: Mapping[str, torch.Tensor]) -> Family:
     Raises:
         ValueError: neither layout (e.g. a transformers-format or unrelated state dict).
     """
+    if any(k.startswith("detector.backbone.vision_backbone.") for k in state_dict):
+        return "sam3"
     if any(k.startswith("sam_mask_decoder.") for k in state_dict):
         return "sam2"
     if any(k.startswith("mask_decoder.") for k in state_dict) and any(
@@ -249,10 +251,13 @@ _MOBILE_SAM_MARKER = "image_encoder.patch_embed.seq.0.c.weight"
 
 
 def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> Architecture:
-    """``sam_hq`` for a SAM-HQ file (it has the HQ output token ``mask_decoder.hf_token``), ``mobile_sam`` for a
-    MobileSAM file (TinyViT's convolutional patch embedding ``image_encoder.patch_embed.seq``), else ``sam``."""
+    """``sam_hq`` for a SAM-HQ file (it has the HQ output token ``mask_decoder.hf_token``), ``sam3`` for a SAM 3
+    file (``detector.*`` keys), ``mobile_sam`` for a MobileSAM file (TinyViT's convolutional patch embedding
+    ``image_encoder.patch_embed.seq``), else ``sam``."""
     if _SAM_HQ_MARKER in state_dict:
         return "sam_hq"
+    if any(k.startswith("detector.backbone.vision_backbone.") for k in state_dict):
+        return "sam3"
     return "mobile_sam" if _MOBILE_SAM_MARKER in state_dict else "sam"
 
 
