@@ -14,7 +14,7 @@ import numpy as np
 
 from .backends import Backend, ImageEmbedding, create_backend
 from .cancel import CancelToken, check
-from .concepts.execute import execute_concepts
+from .concepts.execute import execute_concepts, warm_up_concepts
 from .concepts.request import ConceptRequest
 from .config import SegmentorConfig
 from .decoding import Strategy
@@ -126,6 +126,9 @@ class Segmentor:
         height, width = image_size
         image = np.zeros((height, width, 3), dtype=np.uint8)
         embedding = self._backend.encode(image)
+        if self._backend.family == "sam3":  # a concept model: one detector pass instead of a box prompt
+            warm_up_concepts(self._backend, embedding)
+            return time.perf_counter() - start
         prompt = [Prompt(box=(0.0, 0.0, float(width), float(height)))]
         for _, batch in build_batches(prompt, (height, width), self._backend.family):
             self._backend.decode(embedding, batch, multimask=False)

@@ -392,7 +392,7 @@ def _centred(hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, torch.eye(mean.shape[0]) - basis @ basis.t()
 
 
-def spread_heads(model: Any, runs: list[Any], *, score_std: float = 4.0, mask_std: float = 6.0) -> None:
+def spread_heads(model: Any, runs: list[Any], *, score_std: float = 2.0, mask_std: float = 24.0) -> None:
     """Undo the random-weight collapse of the 200 object queries (values only; the layout stays Meta's).
 
     With random weights every query ends up nearly the same vector, so every instance of a phrase gets the same

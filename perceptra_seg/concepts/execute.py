@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ..backends.base import ImageEmbedding
     from ..core import Segmentor
 
-__all__ = ["VISUAL_PHRASE", "execute_concepts", "instance_masks"]
+__all__ = ["VISUAL_PHRASE", "execute_concepts", "instance_masks", "warm_up_concepts"]
 
 #: The phrase Meta's processor sends when only exemplar boxes are given.
 VISUAL_PHRASE = "visual"
@@ -39,6 +39,11 @@ def instance_masks(mask_logits: torch.Tensor, size: tuple[int, int]) -> np.ndarr
         return np.zeros((0, *size), dtype=bool)
     resized = F.interpolate(mask_logits[:, None].float(), size=size, mode="bilinear", align_corners=False)
     return (resized[:, 0].sigmoid() > 0.5).cpu().numpy()
+
+
+def warm_up_concepts(backend: Any, embedding: ImageEmbedding) -> None:
+    """One detector pass (the exemplar-free phrase Meta uses, :data:`VISUAL_PHRASE`) on an encoded image."""
+    backend.detect(embedding, VISUAL_PHRASE, np.zeros((0, 5), dtype=np.float32))
 
 
 def _backend(seg: Segmentor) -> Any:
