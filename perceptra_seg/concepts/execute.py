@@ -12,8 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..cancel import CancelToken, check
 from ..exceptions import InvalidInputError
@@ -24,6 +22,8 @@ from ..utils.masks import encode_outputs, mask_area, mask_bbox, resolve_formats
 from .request import ConceptRequest, TextPromptsUnsupportedError
 
 if TYPE_CHECKING:
+    import torch
+
     from ..backends.base import ImageEmbedding
     from ..core import Segmentor
 
@@ -35,6 +35,8 @@ VISUAL_PHRASE = "visual"
 
 def instance_masks(mask_logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """bool ``[K, H, W]``: logits ``[K, h, w]`` resized (bilinear, ``align_corners=False``) then sigmoid > 0.5."""
+    import torch.nn.functional as F  # torch only once a SAM 3 model runs (``import perceptra_seg`` stays light)
+
     if mask_logits.shape[0] == 0:
         return np.zeros((0, *size), dtype=bool)
     resized = F.interpolate(mask_logits[:, None].float(), size=size, mode="bilinear", align_corners=False)
@@ -63,6 +65,8 @@ def execute_concepts(seg: Segmentor, request: ConceptRequest, cancel: CancelToke
         NotFoundError: an embedded handle that is no longer cached.
         OperationCancelledError: ``cancel`` was set.
     """
+    import torch
+
     backend = _backend(seg)
     clock = StageClock()
     formats = resolve_formats(request.output_formats, seg.config.outputs)
