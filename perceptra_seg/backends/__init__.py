@@ -23,6 +23,10 @@ def create_backend(config: SegmentorConfig) -> Backend:
 
     name = config.runtime.backend
     try:
+        if config.model.name == "sam3":  # SAM 3's concept model (text / exemplar prompts; torch only)
+            from ..concepts.backend import Sam3Backend
+
+            return Sam3Backend(config)
         if name == "onnx":
             from .onnx_backend import OnnxBackend
 
@@ -31,10 +35,6 @@ def create_backend(config: SegmentorConfig) -> Backend:
             from .triton_backend import TritonBackend
 
             return TritonBackend(config)
-        if config.model.name == "sam3":  # SAM 3's concept model (text / exemplar prompts)
-            from ..concepts.backend import Sam3Backend
-
-            return Sam3Backend(config)
         from .torch_backend import TorchBackend
 
         return TorchBackend(config)

@@ -20,6 +20,8 @@ from perceptra_seg.registry import architecture_config, get_model_spec
 from ..reference_sam3 import import_sam3, roi_align_reference, write_bpe_file
 from ..service.helpers import FakeBackend
 
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # sam3 warns about CUDA autocast at import
+
 
 def test_roi_align_matches_torchvision_kernel() -> None:
     torch.manual_seed(0)
@@ -86,3 +88,13 @@ def test_text_prompts_on_a_model_without_them() -> None:
     with pytest.raises(TextPromptsUnsupportedError) as caught:
         seg.segment_text(np.zeros((16, 16, 3), np.uint8), "red car")
     assert caught.value.code == "text_prompts_unsupported" and caught.value.http_status == 400
+
+
+@pytest.mark.parametrize(
+    ("options", "message"), [({"backend": "onnx"}, "torch backend only"), ({"precision": "bf16"}, "fp32 only")]
+)
+def test_sam3_runs_on_torch_in_fp32_only(options: dict, message: str) -> None:
+    from perceptra_seg.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        Segmentor(model="sam3", checkpoint_path="missing.pt", **options)
