@@ -279,10 +279,10 @@ _SAM2_TRUNK: dict[str, dict[str, Any]] = {
 }
 
 
-# SAM 3's released architecture as complete ``Sam3Config`` keyword arguments (the detector heads use transformers'
-# defaults, which equal Meta's builder): the ViT (Meta's ``_create_vit_backbone``) and the CLIP-layout text encoder
-# (``_create_text_encoder``: 1024 wide, 24 layers, context 32, exact GELU). Spelled out so that a partial override in
-# ``model.architecture`` (e.g. fewer layers) keeps the rest.
+# SAM 3's released architecture as complete ``Sam3Config`` keyword arguments: the ViT (Meta's
+# ``_create_vit_backbone``), the CLIP-layout text encoder (``_create_text_encoder``: 1024 wide, 24 layers, context 32,
+# exact GELU); the detector heads keep transformers' sizes, which equal Meta's builder. Every LayerNorm takes Meta's
+# eps. Spelled out so that a partial override in ``model.architecture`` (e.g. fewer layers) keeps the rest.
 _SAM3: dict[str, Any] = {
     "vision_config": {
         "backbone_config": {
@@ -292,8 +292,15 @@ _SAM3: dict[str, Any] = {
             "num_hidden_layers": 32,
             "num_attention_heads": 16,
             "global_attn_indexes": [7, 15, 23, 31],
+            "layer_norm_eps": 1e-5,
         },
+        "layer_norm_eps": 1e-5,
     },
+    # Meta's LayerNorms all use PyTorch's default eps (1e-5); transformers' SAM 3 configs default to 1e-6
+    "geometry_encoder_config": {"layer_norm_eps": 1e-5},
+    "detr_encoder_config": {"layer_norm_eps": 1e-5},
+    "detr_decoder_config": {"layer_norm_eps": 1e-5},
+    "mask_decoder_config": {"layer_norm_eps": 1e-5},
     "text_config": {
         "model_type": "clip_text_model",
         "vocab_size": 49408,
