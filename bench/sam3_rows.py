@@ -29,8 +29,8 @@ def measure(
     from PIL import Image
 
     from perceptra_seg import Segmentor
-    from tests.reference_sam3 import build_reduced_sam3, fill_text_encoder_empties, import_sam3, on_cpu, write_bpe_file
-    from tests.sam3_fixture import SMALL_SAM3_ARCHITECTURE
+    from tests.reference_sam3 import build_reduced_sam3, import_sam3, on_cpu, write_bpe_file
+    from tests.sam3_fixture import SMALL_SAM3_ARCHITECTURE, fill_text_encoder_empties
 
     sam3 = import_sam3()
     folder = Path(tempfile.mkdtemp())
