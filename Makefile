@@ -25,6 +25,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed-run
 	SAM2_BUILD_CUDA=0 $(PY) -m pip install --quiet --no-deps --no-build-isolation "sam2==1.1.0"
 	# SAM-HQ's reference package declares torchvision, which has no CPU build here: install it alone.
 	$(PY) -m pip install --quiet --no-deps "segment-anything-hq==0.3"
+	# SAM 3's reference package declares torchvision, timm and triton: install it alone (stand-ins in tests/).
+	$(PY) -m pip install --quiet --no-deps "sam3==0.1.4"
 	touch $@
 
 install: $(VENV)/.installed-run

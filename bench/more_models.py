@@ -136,6 +136,15 @@ def _measure(name: str, variant: str, image: np.ndarray, repeats: int) -> list[s
     """The encoder row and the one-prompt row of one (model, variant)."""
     from perceptra_seg import Segmentor
 
+    if name == "sam3":  # the reduced SAM 3 of the parity tests, one phrase instead of a box (bench/sam3_rows.py)
+        from bench.sam3_rows import measure
+
+        found = measure(image, repeats, _timed, _copies(image, repeats + 1))
+        cells = [
+            [name, "reduced", step, f"{r[0] * 1e3:.0f} ms", f"{o[0] * 1e3:.0f} ms", f"{r[0] / o[0]:.2f}×"]
+            for step, r, o in found
+        ]
+        return ["| " + " | ".join(c) + " |" for c in cells]
     reference, config, predictor_class = MODELS[name](variant)
     ours = Segmentor(config)
     predictor = predictor_class(reference)
@@ -166,7 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--model", action="append", default=None, help="name/variant, e.g. sam_hq/vit_b")
+    parser.add_argument(
+        "--model", action="append", default=None, help="name/variant, e.g. sam_hq/vit_b; sam3/reduced for SAM 3"
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     import torch

@@ -52,7 +52,7 @@ class ModelConfig(_Section):
     name: str = Field(
         "sam_v2",
         description="sam_v1 | sam_v2 (SAM 2.1 weights) | sam_v2.0 (original SAM 2 weights) | demo (packaged, toy)"
-        " | sam_hq (SAM-HQ) | mobile_sam (MobileSAM) | edgetam (EdgeTAM)",
+        " | sam_hq (SAM-HQ) | mobile_sam (MobileSAM) | edgetam (EdgeTAM) | sam3 (SAM 3 concepts: segment_text)",
     )
     variant: str | None = Field(None, description="architecture size; None = the model's default (vit_b / hiera_small)")
     checkpoint_path: str | None = Field(

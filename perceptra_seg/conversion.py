@@ -94,6 +94,8 @@ def detect_family(state_dict: Mapping[str, torch.Tensor]) -> Family:
     Raises:
         ValueError: neither layout (e.g. a transformers-format or unrelated state dict).
     """
+    if any(k.startswith("detector.backbone.vision_backbone.") for k in state_dict):
+        return "sam3"
     if any(k.startswith("sam_mask_decoder.") for k in state_dict):
         return "sam2"
     if any(k.startswith("mask_decoder.") for k in state_dict) and any(
@@ -250,11 +252,14 @@ _EDGETAM_MARKER = "image_encoder.trunk.body.stem.conv1.c.weight"  # = conversion
 
 
 def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> Architecture:
-    """``sam_hq`` for a SAM-HQ file (it has the HQ output token ``mask_decoder.hf_token``), ``mobile_sam`` for a
-    MobileSAM file (TinyViT's convolutional patch embedding ``image_encoder.patch_embed.seq``), ``edgetam`` for an
-    EdgeTAM file (a RepViT trunk, ``image_encoder.trunk.body.stem``), else ``sam``."""
+    """``sam_hq`` for a SAM-HQ file (it has the HQ output token ``mask_decoder.hf_token``), ``sam3`` for a SAM 3
+    file (``detector.*`` keys), ``mobile_sam`` for a MobileSAM file (TinyViT's convolutional patch embedding
+    ``image_encoder.patch_embed.seq``), ``edgetam`` for an EdgeTAM file (a RepViT trunk,
+    ``image_encoder.trunk.body.stem``), else ``sam``."""
     if _SAM_HQ_MARKER in state_dict:
         return "sam_hq"
+    if any(k.startswith("detector.backbone.vision_backbone.") for k in state_dict):
+        return "sam3"
     if _EDGETAM_MARKER in state_dict:
         return "edgetam"
     return "mobile_sam" if _MOBILE_SAM_MARKER in state_dict else "sam"

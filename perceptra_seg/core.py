@@ -14,6 +14,8 @@ import numpy as np
 
 from .backends import Backend, ImageEmbedding, create_backend
 from .cancel import CancelToken, check
+from .concepts.execute import execute_concepts, warm_up_concepts
+from .concepts.request import ConceptRequest
 from .config import SegmentorConfig
 from .decoding import Strategy
 from .deferred import execute_automatic_request
@@ -124,6 +126,9 @@ class Segmentor:
         height, width = image_size
         image = np.zeros((height, width, 3), dtype=np.uint8)
         embedding = self._backend.encode(image)
+        if self._backend.family == "sam3":  # a concept model: one detector pass instead of a box prompt
+            warm_up_concepts(self._backend, embedding)
+            return time.perf_counter() - start
         prompt = [Prompt(box=(0.0, 0.0, float(width), float(height)))]
         for _, batch in build_batches(prompt, (height, width), self._backend.family):
             self._backend.decode(embedding, batch, multimask=False)
@@ -153,7 +158,12 @@ class Segmentor:
     @overload
     def run(self, request: AutoMaskRequest, *, cancel: CancelToken | None = None) -> ResultSet: ...
 
-    def run(self, request: SegmentorRequest, *, cancel: CancelToken | None = None) -> ResultSet | EmbedResult:
+    @overload
+    def run(self, request: ConceptRequest, *, cancel: CancelToken | None = None) -> ResultSet: ...
+
+    def run(
+        self, request: SegmentorRequest | ConceptRequest, *, cancel: CancelToken | None = None
+    ) -> ResultSet | EmbedResult:
         """Execute one request; every public method and every front end (REST, CLI) goes through here.
 
         Args:
@@ -177,6 +187,8 @@ class Segmentor:
                 return execute_automatic_request(self, request, cancel)
             if isinstance(request, EmbedRequest):
                 return self._run_embed(request, cancel)
+            if isinstance(request, ConceptRequest):
+                return execute_concepts(self, request, cancel)
         raise InvalidInputError(f"Segmentor.run does not know requests of type {type(request).__name__}")
 
     def embed(self, image: Any, *, cancel: CancelToken | None = None) -> EmbeddedImage:
@@ -317,6 +329,40 @@ class Segmentor:
         """
         formats = None if output_formats is None else tuple(output_formats)
         return self.run(AutoMaskRequest(image, options, formats), cancel=cancel)  # type: ignore[arg-type]
+
+    def segment_text(
+        self,
+        image: Any,
+        text: str | Sequence[str] | None = None,
+        *,
+        exemplars: Sequence[Any] | None = None,
+        threshold: float = 0.5,
+        output_formats: Sequence[str] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> ResultSet:
+        """Segment every instance of a concept (model ``sam3``): a noun phrase, exemplar boxes, or both.
+
+        Args:
+            image: as for :meth:`segment`, or an :meth:`embed` handle (phrases sent later reuse the encoding).
+            text: one phrase (``"red car"``) or several; each phrase's instances carry it as ``label`` and its
+                index as ``prompt_index``. ``None`` with exemplars: the exemplars alone define the concept.
+            exemplars: boxes ``(x1, y1, x2, y2)`` in pixels of the image (positive), or ``{"box": (...), "label":
+                1 | 0}`` (0 = a negative exemplar); used with every phrase.
+            threshold: keep instances scoring above this (SAM 3's score: class × presence probability).
+            output_formats: any of ``numpy``, ``rle``, ``png``, ``polygons``; default ``outputs.formats``.
+            cancel: see :meth:`run`.
+
+        Returns:
+            A :class:`~perceptra_seg.results.ResultSet`: per phrase, its instances by descending score.
+
+        Raises:
+            InvalidInputError: empty phrase, too many phrases, bad exemplar or threshold; a model other than
+                ``sam3`` (code ``text_prompts_unsupported``).
+        """
+        texts = () if text is None else (text,) if isinstance(text, str) else tuple(text)
+        formats = None if output_formats is None else tuple(output_formats)
+        request = ConceptRequest(image, texts, exemplars, threshold, formats)  # type: ignore[arg-type]
+        return self.run(request, cancel=cancel)
 
     # Video tracking (SAM 2 / 2.1), implemented in perceptra_seg.video and imported on first call.
     open_video = _open_video

@@ -103,6 +103,7 @@ class SegmentationResult:
     stability_score: float | None = None
     point_coords: list[list[float]] | None = None
     crop_box: tuple[int, int, int, int] | None = None
+    label: str | None = None
 
     @property
     def formats(self) -> list[str]:

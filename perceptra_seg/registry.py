@@ -24,8 +24,9 @@ __all__ = [
     "list_models",
 ]
 
-#: The model families: SAM 1 (ViT encoder, 1024 px input) and SAM 2/2.1 (Hiera encoder); defined here only.
-Family = Literal["sam1", "sam2"]
+#: The model families: SAM 1 (ViT encoder, 1024 px input), SAM 2/2.1 (Hiera encoder) and SAM 3 (concept model:
+#: text / exemplar prompts, 1008 px input); defined here only.
+Family = Literal["sam1", "sam2", "sam3"]
 FAMILIES: tuple[Family, ...] = get_args(Family)
 
 #: The network built for a model: ``sam`` (transformers' ``SamModel`` / ``Sam2Model`` by family), ``sam_hq``
@@ -33,7 +34,8 @@ FAMILIES: tuple[Family, ...] = get_args(Family)
 #: with ``SamModel``'s prompt encoder and mask decoder), ``edgetam`` (``EdgeTamModel`` with our RepViT trunk in
 #: place of timm's; SAM 2 preprocessing). Preprocessing and coordinates follow the family; the
 #: architecture only picks the network and its checkpoint conversion.
-Architecture = Literal["sam", "sam_hq", "mobile_sam", "edgetam"]
+#: ``sam3`` (transformers' ``Sam3Model``: SAM 3's concept detector, see :mod:`perceptra_seg.concepts`).
+Architecture = Literal["sam", "sam_hq", "mobile_sam", "edgetam", "sam3"]
 ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
 
 _SAM1_URL = "https://dl.fbaipublicfiles.com/segment_anything/{file}"
@@ -49,6 +51,13 @@ _MOBILE_SAM_URL = "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights
 # EdgeTAM (Meta Reality Labs, CVPR 2025): the authors keep their one checkpoint in the repository itself.
 _EDGETAM_SOURCE = "https://github.com/facebookresearch/EdgeTAM"
 _EDGETAM_URL = "https://github.com/facebookresearch/EdgeTAM/raw/main/checkpoints/edgetam.pt"
+# SAM 3: Meta publishes sam3.pt only on the (gated) Hugging Face repository; downloading it needs an accepted licence
+# and a token (HF_TOKEN). Its text tokenizer's vocabulary is CLIP's BPE file (checked against its full sha256).
+_SAM3_SOURCE = "https://github.com/facebookresearch/sam3"
+_SAM3_URL = "https://huggingface.co/facebook/sam3/resolve/main/sam3.pt"
+SAM3_VOCAB_URL = "https://raw.githubusercontent.com/openai/CLIP/main/clip/bpe_simple_vocab_16e6.txt.gz"
+SAM3_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+SAM3_VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 
 
 @dataclass(frozen=True)
@@ -56,14 +65,16 @@ class ModelSpec:
     """One downloadable model: a (name, variant) pair.
 
     Attributes:
-        name: catalogue name (``sam_v1``, ``sam_v2``, ``sam_v2.0``, ``sam_hq``, ``mobile_sam``, ``edgetam``).
+        name: catalogue name (``sam_v1``, ``sam_v2``, ``sam_v2.0``, ``sam_hq``, ``mobile_sam``, ``edgetam``, ``sam3``).
         variant: architecture size (``vit_b``, ``hiera_small``, ...).
-        family: ``sam1`` (SamModel, longest-side-1024 + pad) or ``sam2`` (Sam2Model, 1024×1024 resize).
+        family: ``sam1`` (SamModel, longest-side-1024 + pad), ``sam2`` (Sam2Model, 1024×1024 resize) or ``sam3``
+            (SAM 3 concepts).
         filename: Meta's checkpoint file name; for SAM 1 its suffix is the sha256 prefix of the file.
         url: where Meta publishes the file.
         hub_id: the equivalent transformers-format repository on the Hugging Face hub.
         packaged: the file ships inside the package (``perceptra_seg/assets/``); nothing is downloaded.
-        architecture: the network (``sam``, ``sam_hq``, ``mobile_sam`` or ``edgetam``), see :data:`Architecture`.
+        architecture: the network (``sam``, ``sam_hq``, ``mobile_sam``, ``edgetam`` or ``sam3``), see
+            :data:`Architecture`.
         licence: the licence of the published weights (SPDX id).
         source: the authors' project page.
     """
@@ -150,10 +161,31 @@ _CATALOGUE: dict[tuple[str, str], ModelSpec] = {
         ),
         # Offline demo: a tiny SAM 1 trained on synthetic shapes (tools/train_demo_model.py), NOT for real photos.
         ModelSpec("demo", "tiny", "sam1", "sam_demo_tiny.pth", "", "", packaged=True, source="perceptra-seg"),
+        # SAM 3 (848M parameters, about 3.4 GB): concept prompts; the file also holds the tracker (not used here)
+        ModelSpec(
+            "sam3",
+            "default",
+            "sam3",
+            "sam3.pt",
+            _SAM3_URL,
+            "facebook/sam3",
+            architecture="sam3",
+            licence="LicenseRef-SAM-License",
+            source=_SAM3_SOURCE,
+        ),
     ]
 }
 
-MODEL_NAMES: tuple[str, ...] = ("sam_v1", "sam_v2", "sam_v2.0", "demo", "sam_hq", "mobile_sam", "edgetam")
+MODEL_NAMES: tuple[str, ...] = (
+    "sam_v1",
+    "sam_v2",
+    "sam_v2.0",
+    "demo",
+    "sam_hq",
+    "mobile_sam",
+    "edgetam",
+    "sam3",
+)
 DEFAULT_VARIANTS: dict[str, str] = {
     "sam_v1": "vit_b",
     "sam_v2": "hiera_small",
@@ -162,6 +194,7 @@ DEFAULT_VARIANTS: dict[str, str] = {
     "sam_hq": "vit_b",
     "mobile_sam": "vit_t",
     "edgetam": "repvit_m1",
+    "sam3": "default",
 }
 
 
@@ -273,6 +306,42 @@ _SAM2_TRUNK: dict[str, dict[str, Any]] = {
 }
 
 
+# SAM 3's released architecture as complete ``Sam3Config`` keyword arguments: the ViT (Meta's
+# ``_create_vit_backbone``), the CLIP-layout text encoder (``_create_text_encoder``: 1024 wide, 24 layers, context 32,
+# exact GELU); the detector heads keep transformers' sizes, which equal Meta's builder. Every LayerNorm takes Meta's
+# eps. Spelled out so that a partial override in ``model.architecture`` (e.g. fewer layers) keeps the rest.
+_SAM3: dict[str, Any] = {
+    "vision_config": {
+        "backbone_config": {
+            "model_type": "sam3_vit_model",
+            "hidden_size": 1024,
+            "intermediate_size": 4736,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 16,
+            "global_attn_indexes": [7, 15, 23, 31],
+            "layer_norm_eps": 1e-5,
+        },
+        "layer_norm_eps": 1e-5,
+    },
+    # Meta's LayerNorms all use PyTorch's default eps (1e-5); transformers' SAM 3 configs default to 1e-6
+    "geometry_encoder_config": {"layer_norm_eps": 1e-5},
+    "detr_encoder_config": {"layer_norm_eps": 1e-5},
+    "detr_decoder_config": {"layer_norm_eps": 1e-5},
+    "mask_decoder_config": {"layer_norm_eps": 1e-5},
+    "text_config": {
+        "model_type": "clip_text_model",
+        "vocab_size": 49408,
+        "hidden_size": 1024,
+        "intermediate_size": 4096,
+        "projection_dim": 512,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "max_position_embeddings": 32,
+        "hidden_act": "gelu",
+    },
+}
+
+
 def architecture_config(family: Family, variant: str, network: Architecture = "sam") -> dict[str, Any]:
     """Keyword arguments for the transformers config (``SamConfig`` / ``Sam2Config``) of one architecture.
 
@@ -286,6 +355,10 @@ def architecture_config(family: Family, variant: str, network: Architecture = "s
     transformers defaults, which equal Meta's. ``model.architecture`` in the config is deep-merged over this dict
     (e.g. ``{"vision_config": {"num_hidden_layers": 2}}``) for fine-tuned or reduced architectures.
     """
+    if network == "sam3" or family == "sam3":
+        if variant != "default":
+            raise ConfigError(f"unknown SAM 3 variant {variant!r}")
+        return copy.deepcopy(_SAM3)
     if network == "mobile_sam" or (network == "sam_hq" and variant == "vit_tiny"):
         if variant not in ("vit_t", "vit_tiny"):
             raise ConfigError(f"unknown MobileSAM variant {variant!r}")

@@ -151,4 +151,6 @@ def mask_document(result: SegmentationResult, *, encodings: Collection[str] | No
         out["point_coords"] = [[float(x), float(y)] for x, y in result.point_coords]
     if result.crop_box is not None:
         out["crop_box"] = [int(v) for v in result.crop_box]
+    if result.label is not None:
+        out["label"] = result.label
     return out

@@ -300,7 +300,13 @@ def verify_checkpoint_file(
     return None
 
 
-_NETWORK_NAMES = {"sam": "plain SAM", "sam_hq": "SAM-HQ", "mobile_sam": "MobileSAM", "edgetam": "EdgeTAM"}
+_NETWORK_NAMES = {
+    "sam": "plain SAM",
+    "sam_hq": "SAM-HQ",
+    "mobile_sam": "MobileSAM",
+    "edgetam": "EdgeTAM",
+    "sam3": "SAM 3",
+}
 
 
 def _check_cached(path: Path, spec: ModelSpec) -> None:

@@ -23,6 +23,10 @@ def create_backend(config: SegmentorConfig) -> Backend:
 
     name = config.runtime.backend
     try:
+        if config.model.name == "sam3":  # SAM 3's concept model (text / exemplar prompts; torch only)
+            from ..concepts.backend import Sam3Backend
+
+            return Sam3Backend(config)
         if name == "onnx":
             from .onnx_backend import OnnxBackend
 

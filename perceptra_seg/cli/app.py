@@ -6,7 +6,7 @@ import typer
 
 from perceptra_seg import __version__
 
-from . import auto, batch, demo, export, segment, system, track, triton
+from . import auto, batch, demo, export, segment, segment_text, system, track, triton
 
 __all__ = ["app", "main"]
 
@@ -43,6 +43,7 @@ export.register(app)
 demo.register(app)
 triton.register(app)
 track.register(app)
+segment_text.register(app)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ..automatic.options import auto_options
+from ..concepts.request import ConceptRequest
 from ..decoding import Strategy
 from ..models import EmbeddedImage, Point, Prompt
 from ..registry import Family
@@ -67,7 +68,7 @@ class ServiceCall:
         logits: add the (one) mask's ``low_res_logits`` to a ``mask`` answer (``return_logits``).
     """
 
-    request: SegmentorRequest | ServiceWork
+    request: SegmentorRequest | ConceptRequest | ServiceWork
     answer: Answer
     prompts: int
     scope: str = ""

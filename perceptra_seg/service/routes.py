@@ -8,6 +8,7 @@
 ``POST /v1/segment``          any number of prompts → ``results`` (one per mask; ``strategy`` decides)
 ``POST /v1/segment/auto``     segment everything (grid of points, crops, filters, NMS) → ``results``
 ``POST /v1/segment/upload``   multipart ``file`` + ``request`` (JSON of the ``/v1/segment`` options)
+``POST /v1/segment/text``     every instance of a phrase / exemplar boxes (SAM 3), see :mod:`.text_route`
 ``GET /v1/healthz``           liveness: answers whenever the event loop runs
 ``GET /v1/readyz``            readiness: 200 only after the model loaded and a warm-up ran
 ``GET /metrics``              Prometheus text format
@@ -52,6 +53,7 @@ from .schemas import (
 )
 from .security import Principal
 from .state import get_state
+from .text_route import register_text_route
 
 __all__ = ["build_router"]
 
@@ -254,4 +256,5 @@ def build_router(
         options = await read_options(text or "{}", server)
         return await _segment_many(request, caller, options, data)
 
+    register_text_route(router, server, Caller, _ERRORS)
     return router

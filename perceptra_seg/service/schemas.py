@@ -199,6 +199,7 @@ class MaskResult(BaseModel):
     stability_score: float | None = Field(None, description="/v1/segment/auto: stability of the mask")
     point_coords: list[list[float]] | None = Field(None, description="/v1/segment/auto: the grid point [[x, y]]")
     crop_box: list[int] | None = Field(None, description="/v1/segment/auto: [x0, y0, x1, y1] of the crop")
+    label: str | None = Field(None, description="/v1/segment/text: the phrase this instance matches")
 
 
 class SegmentResponse(MaskResult):

@@ -21,6 +21,7 @@ OPERATIONS = {
     ("post", "/v1/segment"): "segment",
     ("post", "/v1/segment/auto"): "segment_auto",
     ("post", "/v1/segment/upload"): "segment_upload",
+    ("post", "/v1/segment/text"): "segment_text",
     ("post", "/v1/videos"): "video_upload",
     ("post", "/v1/videos/{video_id}/prompts"): "video_prompt",
     ("post", "/v1/videos/{video_id}/propagate"): "video_propagate",
