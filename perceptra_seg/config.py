@@ -113,6 +113,20 @@ class RuntimeConfig(_Section):
     batch_size: int = Field(
         16, ge=1, description="most prompts per mask-decoder call; larger requests are split (bounds peak memory)"
     )
+    max_batch_size: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="most images per image-encoder run across concurrent calls (embed, first call on an image);"
+        " 1 = off, every call encodes alone. > 1 needs the torch backend (and server.max_concurrency >= this in"
+        " the service); see docs/config.md for when it pays",
+    )
+    max_batch_wait_ms: float = Field(
+        10.0,
+        ge=0,
+        le=10_000,
+        description="with max_batch_size > 1: how long a batch waits for more images after its first one",
+    )
 
     @field_validator("device")
     @classmethod
