@@ -206,6 +206,61 @@ def run_variant(key: str, names: list[str], rounds: int, work_dir: Path, capped:
     }
 
 
+def demo_agreement(scene_count: int, work_dir: Path) -> dict[str, Any]:
+    """The reduced-precision paths on real learned weights: the packaged demo model on its held-out scenes (one
+    tight box and one interior click per object), each path's masks against torch fp32's (IoU mean / min), and
+    each path's own mean IoU against the ground truth."""
+    from perceptra_seg import Segmentor, hardware
+    from perceptra_seg.backends.export import convert_export, export_onnx
+    from perceptra_seg.demo.evaluation import evaluate, mean_iou, object_prompts, segmentor_predictor
+    from perceptra_seg.demo.scenes import HELDOUT_SEED, generate_scenes
+
+    scenes = generate_scenes(HELDOUT_SEED, scene_count, [(256, 256)])
+    base: dict[str, Any] = {"model": {"name": "demo"}, "runtime": {"device": "cpu", "precision": "fp32"}}
+    fp32_dir, int8_dir = work_dir / "onnx" / "demo" / "fp32", work_dir / "onnx" / "demo" / "int8"
+    if not (fp32_dir / "manifest.json").is_file():
+        export_onnx(base, fp32_dir)
+    if not (int8_dir / "manifest.json").is_file():
+        convert_export(fp32_dir, int8_dir, quantize="int8")
+    paths: dict[str, dict[str, Any]] = {
+        "torch-fp32": base,
+        "onnx-fp32": {**base, "runtime": {**base["runtime"], "backend": "onnx"}, "onnx": {"model_dir": str(fp32_dir)}},
+        "onnx-int8": {
+            **base,
+            "runtime": {**base["runtime"], "backend": "onnx"},
+            "onnx": {"model_dir": str(int8_dir), "quantize": "int8"},
+        },
+    }
+    if hardware.cpu_features().native_bf16:
+        paths["torch-bf16"] = {**base, "runtime": {"device": "cpu", "precision": "bf16"}}
+    masks: dict[str, list[np.ndarray]] = {}
+    truth: dict[str, float] = {}
+    for name, config in paths.items():
+        segmentor = Segmentor(config)
+        predict = segmentor_predictor(segmentor)
+        masks[name] = [
+            m
+            for kind in ("box", "point")
+            for scene in scenes
+            for m in predict(scene.image, object_prompts(scene, kind))
+        ]  # type: ignore[arg-type]
+        truth[name] = round(mean_iou(evaluate(predict, scenes, "box")), 4)
+        segmentor.close()
+    rows = []
+    for name, got in masks.items():
+        ious = [mask_iou(a, b) for a, b in zip(got, masks["torch-fp32"], strict=True)]
+        rows.append(
+            {
+                "path": name,
+                "masks": len(ious),
+                "mask_iou_mean": round(float(np.mean(ious)), 4),
+                "mask_iou_min": round(float(np.min(ious)), 4),
+                "box_iou_vs_truth": truth[name],
+            }
+        )
+    return {"scenes": scene_count, "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=["hiera_tiny", "vit_b", "hiera_small"])
@@ -214,7 +269,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--isa", choices=["native", "avx2"], default="native")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/perceptra-fast-path"))
     parser.add_argument("--out", type=Path, default=None, help="JSON results file")
+    parser.add_argument(
+        "--demo-scenes", type=int, default=0, help="instead: mask agreement of the demo model on N held-out scenes"
+    )
     args = parser.parse_args(argv)
+    if args.demo_scenes:
+        agreement = demo_agreement(args.demo_scenes, args.work_dir)
+        if args.out is not None:
+            args.out.write_text(json.dumps(agreement, indent=1))
+        print(json.dumps(agreement, indent=1))
+        return agreement
     capped = args.isa == "avx2"
     if capped and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
         os.execvpe(  # the caps must be in the environment before torch loads
