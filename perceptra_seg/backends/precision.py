@@ -190,8 +190,21 @@ def decide_auto(
     if custom_architecture:
         return "fp32", "CPU with native bf16, but model.architecture is custom (bf16 accuracy not measured): fp32"
     if (family, variant) in BF16_CPU_MEASURED:
-        return "bf16", f"CPU with native bf16; {variant} bf16 masks measured at IoU >= 0.97 vs fp32: bf16"
+        return (
+            "bf16",
+            f"CPU with native bf16; {variant} bf16 masks measured at IoU >= 0.97 vs fp32 ({_evidence(variant)}): bf16",
+        )
     return "fp32", f"CPU with native bf16, but {variant} in bf16 is not measured to keep IoU >= 0.97 vs fp32: fp32"
+
+
+def _evidence(variant: str) -> str:
+    """The bf16-on-CPU measurements behind a choice, in a few words (for the reason ``segmentor-cli info`` shows)."""
+    rows = [a for a in MEASURED_AGREEMENT if (a.where, a.precision) == ("cpu", "bf16")]
+    worst = min((a.min_iou for a in rows if a.variant == variant and a.weights == "random"), default=None)
+    demo = [a.mean_iou for a in rows if a.weights == "demo" and a.mean_iou is not None]
+    parts = [] if worst is None else [f"worst prompt {worst:.3f} on random weights"]
+    parts += [f"mean {mean:.3f} on the demo model's held-out scenes" for mean in demo]
+    return "; ".join(parts) or "measured"
 
 
 def warn_if_emulated(precision: str, device_type: str) -> str | None:
