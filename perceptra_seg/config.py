@@ -97,8 +97,10 @@ class ModelConfig(_Section):
 class RuntimeConfig(_Section):
     """How inference runs."""
 
-    backend: Literal["torch", "onnx", "triton"] = Field(
-        "torch", description="torch | onnx (exported graphs, see the onnx section) | triton (a running Triton server)"
+    backend: Literal["torch", "onnx", "triton", "openvino"] = Field(
+        "torch",
+        description="torch | onnx (exported graphs, see the onnx section) | triton (a running Triton server)"
+        " | openvino (the onnx export's image encoder run by OpenVINO on the CPU)",
     )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N; auto picks CUDA when available")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(

@@ -250,6 +250,12 @@ def _precision_info(config: SegmentorConfig, device: dict[str, Any]) -> dict[str
             except (SegmentorError, OSError, ValueError, KeyError) as exc:  # the backend will say the same, louder
                 resolved, reason = "unknown", f"cannot read the export in {where}: {exc}"
         return {"requested": requested, "resolved": resolved, "reason": reason}
+    if config.runtime.backend == "openvino":
+        resolved = "bf16" if requested == "bf16" else "fp32"
+        reason = (
+            "as configured" if requested != "auto" else "OpenVINO's f32 hint on the fp32 export (bf16 only when asked)"
+        )
+        return {"requested": requested, "resolved": resolved, "reason": reason}
     if config.runtime.backend == "triton":
         return {"requested": requested, "resolved": "server", "reason": "backend triton: serve-triton decides"}
     selected = str(device.get("selected") or "cpu")
