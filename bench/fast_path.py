@@ -10,14 +10,17 @@ alike; ratios come from the same run. Candidates (ours: ``backend.encode(image)`
   where this CPU has native bf16 and the ISA is not capped);
 * ``compile-fp32`` / ``compile-bf16``: ``runtime.compile`` (inductor) with ``torch._inductor.config.freezing``;
   the first call's compile time is reported apart;
-* ``onnx-fp32`` / ``onnx-int8``: ONNX Runtime on our export and its dynamic INT8 conversion (uint8 weights).
+* ``onnx-fp32`` / ``onnx-int8``: ONNX Runtime on our export and its dynamic INT8 conversion (uint8 weights);
+* ``openvino-fp32`` / ``openvino-bf16``: ``runtime.backend: openvino`` (the export's encoder on OpenVINO, f32 / bf16
+  hint).
 
 Mask agreement: the masks of ``models.agreement_prompts`` on the bench photograph from each candidate against
 ``torch-fp32`` (IoU per prompt, mean and min).
 
 ``--isa avx2`` re-runs the whole thing with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``: torch's own
 kernels and oneDNN's are capped at AVX2, which approximates an AVX2-only CPU (it is not a real one: caches, clocks
-and ONNX Runtime's kernels, which have no such switch, are this CPU's; ONNX rows are left out of capped runs).
+and ONNX Runtime's and OpenVINO's kernels, which these switches do not cap, are this CPU's: those rows are left out of
+capped runs).
 
 Run: ``python -m bench.fast_path --variants hiera_tiny vit_b --out bench/results/fast_path.json``.
 """
@@ -64,6 +67,8 @@ ALL_CANDIDATES = (
     "compile-bf16",
     "onnx-fp32",
     "onnx-int8",
+    "openvino-fp32",
+    "openvino-bf16",
 )
 
 
@@ -91,14 +96,20 @@ def _ours(variant: Any, checkpoint: Path, name: str, work_dir: Path) -> Candidat
     from perceptra_seg import Segmentor
     from perceptra_seg.config import SegmentorConfig
 
-    runtime = {"torch-fp32-1t": "torch-fp32", "compile-fp32": "torch-fp32", "compile-bf16": "torch-bf16"}.get(
-        name, name
-    )
-    sections = segmentor_config(variant, checkpoint, runtime, work_dir=work_dir)  # type: ignore[arg-type]
+    aliases = {
+        "torch-fp32-1t": "torch-fp32",
+        "compile-fp32": "torch-fp32",
+        "compile-bf16": "torch-bf16",
+        "openvino-fp32": "onnx-fp32",
+        "openvino-bf16": "onnx-fp32",
+    }
+    sections = segmentor_config(variant, checkpoint, aliases.get(name, name), work_dir=work_dir)  # type: ignore[arg-type]
+    if name.startswith("openvino"):
+        sections["runtime"].update(backend="openvino", precision=name.split("-")[1])
     threads = 1 if name == "torch-fp32-1t" else cpu_threads()
     sections["runtime"]["num_threads"] = threads
     sections["runtime"]["compile"] = name.startswith("compile")
-    if name.startswith("onnx"):
+    if name.startswith(("onnx", "openvino")):
         _ensure_onnx(variant, checkpoint, work_dir)
     segmentor = Segmentor(SegmentorConfig.load(None, **sections))
     backend = segmentor.backend
@@ -147,8 +158,8 @@ def run_variant(key: str, names: list[str], rounds: int, work_dir: Path, capped:
         if "bf16" in name and (capped or not hardware.cpu_features().native_bf16):
             skipped[name] = "bf16 is emulated on this CPU class (no native bf16 kernels)"
             continue
-        if name.startswith("onnx") and capped:
-            skipped[name] = "ONNX Runtime's kernels cannot be capped at AVX2"
+        if name.startswith(("onnx", "openvino")) and capped:
+            skipped[name] = "ONNX Runtime's and OpenVINO's kernels are not capped by these switches"
             continue
         try:
             candidate = _meta(variant, checkpoint) if name == "meta" else _ours(variant, checkpoint, name, work_dir)
