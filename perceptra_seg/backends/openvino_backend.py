@@ -1,9 +1,8 @@
 """OpenVINO runtime (``runtime.backend: openvino``): the image encoder of our ONNX export compiled by OpenVINO's CPU
 plugin; the prompt encoder + mask decoder stay on ONNX Runtime (milliseconds either way).
 
-Why: on a 2-core AMD EPYC (AVX-512, BF16, VNNI) OpenVINO ran the hiera_tiny encoder export about 2× faster than
-ONNX Runtime at identical masks (fp32), and about 3.5× faster with its bf16 hint (BENCHMARKS.md, "OpenVINO
-trial"). The export is the one the ``onnx`` backend uses (``onnx.model_dir``, else the cache, exported on first use
+Why: on a 2-core AMD EPYC (AVX-512, BF16, VNNI) OpenVINO ran the hiera_tiny encoder export 1.1–2.4× faster than
+ONNX Runtime at identical masks (fp32), and 2–4.5× faster with its bf16 hint (BENCHMARKS.md, "OpenVINO trial"). The export is the one the ``onnx`` backend uses (``onnx.model_dir``, else the cache, exported on first use
 when ``onnx.auto_export`` allows), always the fp32 one: OpenVINO picks its own arithmetic from the inference
 precision hint.
 
