@@ -2,9 +2,10 @@
 plugin; the prompt encoder + mask decoder stay on ONNX Runtime (milliseconds either way).
 
 Why: on a 2-core AMD EPYC (AVX-512, BF16, VNNI) OpenVINO ran the hiera_tiny encoder export 1.1–2.4× faster than
-ONNX Runtime at identical masks (fp32), and 2–4.5× faster with its bf16 hint (BENCHMARKS.md, "OpenVINO trial"). The export is the one the ``onnx`` backend uses (``onnx.model_dir``, else the cache, exported on first use
-when ``onnx.auto_export`` allows), always the fp32 one: OpenVINO picks its own arithmetic from the inference
-precision hint.
+ONNX Runtime at identical masks (fp32), and 2–4.5× faster with its bf16 hint (BENCHMARKS.md, "OpenVINO trial").
+The export is the one the ``onnx`` backend uses (``onnx.model_dir``, else the cache, exported on first use when
+``onnx.auto_export`` allows), always the fp32 one: OpenVINO picks its own arithmetic from the inference precision
+hint.
 
 Precision: ``auto`` and ``fp32`` → OpenVINO's f32 hint (masks as ONNX Runtime's fp32); ``bf16`` → its bf16 hint
 (every layer in bf16; measured on hiera_tiny at worst-prompt mask IoU 0.980 vs fp32; only on a CPU with native
