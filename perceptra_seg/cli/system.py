@@ -288,6 +288,8 @@ def _backends() -> dict[str, dict[str, Any]]:
         onnx["version"] = _version("onnxruntime")
         onnx["providers"] = list(onnxruntime.get_available_providers())
     backends["onnx"] = onnx
+    openvino_ok = onnx["available"] and importlib.util.find_spec("openvino") is not None
+    backends["openvino"] = {"available": openvino_ok, "version": _version("openvino") if openvino_ok else None}
     return backends
 
 

@@ -461,3 +461,14 @@ def test_info_finds_an_onnx_export_in_the_cache(cli: Callable[..., Run], tmp_pat
     )
     found = cli("info", "-c", config, "--json").json()["precision"]
     assert (found["requested"], found["resolved"]) == ("auto", "fp16"), found
+
+
+def test_info_shows_the_openvino_backend_and_its_precision(cli: Callable[..., Run]) -> None:
+    report = cli("info", "--backend", "openvino", "--json").json()
+    assert report["backends"]["openvino"]["available"] is (importlib.util.find_spec("openvino") is not None)
+    assert (report["precision"]["resolved"], report["precision"]["reason"]) == (
+        "fp32",
+        "OpenVINO's f32 hint on the fp32 export (bf16 only when asked)",
+    )
+    explicit = cli("info", "--backend", "openvino", "--precision", "bf16", "--json").json()["precision"]
+    assert (explicit["resolved"], explicit["reason"]) == ("bf16", "as configured")
