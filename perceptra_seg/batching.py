@@ -156,7 +156,7 @@ class EncoderBatcher:
             embeddings = backend.encode_batch([m.image for m in members])
             if len(embeddings) != len(members):
                 raise RuntimeError(f"encode_batch returned {len(embeddings)} embeddings for {len(members)} images")
-        except Exception as exc:
+        except BaseException as exc:  # every member raises it (KeyboardInterrupt included), the leader too
             for m in members:
                 m.error = exc
         else:
