@@ -242,8 +242,19 @@ def demo_agreement(scene_count: int, work_dir: Path) -> dict[str, Any]:
             "onnx": {"model_dir": str(int8_dir), "quantize": "int8"},
         },
     }
+    openvino = {"backend": "openvino", "device": "cpu"}
+    paths["openvino-fp32"] = {
+        **base,
+        "runtime": {**openvino, "precision": "fp32"},
+        "onnx": {"model_dir": str(fp32_dir)},
+    }
     if hardware.cpu_features().native_bf16:
         paths["torch-bf16"] = {**base, "runtime": {"device": "cpu", "precision": "bf16"}}
+        paths["openvino-bf16"] = {
+            **base,
+            "runtime": {**openvino, "precision": "bf16"},
+            "onnx": {"model_dir": str(fp32_dir)},
+        }
     masks: dict[str, list[np.ndarray]] = {}
     truth: dict[str, float] = {}
     for name, config in paths.items():

@@ -7,7 +7,9 @@ The export is the one the ``onnx`` backend uses (``onnx.model_dir``, else the ca
 ``onnx.auto_export`` allows), always the fp32 one: OpenVINO picks its own arithmetic from the inference precision
 hint.
 
-Precision: ``auto`` and ``fp32`` → OpenVINO's f32 hint (masks as ONNX Runtime's fp32); ``bf16`` → its bf16 hint
+Precision: ``fp32`` → OpenVINO's f32 hint (masks as ONNX Runtime's fp32); ``auto`` → the bf16 hint on a CPU with
+native bf16 for the models whose bf16 masks are measured at IoU ≥ 0.97
+(:func:`~perceptra_seg.backends.precision.decide_openvino_auto`), else f32; ``bf16`` → its bf16 hint
 (every layer in bf16; worst-prompt mask IoU vs fp32 measured 0.976–0.990 on hiera_tiny, vit_b, hiera_small; only on a
 CPU with native bf16, elsewhere a configuration error); ``fp16`` is refused. CPU only.
 """
@@ -27,6 +29,7 @@ from ..preprocessing import preprocess_image
 from .base import ImageEmbedding
 from .onnx_backend import OnnxBackend
 from .onnx_manifest import encoder_outputs
+from .precision import decide_openvino_auto
 
 try:
     import openvino as ov
@@ -66,8 +69,15 @@ class OpenVinoBackend(OnnxBackend):
         super().__init__(_onnx_settings(config))
         self._sessions.pop("encoder")  # OpenVINO runs it; ONNX Runtime keeps only the decoders
         requested = config.runtime.precision
-        self.precision = "bf16" if requested == "bf16" else "fp32"  # type: ignore[assignment]
-        properties: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _HINTS[requested]}
+        if requested == "auto":
+            resolved, reason = decide_openvino_auto(
+                self.family, self.spec.precision_key, custom_architecture=bool(config.model.architecture)
+            )
+            logger.info("precision auto-selected for OpenVINO: %s (%s)", resolved, reason)
+        else:
+            resolved = requested
+        self.precision = resolved  # type: ignore[assignment]
+        properties: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _HINTS[resolved]}
         if config.runtime.num_threads is not None:
             properties["INFERENCE_NUM_THREADS"] = config.runtime.num_threads
         path = self.directory / self.manifest.graphs["encoder"].file
@@ -79,7 +89,7 @@ class OpenVinoBackend(OnnxBackend):
         self.fingerprint = "|".join(
             (self.spec.name, self.spec.variant, "openvino", "cpu", self.precision, self.manifest.checkpoint)
         )
-        logger.info("image encoder compiled by OpenVINO %s (%s hint)", ov.__version__, _HINTS[requested])
+        logger.info("image encoder compiled by OpenVINO %s (%s hint)", ov.__version__, _HINTS[resolved])
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "backend": "openvino", "precision": self.precision}

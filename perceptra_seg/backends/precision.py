@@ -43,6 +43,7 @@ __all__ = [
     "Agreement",
     "auto_reason",
     "decide_auto",
+    "decide_openvino_auto",
     "local_fingerprint",
     "path_measured_safe",
     "resolve_onnx_auto",
@@ -61,7 +62,8 @@ class Agreement:
     """One measurement of a reduced-precision path's masks against fp32 masks of the same model and prompts.
 
     Attributes:
-        where: ``cpu`` (a CPU with native bf16: AVX512-BF16) or ``cuda``.
+        where: ``cpu`` (torch autocast on a CPU with native bf16: AVX512-BF16), ``cpu-openvino`` (the openvino
+            backend's inference precision hint on such a CPU) or ``cuda``.
         precision: the reduced precision (``bf16``, ``fp16``).
         family, variant: the model (``variant`` as :attr:`~perceptra_seg.registry.ModelSpec.precision_key`).
         weights: ``random`` (Meta's architecture with random weights, on the bench photographs) or ``demo`` (the
@@ -91,6 +93,11 @@ MEASURED_AGREEMENT: tuple[Agreement, ...] = (
     Agreement("cpu", "bf16", "sam2", "hiera_tiny", "random", 0.9866, 0.980, _FULL_RUN),
     Agreement("cpu", "bf16", "sam2", "hiera_small", "random", 0.9856, 0.968, _FULL_RUN),
     Agreement("cpu", "bf16", "sam1", "tiny", "demo", 0.9949, 0.9371, _GUARD),
+    # the openvino backend's bf16 inference hint (every layer in bf16, not autocast)
+    Agreement("cpu-openvino", "bf16", "sam2", "hiera_tiny", "random", 0.9871, 0.9798, _GUARD),
+    Agreement("cpu-openvino", "bf16", "sam1", "vit_b", "random", 0.9922, 0.9895, _GUARD),
+    Agreement("cpu-openvino", "bf16", "sam2", "hiera_small", "random", 0.9858, 0.9755, _GUARD),
+    Agreement("cpu-openvino", "bf16", "sam1", "tiny", "demo", 0.998, 0.9771, _GUARD),
     Agreement("cuda", "fp16", "sam2", "hiera_tiny", "random", None, 0.998, _H200),
     Agreement("cuda", "fp16", "sam2", "hiera_small", "random", None, 0.999, _H200),
     Agreement("cuda", "fp16", "sam2", "hiera_large", "random", 0.995, 0.993, _GPU_RUN),
@@ -205,6 +212,20 @@ def _evidence(variant: str) -> str:
     parts = [] if worst is None else [f"worst prompt {worst:.3f} on random weights"]
     parts += [f"mean {mean:.3f} on the demo model's held-out scenes" for mean in demo]
     return "; ".join(parts) or "measured"
+
+
+def decide_openvino_auto(family: Family, variant: str, custom_architecture: bool = False) -> tuple[str, str]:
+    """What ``auto`` resolves to for the openvino backend and why: ``(precision, reason)``; bf16 (OpenVINO's bf16
+    hint) only on a CPU with native bf16 and where :data:`MEASURED_AGREEMENT` backs it, else fp32 (its f32 hint)."""
+    if not hardware.cpu_features().native_bf16:
+        return "fp32", "CPU without native bf16 (no AVX512_BF16/AMX_BF16): OpenVINO's f32 hint"
+    if custom_architecture:
+        return "fp32", "CPU with native bf16, but model.architecture is custom (bf16 accuracy not measured): f32 hint"
+    if path_measured_safe("cpu-openvino", "bf16", family, variant):
+        worst = min(a.min_iou for a in MEASURED_AGREEMENT if (a.where, a.variant) == ("cpu-openvino", variant))
+        reason = f"CPU with native bf16; {variant} masks under OpenVINO's bf16 hint measured at IoU >= 0.97 vs fp32"
+        return "bf16", f"{reason} (worst prompt {worst:.3f} on random weights): bf16 hint"
+    return "fp32", f"CPU with native bf16, but {variant} under OpenVINO's bf16 hint is not measured: f32 hint"
 
 
 def warn_if_emulated(precision: str, device_type: str) -> str | None:

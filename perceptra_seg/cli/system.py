@@ -14,7 +14,13 @@ import typer
 import yaml
 
 from perceptra_seg import hardware
-from perceptra_seg.backends.precision import auto_reason, local_fingerprint, resolve_onnx_auto, resolve_torch_precision
+from perceptra_seg.backends.precision import (
+    auto_reason,
+    decide_openvino_auto,
+    local_fingerprint,
+    resolve_onnx_auto,
+    resolve_torch_precision,
+)
 from perceptra_seg.config import SegmentorConfig
 from perceptra_seg.exceptions import ConfigError, ModelLoadError, SegmentorError
 from perceptra_seg.extras import missing_extra
@@ -251,10 +257,10 @@ def _precision_info(config: SegmentorConfig, device: dict[str, Any]) -> dict[str
                 resolved, reason = "unknown", f"cannot read the export in {where}: {exc}"
         return {"requested": requested, "resolved": resolved, "reason": reason}
     if config.runtime.backend == "openvino":
-        resolved = "bf16" if requested == "bf16" else "fp32"
-        reason = (
-            "as configured" if requested != "auto" else "OpenVINO's f32 hint on the fp32 export (bf16 only when asked)"
-        )
+        if requested == "auto":
+            resolved, reason = decide_openvino_auto(spec.family, spec.precision_key, bool(config.model.architecture))
+        else:
+            resolved, reason = requested, "as configured"
         return {"requested": requested, "resolved": resolved, "reason": reason}
     if config.runtime.backend == "triton":
         return {"requested": requested, "resolved": "server", "reason": "backend triton: serve-triton decides"}

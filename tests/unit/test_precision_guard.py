@@ -13,6 +13,7 @@ from perceptra_seg.backends.precision import (
     MEASURED_AGREEMENT,
     Agreement,
     decide_auto,
+    decide_openvino_auto,
     path_measured_safe,
 )
 from perceptra_seg.hardware import CpuFeatures
@@ -75,3 +76,20 @@ def test_the_table_decides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(precision_module, "MEASURED_AGREEMENT", (*MEASURED_AGREEMENT, low))
     assert not path_measured_safe("cpu", "bf16", "sam2", "hiera_tiny")
     assert path_measured_safe("cpu", "bf16", "sam1", "vit_b")
+
+
+@pytest.mark.parametrize("cpu", [AVX2_ONLY, AVX512_BF16], ids=["avx2", "avx512-bf16"])
+def test_openvino_auto_picks_bf16_only_where_measured(monkeypatch: pytest.MonkeyPatch, cpu: CpuFeatures) -> None:
+    pretend_cpu(monkeypatch, cpu)
+    demo = [a for a in MEASURED_AGREEMENT if (a.where, a.precision, a.weights) == ("cpu-openvino", "bf16", "demo")]
+    assert demo and all(a.mean_iou is not None and a.mean_iou >= AUTO_IOU_FLOOR for a in demo)
+    picked = set()
+    for family, variant in MODELS:
+        chosen, reason = decide_openvino_auto(family, variant)
+        if chosen == "fp32":
+            continue
+        picked.add(variant)
+        rows = _measurements("cpu-openvino", "bf16", family, variant)
+        assert chosen == "bf16" and rows and all(a.min_iou >= AUTO_IOU_FLOOR for a in rows), reason
+    assert picked == (set() if not cpu.native_bf16 else {"hiera_tiny", "hiera_small", "vit_b"})
+    assert decide_openvino_auto("sam1", "vit_b", custom_architecture=True)[0] == "fp32"
