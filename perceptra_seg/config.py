@@ -97,8 +97,10 @@ class ModelConfig(_Section):
 class RuntimeConfig(_Section):
     """How inference runs."""
 
-    backend: Literal["torch", "onnx", "triton"] = Field(
-        "torch", description="torch | onnx (exported graphs, see the onnx section) | triton (a running Triton server)"
+    backend: Literal["torch", "onnx", "triton", "openvino"] = Field(
+        "torch",
+        description="torch | onnx (exported graphs, see the onnx section) | triton (a running Triton server)"
+        " | openvino (the onnx export's image encoder run by OpenVINO on the CPU)",
     )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N; auto picks CUDA when available")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
@@ -112,6 +114,20 @@ class RuntimeConfig(_Section):
     )
     batch_size: int = Field(
         16, ge=1, description="most prompts per mask-decoder call; larger requests are split (bounds peak memory)"
+    )
+    max_batch_size: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="most images per image-encoder run across concurrent calls (embed, first call on an image);"
+        " 1 = off, every call encodes alone. > 1 needs the torch backend (and server.max_concurrency >= this in"
+        " the service); see docs/config.md for when it pays",
+    )
+    max_batch_wait_ms: float = Field(
+        10.0,
+        ge=0,
+        le=10_000,
+        description="with max_batch_size > 1: how long a batch waits for more images after its first one",
     )
 
     @field_validator("device")

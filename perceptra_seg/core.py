@@ -13,6 +13,7 @@ from typing import Any, overload
 import numpy as np
 
 from .backends import Backend, ImageEmbedding, create_backend
+from .batching import BatchEncoder, EncoderBatcher
 from .cancel import CancelToken, check
 from .concepts.execute import execute_concepts, warm_up_concepts
 from .concepts.request import ConceptRequest
@@ -92,6 +93,7 @@ class Segmentor:
             encoder_variant=encoder_variant,
         )
         self._slot = BackendSlot(backend if isinstance(backend, Backend) else create_backend(self.config))
+        self._batcher = _batcher(self.config, self._slot.active())
         self._cache: EmbeddingCache[ImageEmbedding] = EmbeddingCache(self.config.cache.max_bytes)
         self._lock = threading.Lock()
         self.encoder_calls = 0
@@ -115,6 +117,12 @@ class Segmentor:
         """Switch runtime (e.g. ``"torch"``); the model is loaded anew and cached embeddings are dropped."""
         config = SegmentorConfig.resolve(self.config, backend=name)
         new_backend = create_backend(config)
+        try:
+            batcher = _batcher(config, new_backend)
+        except ConfigError:
+            new_backend.close()
+            raise
+        self._batcher = batcher
         self._slot.replace(new_backend)  # the old one closes after the calls still using it
         self.config = config
         self._cache.clear()
@@ -375,7 +383,7 @@ class Segmentor:
         pixels = self.load(request.image, clock)
         check(cancel)
         key = self._cache_key(image_digest(pixels))
-        embedding, _ = self._cache.get_or_compute(key, partial(self.encode, pixels, clock))
+        embedding, _ = self._cache.get_or_compute(key, partial(self.encode, pixels, clock, cancel))
         if embedding.nbytes > self._cache.max_bytes:
             raise ConfigError(
                 f"embed() cannot keep this image: its embedding takes {embedding.nbytes} bytes, more than the "
@@ -391,21 +399,32 @@ class Segmentor:
         with clock.stage("decode_image"):
             return self.input_policy.load(image)
 
-    def encode(self, pixels: np.ndarray, clock: StageClock) -> ImageEmbedding:
-        """Run the image encoder on ``pixels`` (RGB ``uint8`` ``[H, W, 3]``), timed as ``encode``."""
+    def encode(self, pixels: np.ndarray, clock: StageClock, cancel: CancelToken | None = None) -> ImageEmbedding:
+        """Run the image encoder on ``pixels`` (RGB ``uint8`` ``[H, W, 3]``), timed as ``encode``; with
+        ``runtime.max_batch_size`` > 1 in one batch with concurrent calls (:mod:`perceptra_seg.batching`), the wait
+        for the batch included. ``cancel`` stops a wait for a batch."""
         with self._lock:
             self.encoder_calls += 1
         with clock.stage("encode"):
-            return self._backend.encode(pixels)
+            backend = self._backend
+            batcher = self._batcher
+            if batcher is not None and isinstance(backend, BatchEncoder):
+                return batcher.encode(backend, pixels, cancel)
+            return backend.encode(pixels)
 
     def embedding(
-        self, pixels: np.ndarray, digest: str | None, clock: StageClock, window: Window | None = None
+        self,
+        pixels: np.ndarray,
+        digest: str | None,
+        clock: StageClock,
+        window: Window | None = None,
+        cancel: CancelToken | None = None,
     ) -> ImageEmbedding:
         """``pixels`` encoded, through the cache when ``digest`` is given (see :meth:`digest`)."""
         if digest is None:
-            return self.encode(pixels, clock)
+            return self.encode(pixels, clock, cancel)
         key = self._cache_key(digest, window)
-        embedding, _ = self._cache.get_or_compute(key, partial(self.encode, pixels, clock))
+        embedding, _ = self._cache.get_or_compute(key, partial(self.encode, pixels, clock, cancel))
         return embedding
 
     def embedded(self, handle: EmbeddedImage) -> ImageEmbedding:
@@ -432,3 +451,20 @@ class Segmentor:
         """Model fingerprint + pixel digest (+ the window's bounds when tiling)."""
         key = f"{self._backend.fingerprint}|{digest}"
         return key if window is None else f"{key}|{window.x0},{window.y0},{window.x1},{window.y1}"
+
+
+def _batcher(config: SegmentorConfig, backend: Backend) -> EncoderBatcher | None:
+    """The encoder batcher ``runtime.max_batch_size`` asks for (``None`` when it is 1).
+
+    Raises:
+        ConfigError: batching asked for with a backend that cannot encode batches.
+    """
+    runtime = config.runtime
+    if runtime.max_batch_size == 1:
+        return None
+    if not isinstance(backend, BatchEncoder):
+        raise ConfigError(
+            f"runtime.max_batch_size {runtime.max_batch_size} needs a backend that encodes image batches (torch);"
+            f" the {config.runtime.backend} backend encodes one image per call: set runtime.max_batch_size to 1"
+        )
+    return EncoderBatcher(runtime.max_batch_size, runtime.max_batch_wait_ms / 1000.0)

@@ -137,7 +137,7 @@ def _candidates(
     size = (int(pixels.shape[0]), int(pixels.shape[1]))
     tiling = seg.config.tiling
     if not (tiling.enabled and max(size) > tiling.min_image_side):
-        embedding = seg.embedding(pixels, seg.digest(pixels), clock)
+        embedding = seg.embedding(pixels, seg.digest(pixels), clock, cancel=cancel)
         return decode(embedding, prompts, everything, canvas_size=size)
     windows = plan_windows(
         prompts, size, window_size=tiling.window_size, margin=tiling.margin, max_windows=tiling.max_windows

@@ -18,6 +18,7 @@ PROJECT_URL = "https://github.com/perceptra/perceptra-seg"
 _PROVIDES = {
     "torch": "the torch backend (PyTorch and transformers)",
     "onnx": "the onnx backend (ONNX Runtime)",
+    "openvino": "the openvino backend (OpenVINO and ONNX Runtime)",
     "export": "ONNX export (PyTorch, transformers, onnx and ONNX Runtime)",
     "server": "the REST service (FastAPI and uvicorn)",
     "cli": "segmentor-cli (Typer and rich)",

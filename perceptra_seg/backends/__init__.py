@@ -31,6 +31,10 @@ def create_backend(config: SegmentorConfig) -> Backend:
             from .onnx_backend import OnnxBackend
 
             return OnnxBackend(config)
+        if name == "openvino":
+            from .openvino_backend import OpenVinoBackend
+
+            return OpenVinoBackend(config)
         if name == "triton":
             from .triton_backend import TritonBackend
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -276,16 +276,42 @@ class TorchBackend:
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         self._check_open()
         pixels, input_size = preprocess_image(image, self.family)
+        features = self._encode_features(pixels)
+        nbytes = sum(f.numel() * f.element_size() for f in features)
+        return ImageEmbedding(original_size=image.shape[:2], input_size=input_size, features=features, nbytes=nbytes)
+
+    def encode_batch(self, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
+        """Encode B RGB uint8 ``[H, W, 3]`` images (sizes may differ) in one encoder run (``runtime.max_batch_size``).
+
+        Each image is preprocessed alone into the same ``[1, 3, 1024, 1024]`` input as :meth:`encode`; the B inputs
+        run as one ``[B, 3, 1024, 1024]`` batch and every embedding gets its own copy of its row of the features
+        (so the cache's byte count is that image's). One image takes exactly the :meth:`encode` path; larger batches
+        agree with it up to float rounding (batched matrix products sum in another order).
+        """
+        if len(images) == 1:
+            return [self.encode(images[0])]
+        self._check_open()
+        prepared = [preprocess_image(image, self.family) for image in images]
+        batched = self._encode_features(np.concatenate([pixels for pixels, _ in prepared]))
+        embeddings = []
+        for index, (image, (_, input_size)) in enumerate(zip(images, prepared, strict=True)):
+            features = tuple(f[index : index + 1].clone() for f in batched)
+            nbytes = sum(f.numel() * f.element_size() for f in features)
+            embeddings.append(
+                ImageEmbedding(original_size=image.shape[:2], input_size=input_size, features=features, nbytes=nbytes)
+            )
+        return embeddings
+
+    def _encode_features(self, pixels: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """The encoder's float32 features of float32 ``[B, 3, 1024, 1024]`` inputs, each with a leading ``B``."""
         with oom_guard("while encoding"), self._inference():
             output = self._encoder(torch.from_numpy(pixels).to(self.device))
         if self.spec.architecture == "sam_hq":
-            # (embedding [1, 256, 64, 64], the first global-attention block's output [1, 64, 64, width]): SAM-HQ's
+            # (embedding [B, 256, 64, 64], the first global-attention block's output [B, 64, 64, width]): SAM-HQ's
             # decoder fuses only that early ViT feature, so the later blocks' outputs are not kept.
             output = (output[0], output[1][0])
         features = tuple(output) if isinstance(output, (list, tuple)) else (output,)
-        features = tuple(f.float() for f in features)
-        nbytes = sum(f.numel() * f.element_size() for f in features)
-        return ImageEmbedding(original_size=image.shape[:2], input_size=input_size, features=features, nbytes=nbytes)
+        return tuple(f.float() for f in features)
 
     def encode_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, ...]:
         """Run the image encoder on B preprocessed images at once (the Triton server's batched encoder).

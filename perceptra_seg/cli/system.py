@@ -14,7 +14,13 @@ import typer
 import yaml
 
 from perceptra_seg import hardware
-from perceptra_seg.backends.precision import auto_reason, local_fingerprint, resolve_onnx_auto, resolve_torch_precision
+from perceptra_seg.backends.precision import (
+    auto_reason,
+    decide_openvino_auto,
+    local_fingerprint,
+    resolve_onnx_auto,
+    resolve_torch_precision,
+)
 from perceptra_seg.config import SegmentorConfig
 from perceptra_seg.exceptions import ConfigError, ModelLoadError, SegmentorError
 from perceptra_seg.extras import missing_extra
@@ -321,6 +327,12 @@ def _precision_info(config: SegmentorConfig, device: dict[str, Any]) -> dict[str
             except (SegmentorError, OSError, ValueError, KeyError) as exc:  # the backend will say the same, louder
                 resolved, reason = "unknown", f"cannot read the export in {where}: {exc}"
         return {"requested": requested, "resolved": resolved, "reason": reason}
+    if config.runtime.backend == "openvino":
+        if requested == "auto":
+            resolved, reason = decide_openvino_auto(spec.family, spec.precision_key, bool(config.model.architecture))
+        else:
+            resolved, reason = requested, "as configured"
+        return {"requested": requested, "resolved": resolved, "reason": reason}
     if config.runtime.backend == "triton":
         return {"requested": requested, "resolved": "server", "reason": "backend triton: serve-triton decides"}
     selected = str(device.get("selected") or "cpu")
@@ -353,6 +365,8 @@ def _backends() -> dict[str, dict[str, Any]]:
         onnx["version"] = _version("onnxruntime")
         onnx["providers"] = list(onnxruntime.get_available_providers())
     backends["onnx"] = onnx
+    openvino_ok = onnx["available"] and importlib.util.find_spec("openvino") is not None
+    backends["openvino"] = {"available": openvino_ok, "version": _version("openvino") if openvino_ok else None}
     return backends
 
 

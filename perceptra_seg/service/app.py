@@ -109,6 +109,14 @@ def create_app(
         state.load_error = None
         if not authenticator.enabled:
             logger.warning("no API keys configured (server.api_keys): the API is open to every client")
+        if cfg.runtime.max_batch_size > server.max_concurrency:
+            logger.warning(
+                "runtime.max_batch_size %d is above server.max_concurrency %d: an encoder batch holds at most %d"
+                " images (one per running call); raise server.max_concurrency to fill it",
+                cfg.runtime.max_batch_size,
+                server.max_concurrency,
+                server.max_concurrency,
+            )
         state.runner = InferenceRunner(
             max_concurrency=server.max_concurrency,
             max_queue=server.max_queue,

@@ -461,3 +461,18 @@ def test_info_finds_an_onnx_export_in_the_cache(cli: Callable[..., Run], tmp_pat
     )
     found = cli("info", "-c", config, "--json").json()["precision"]
     assert (found["requested"], found["resolved"]) == ("auto", "fp16"), found
+
+
+def test_info_shows_the_openvino_backend_and_its_precision(
+    cli: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ("info", "--backend", "openvino", "--model", "sam_v2", "--variant", "hiera_small", "--json")
+    pretend_cpu(monkeypatch, AVX2_ONLY)
+    report = cli(*args).json()
+    assert report["backends"]["openvino"]["available"] is (importlib.util.find_spec("openvino") is not None)
+    assert report["precision"]["resolved"] == "fp32" and "without native bf16" in report["precision"]["reason"]
+    pretend_cpu(monkeypatch, AVX512_BF16)
+    chosen = cli(*args).json()["precision"]
+    assert chosen["resolved"] == "bf16" and "worst prompt 0.976" in chosen["reason"]
+    explicit = cli(*args, "--precision", "fp32").json()["precision"]
+    assert (explicit["resolved"], explicit["reason"]) == ("fp32", "as configured")
