@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import traceback
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,6 +35,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from perceptra_seg.exceptions import InvalidInputError
+from perceptra_seg.models import SegmentationResult
 
 from .batch_output import BATCH_FORMATS, BatchFormat, CocoWriter, YoloWriter, open_writer
 from .common import (
@@ -46,7 +48,16 @@ from .common import (
     require_suffix,
 )
 
-__all__ = ["ImageJob", "list_images", "plan_jobs", "progress_bar", "read_results", "register", "stable_image_id"]
+__all__ = [
+    "ImageJob",
+    "list_images",
+    "plan_jobs",
+    "progress_bar",
+    "read_results",
+    "register",
+    "segment_job",
+    "stable_image_id",
+]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -56,7 +67,7 @@ class ImageJob:
     """One image to segment.
 
     Attributes:
-        path: the image file.
+        path: the image file (a local path, or an fsspec URL string for the Ray engine).
         name: the image's name as matched (relative path or list entry, POSIX separators).
         image_id: COCO image id of its results.
         prompts: prompt dicts for :meth:`~perceptra_seg.Segmentor.segment` (boxes XYXY in pixels).
@@ -64,7 +75,7 @@ class ImageJob:
         annotation_ids: the source annotation id of each prompt (``None`` when the input had none).
     """
 
-    path: Path
+    path: Path | str
     name: str
     image_id: int
     prompts: list[dict[str, Any]] = field(default_factory=list)
@@ -140,12 +151,7 @@ def _run(opts: CommonOptions, jobs: list[ImageJob], writer: CocoWriter | YoloWri
         chunk = seg.config.input.max_prompts
         for job in jobs:
             try:
-                results = []
-                for start in range(0, len(job.prompts), chunk):  # one encoder pass: the embedding is cached
-                    part = seg.segment(job.path, prompts=job.prompts[start : start + chunk], output_formats=["rle"])
-                    for result in part:
-                        result.prompt_index += start
-                    results.extend(part)
+                results = segment_job(seg, job.path, job.prompts, chunk)
                 writer.add(job.image_id, job.name, results, job.categories, job.annotation_ids)
             except Exception as exc:  # a failed image is reported and the run goes on
                 if opts.debug:
@@ -157,8 +163,29 @@ def _run(opts: CommonOptions, jobs: list[ImageJob], writer: CocoWriter | YoloWri
     return failures
 
 
-def plan_jobs(images: Path, prompts: Path) -> tuple[list[ImageJob], list[str], list[str]]:
+def segment_job(seg: Any, image: Any, prompts: list[dict[str, Any]], chunk: int) -> list[SegmentationResult]:
+    """Every prompt of one image, sent to ``seg.segment`` in groups of at most ``chunk`` (``input.max_prompts``)
+    with one encoder pass (the embedding is cached); ``prompt_index`` counts over all of ``prompts``, RLE output.
+
+    ``image`` is what :meth:`~perceptra_seg.Segmentor.segment` accepts (a path, or the decoded RGB ``uint8``
+    ``[H, W, 3]`` array the Ray engine hands over). Both batch engines call this, so their results are the same.
+    """
+    results: list[SegmentationResult] = []
+    for start in range(0, len(prompts), chunk):
+        part = seg.segment(image, prompts=prompts[start : start + chunk], output_formats=["rle"])
+        for result in part:
+            result.prompt_index += start
+        results.extend(part)
+    return results
+
+
+def plan_jobs(
+    images: Any, prompts: Path, *, lister: Callable[[Any], list[tuple[str, Any]]] | None = None
+) -> tuple[list[ImageJob], list[str], list[str]]:
     """Match images with prompt entries.
+
+    ``lister(images)`` gives the ``(name, location)`` of every image (default :func:`list_images` over a local
+    directory or list file; the Ray engine passes an fsspec lister, whose locations are URL strings).
 
     Returns:
         ``(jobs, images_without_prompts, entries_without_image)``; jobs are in image-name order and include only
@@ -174,7 +201,7 @@ def plan_jobs(images: Path, prompts: Path) -> tuple[list[ImageJob], list[str], l
     jobs: list[ImageJob] = []
     unmatched_images: list[str] = []
     used: set[str] = set()
-    for name, path in list_images(images):
+    for name, path in (lister or list_images)(images):
         key = name if name in table else None
         candidates = by_basename.get(Path(name).name, [])
         if key is None and len(candidates) == 1:
