@@ -25,6 +25,7 @@ _PROVIDES = {
     "triton-server": "segmentor-cli serve-triton (nvidia-pytriton, needs numpy<2)",
     "supervision": "the supervision integration (perceptra_seg.integrations.supervision)",
     "redis": "shared service state in Redis (server.state = redis)",
+    "ray": "Ray Data batch jobs and Ray Serve (segmentor-cli batch --engine ray, perceptra_seg.distributed)",
 }
 
 
@@ -47,7 +48,7 @@ def missing_extra(extra: str, exc: ImportError) -> ModelLoadError | ConfigError:
         f"(cannot import {module!r}): {install_command(extra)} (in a clone of the repository: "
         f'pip install ".[{extra}]"; the "perceptra-seg" on the package index is a different project)'
     )
-    if extra in ("server", "cli", "supervision", "redis"):
+    if extra in ("server", "cli", "supervision", "redis", "ray"):
         return ConfigError(message)
     return ModelLoadError(message)
 

@@ -18,6 +18,10 @@ name (the first 31 bits of its SHA-256), so they stay the same whatever else the
 each keeps the source annotation id. The output is written after every image, atomically (temporary file + rename),
 so an interrupted run loses nothing; a re-run skips images whose ``image_id`` is already in the output. A failed
 image is reported and the run goes on; the exit code is 1 when any image failed.
+
+``--engine ray`` (``--ray-address``, ``--workers``, ``--gpus-per-worker``) runs the same plan on a Ray cluster
+(:mod:`perceptra_seg.distributed`): images may also be fsspec URLs, results go to JSONL shards beside ``--out`` and
+are merged into the same COCO results file (``coco-rle`` only). The Ray flags are refused with ``--engine local``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -58,6 +62,8 @@ __all__ = [
     "segment_job",
     "stable_image_id",
 ]
+
+Engine = Literal["local", "ray"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -98,7 +104,14 @@ def register(app: typer.Typer) -> None:
 
 def batch(
     opts: CommonOptions,
-    images: Annotated[Path, typer.Option("--images", help="Directory of images, or a text file listing image paths.")],
+    images: Annotated[
+        str,
+        typer.Option(
+            "--images",
+            help="Directory of images, or a text file listing image paths (--engine ray: also an fsspec URL such as "
+            "file://, s3://, gs://).",
+        ),
+    ],
     prompts: Annotated[
         Path, typer.Option("--prompts", help="COCO annotations file, or a JSON mapping image file name -> prompts.")
     ],
@@ -110,13 +123,46 @@ def batch(
         BatchFormat,
         typer.Option("--format", help=f"Output: {' | '.join(BATCH_FORMATS)} (COCO RLE, COCO polygons, YOLO-seg)."),
     ] = "coco-rle",
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            "--engine",
+            help="local: this process, one image at a time | ray: Ray Data on a Ray cluster (needs the ray extra; "
+            "writes JSONL shards beside --out, then the merged COCO results).",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="--engine ray: 'auto' (the cluster this machine belongs to) or HOST:PORT; default: a private Ray "
+            "instance on this machine.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="--engine ray: model actors, each loads the model once.")
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None, typer.Option("--gpus-per-worker", min=0.0, help="--engine ray: GPUs per model actor.")
+    ] = None,
 ) -> None:
     """Segment many images; write COCO results or YOLO-seg labels (resumable; failed images are reported, the run
     goes on)."""
     opts.load_config()  # an invalid configuration is an error even when every image is already done
     if fmt != "yolo-seg":  # a misnamed results file is refused before the inputs are read
         require_suffix(out, (".json",), "--out")
-    jobs, unmatched_images, unmatched_entries = plan_jobs(images, prompts)
+    if engine == "ray":
+        from perceptra_seg.distributed.command import ray_batch
+
+        ray_batch(opts, images, prompts, out, fmt, ray_address, workers or 1, gpus_per_worker or 0.0)
+        return
+    ray_flags = {"--ray-address": ray_address, "--workers": workers, "--gpus-per-worker": gpus_per_worker}
+    given = [flag for flag, value in ray_flags.items() if value is not None]
+    if given:
+        raise InvalidInputError(f"{', '.join(given)} apply to --engine ray only")
+    if "://" in images:
+        raise InvalidInputError(f"--images {images}: URLs need --engine ray; --engine local reads local files")
+    jobs, unmatched_images, unmatched_entries = plan_jobs(Path(images), prompts)
     writer = open_writer(fmt, out, [c for job in jobs for c in job.categories], read_results)
     todo = [job for job in jobs if job.image_id not in writer.done_ids]
     failures = _run(opts, todo, writer) if todo else []

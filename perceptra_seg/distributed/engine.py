@@ -8,9 +8,18 @@
                                                        is segmented and written as one shard
                      ──► iter_rows() on the driver     one small status row per image: progress and the summary
 
-Fault tolerance is Ray's: the model actors are created with ``max_restarts`` / ``max_task_retries`` (a killed
-actor is restarted and its unfinished block runs again; a block lost with its node is rebuilt from lineage), and
-decode tasks are retried. Shards are idempotent (:mod:`.shards`), so a block that ran twice is still written once.
+Each model actor reserves ``runtime.num_threads`` CPUs (1 when unset) and Ray gives it that many intra-op threads.
+Masks and scores are bit-identical to ``--engine local`` when both run the same number of threads (set
+``runtime.num_threads``); with different counts float sums are ordered differently, so scores can differ in their
+last bits.
+
+Fault tolerance is Ray Data's own (its defaults for actor pools: unlimited actor restarts and block retries): a
+killed actor is restarted and its unfinished block runs again, a block lost with its node is rebuilt from lineage,
+and decode tasks are retried. Shards are idempotent (:mod:`.shards`), so a block that ran twice is written once.
+Ray 2.6x deprecates the per-operator ``max_restarts`` / ``max_task_retries`` arguments, so they are not bounded
+here: a block that kills its actor every time (e.g. out of memory) is retried until the job is interrupted.
+
+Every block of at most ``images_per_shard`` images is one decode task, one actor call and one shard.
 """
 
 from __future__ import annotations
@@ -31,11 +40,8 @@ from perceptra_seg.exceptions import ConfigError, InvalidInputError
 
 from .shards import ShardImage, done_ids, write_shard
 
-__all__ = ["ACTOR_MAX_RESTARTS", "ACTOR_TASK_RETRIES", "BatchSummary", "connect", "run_batch"]
+__all__ = ["BatchSummary", "connect", "run_batch"]
 
-#: How often Ray restarts one crashed model actor, and retries one block on an actor, before the job fails.
-ACTOR_MAX_RESTARTS = 4
-ACTOR_TASK_RETRIES = 4
 #: Seconds :func:`connect` waits for a ``HOST:PORT`` to accept a TCP connection before calling it unreachable.
 CONNECT_TIMEOUT_S = 5.0
 
@@ -213,29 +219,19 @@ def _pipeline(
     ]
     blocks = math.ceil(len(rows) / images_per_shard)
     dataset = ray.data.from_items(rows, override_num_blocks=blocks)
+    # batch_size=None: each block is one batch (one decode task, one actor call, one shard), never bundled
     dataset = dataset.map_batches(
-        _decode,
-        fn_kwargs={"settings": settings},
-        batch_size=images_per_shard,
-        batch_format="numpy",
-        num_cpus=1,
+        _decode, fn_kwargs={"settings": settings}, batch_size=None, batch_format="numpy", num_cpus=1
     )
     return dataset.map_batches(
         _SegmentActor,
         fn_constructor_kwargs={"settings": settings, "out_dir": out_dir},
-        batch_size=images_per_shard,
+        batch_size=None,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),
-        num_cpus=1,
+        num_cpus=settings.runtime.num_threads or 1,
         num_gpus=gpus_per_worker,
-        ray_remote_args_fn=_actor_fault_tolerance,
     )
-
-
-def _actor_fault_tolerance() -> dict[str, int]:
-    """Remote args of every model actor: bounded restarts and retries (Ray Data's own default is unbounded, so an
-    image that crashes its actor every time would loop forever)."""
-    return {"max_restarts": ACTOR_MAX_RESTARTS, "max_task_retries": ACTOR_TASK_RETRIES}
 
 
 def _decode(batch: dict[str, np.ndarray], settings: SegmentorConfig) -> dict[str, np.ndarray]:
