@@ -6,7 +6,8 @@ Inputs:
   listing one image path per line (relative paths are relative to the list file; blank lines and ``#`` comments are
   ignored).
 * ``--prompts``: either a COCO annotations file (``images`` + ``annotations``; every annotation's ``bbox``
-  ``[x, y, w, h]`` becomes a box prompt ``[x, y, x + w, y + h]`` of its image, and its ``category_id`` is kept), or a
+  ``[x, y, w, h]`` becomes a box prompt ``[x, y, x + w, y + h]`` of its image, its ``point_coords`` ``[[x, y], ...]``
+  (SA-1B's field) foreground clicks of the same prompt, and its ``category_id`` is kept), or a
   JSON object mapping image file names to prompt lists (``{"a.jpg": [{"box": [...]}, {"points": [...]}]}``; a prompt
   may carry a ``category_id``, default 1, and an ``annotation_id``).
 
@@ -315,19 +316,37 @@ def _coco_entries(data: dict[str, Any], path: Path) -> dict[str, _Entry]:
         table[name] = by_id[image_id] = _Entry(image_id, [], [])
     for index, ann in enumerate(annotations):
         try:
-            x, y, w, h = (float(v) for v in ann["bbox"])
             entry = by_id[int(ann["image_id"])]
+            prompt = _coco_prompt(ann)
             category = int(ann.get("category_id", 1))
             source = None if ann.get("id") is None else int(ann["id"])
         except (KeyError, TypeError, ValueError):
             raise InvalidInputError(
                 f"COCO file {path}: annotations[{index}] needs an 'image_id' listed in 'images' and a 'bbox' "
-                "[x, y, width, height]"
+                "[x, y, width, height] and/or 'point_coords' [[x, y], ...]"
             ) from None
-        entry.prompts.append({"box": [x, y, x + w, y + h]})
+        entry.prompts.append(prompt)
         entry.categories.append(category)
         entry.annotation_ids.append(source)
     return table
+
+
+def _coco_prompt(ann: dict[str, Any]) -> dict[str, Any]:
+    """The prompt of one COCO annotation: its ``bbox`` ``[x, y, w, h]`` as the box ``[x, y, x + w, y + h]`` and its
+    ``point_coords`` ``[[x, y], ...]`` (SA-1B's field) as foreground clicks; at least one of the two.
+
+    Raises:
+        KeyError, TypeError, ValueError: neither field, or a malformed one.
+    """
+    prompt: dict[str, Any] = {}
+    if ann.get("bbox") is not None:
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        prompt["box"] = [x, y, x + w, y + h]
+    if ann.get("point_coords"):
+        prompt["points"] = [[float(px), float(py), 1] for px, py in ann["point_coords"]]
+    if not prompt:
+        raise KeyError("bbox")
+    return prompt
 
 
 def _mapping_entries(data: dict[str, list[Any]], path: Path) -> dict[str, _Entry]:

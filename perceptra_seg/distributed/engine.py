@@ -42,6 +42,8 @@ from .shards import ShardImage, done_ids, write_shard
 
 __all__ = ["BatchSummary", "connect", "run_batch"]
 
+#: CPUs one decode task reserves.
+DECODE_CPUS = 0.5
 #: Seconds :func:`connect` waits for a ``HOST:PORT`` to accept a TCP connection before calling it unreachable.
 CONNECT_TIMEOUT_S = 5.0
 
@@ -219,9 +221,12 @@ def _pipeline(
     ]
     blocks = math.ceil(len(rows) / images_per_shard)
     dataset = ray.data.from_items(rows, override_num_blocks=blocks)
-    # batch_size=None: each block is one batch (one decode task, one actor call, one shard), never bundled
+    # batch_size=None: each block is one batch (one decode task, one actor call, one shard), never bundled.
+    # A decode task reserves half a CPU (reading and decoding is short and partly I/O wait); as a reservation that
+    # differs from the actors', it also keeps Ray Data from fusing decoding into the actors, where the model would
+    # wait for every decode.
     dataset = dataset.map_batches(
-        _decode, fn_kwargs={"settings": settings}, batch_size=None, batch_format="numpy", num_cpus=1
+        _decode, fn_kwargs={"settings": settings}, batch_size=None, batch_format="numpy", num_cpus=DECODE_CPUS
     )
     return dataset.map_batches(
         _SegmentActor,

@@ -209,8 +209,9 @@ def cli(monkeypatch: pytest.MonkeyPatch, config_file: Path) -> Callable[..., Run
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """``(image folder, COCO annotations)``: 12 demo scenes (PNG, three sizes, two in a subfolder), one box per
-    object with its own annotation id and a category per shape kind."""
+    """``(image folder, COCO annotations)``: 12 demo scenes (PNG, three sizes, two in a subfolder), one annotation
+    per object with its own annotation id and a category per shape kind; its prompt is the object's box, one click
+    inside it (``point_coords``) or both, in turn."""
     root = tmp_path_factory.mktemp("ray_dataset")
     folder = root / "images"
     (folder / "sub").mkdir(parents=True)
@@ -228,7 +229,14 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             box = [x, y, int(xs.max()) + 1 - x, int(ys.max()) + 1 - y]
             category = kinds.setdefault(obj.kind, len(kinds) + 1)
             ann_id = 9000 + len(coco["annotations"])
-            coco["annotations"].append({"id": ann_id, "image_id": image_id, "category_id": category, "bbox": box})
+            ann: dict[str, Any] = {"id": ann_id, "image_id": image_id, "category_id": category, "bbox": box}
+            inside = [int(xs[len(xs) // 2]), int(ys[len(ys) // 2])]  # a pixel of the object
+            if ann_id % 3 == 1:  # a click instead of the box
+                ann["point_coords"] = [inside]
+                del ann["bbox"]
+            elif ann_id % 3 == 2:  # box and click together
+                ann["point_coords"] = [inside]
+            coco["annotations"].append(ann)
     coco["categories"] = [{"id": i, "name": k} for k, i in kinds.items()]
     annotations = root / "instances.json"
     annotations.write_text(json.dumps(coco))

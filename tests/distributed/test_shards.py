@@ -98,6 +98,33 @@ def test_plan_batch_over_a_file_url_matches_the_local_plan(tmp_path: Path) -> No
         plan_batch("nosuchprotocol://bucket/images", prompts)
 
 
+def test_coco_point_coords_become_foreground_clicks_of_the_annotations_prompt(tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"x")
+    coco = {
+        "images": [{"id": 4, "file_name": "a.png"}],
+        "annotations": [
+            {"id": 1, "image_id": 4, "bbox": [1, 2, 10, 20]},
+            {"id": 2, "image_id": 4, "point_coords": [[5, 6], [7.5, 8]], "category_id": 3},
+            {"id": 3, "image_id": 4, "bbox": [0, 0, 4, 4], "point_coords": [[1, 1]]},
+        ],
+    }
+    prompts = tmp_path / "coco.json"
+    prompts.write_text(json.dumps(coco))
+    (job,), _, _ = plan_batch(folder.as_uri(), prompts)
+    assert job.prompts == [
+        {"box": [1.0, 2.0, 11.0, 22.0]},
+        {"points": [[5.0, 6.0, 1], [7.5, 8.0, 1]]},
+        {"box": [0.0, 0.0, 4.0, 4.0], "points": [[1.0, 1.0, 1]]},
+    ]
+    assert job.categories == [1, 3, 1] and job.annotation_ids == [1, 2, 3]
+    coco["annotations"].append({"id": 4, "image_id": 4, "point_coords": []})
+    prompts.write_text(json.dumps(coco))
+    with pytest.raises(InvalidInputError, match=r"annotations\[3\] needs .* and/or 'point_coords'"):
+        plan_batch(folder.as_uri(), prompts)
+
+
 def test_an_image_read_through_fsspec_decodes_as_the_local_path_does(tmp_path: Path) -> None:
     from PIL import Image
 
