@@ -136,8 +136,8 @@ def batch(
         str | None,
         typer.Option(
             "--ray-address",
-            help="--engine ray: 'auto' (the cluster this machine belongs to) or HOST:PORT; default: a private Ray "
-            "instance on this machine.",
+            help="--engine ray: 'auto' (the cluster this machine belongs to) or HOST:PORT; default: Ray's own "
+            "(RAY_ADDRESS, else a cluster started on this machine with `ray start`, else a new local instance).",
         ),
     ] = None,
     workers: Annotated[

@@ -92,7 +92,8 @@ def run_batch(
         jobs: :class:`~perceptra_seg.cli.batch.ImageJob` items (from :func:`~perceptra_seg.distributed.plan_batch`):
             ``path`` a local path or fsspec URL every worker can read, prompts with boxes XYXY in pixels.
         settings: the model configuration every actor loads (checkpoint paths must exist on every node).
-        address: ``None`` starts a private Ray instance on this machine; ``"auto"`` joins the cluster this
+        address: ``None`` is Ray's own default (``RAY_ADDRESS``, else a cluster started on this machine with
+            ``ray start``, else a new local instance that ends with the call); ``"auto"`` joins the cluster this
             machine belongs to; ``"HOST:PORT"`` (or ``ray://HOST:PORT``) joins that cluster. When this process is
             already connected to Ray (``ray.is_initialized()``), that connection is used and ``address`` ignored.
         workers: model actors (each loads the model once).

@@ -27,7 +27,12 @@ def _shard_ids(folder: Path) -> list[int]:
 
 
 def test_ray_engine_on_two_nodes_writes_the_local_engines_file_and_resumes_from_its_shards(
-    cli: Callable[..., Run], ray_cluster: RayCluster, dataset: tuple[Path, Path], local_results: bytes, tmp_path: Path
+    cli: Callable[..., Run],
+    ray_cluster: RayCluster,
+    dataset: tuple[Path, Path],
+    local_results: bytes,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     folder, annotations = dataset
     out = tmp_path / "results.json"
@@ -58,7 +63,8 @@ def test_ray_engine_on_two_nodes_writes_the_local_engines_file_and_resumes_from_
     removed = sorted(shards.glob("part-*.jsonl"))[0]
     lost = len(removed.read_text().splitlines())
     removed.unlink()
-    run = cli(*argv)
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)  # no --ray-address, no --workers: Ray's default address
+    run = cli("batch", "--engine", "ray", "--images", folder, "--prompts", annotations, "--out", out, "--json")
     assert run.exit_code == 0, run.stderr
     assert run.json()["processed"] == lost and run.json()["skipped_existing"] == 12 - lost
     assert out.read_bytes() == local_results
