@@ -14,7 +14,9 @@ Reported per row: wall time (model load / actor start included), steady-state im
 to the last: what a long job sees) and seconds per image; for Ray also the overhead per image against the local
 row with the same threads (Ray's seconds per image × workers − local seconds per image: task scheduling, the object
 store transfer of the decoded image, the shard write). The machine's CPU flags and load average (start and end)
-are printed with the table, which is Markdown ready for BENCHMARKS.md.
+are printed with the table, which is Markdown ready for BENCHMARKS.md. Ray's workers run at niceness 0 here
+(``RAY_worker_niceness=0``; Ray's default, 15, would let any other load on the machine starve them), as the local
+rows do.
 """
 
 from __future__ import annotations
@@ -110,6 +112,9 @@ def main() -> None:
     from perceptra_seg.config import SegmentorConfig
     from perceptra_seg.distributed import plan_batch
 
+    # Ray runs its workers at niceness 15 unless told otherwise: on a busy machine they would lose the cores to every
+    # other process while the local rows did not. Every row runs at this process's niceness.
+    os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112 (Ray reads this exact spelling)
     load_start = os.getloadavg()
     print(f"machine: {cpu_flags()}; load average {load_start}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="ray_batch_bench_"))
@@ -124,7 +129,9 @@ def main() -> None:
         rows.append({"row": f"local, {args.threads} thread(s)", **run_local(jobs, threaded)})
         rows.append({"row": "local, default threads", **run_local(jobs, default)})
         start = time.perf_counter()
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        # one logical CPU more than the cores: 2 single-thread actors on 2 cores still leave room for decode tasks
+        cpus = (os.cpu_count() or 1) + 1
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         ray_start = time.perf_counter() - start
         try:
             ray.data.DataContext.get_current().enable_progress_bars = False

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import socket
 from collections.abc import Callable, Iterator, Sequence
@@ -108,7 +109,8 @@ def run_batch(
     Raises:
         InvalidInputError: ``workers`` / ``images_per_shard`` below 1, ``gpus_per_worker`` negative, or an
             unreadable ``out_dir``.
-        ConfigError: Ray is not installed, or the cluster cannot be reached.
+        ConfigError: Ray is not installed, the cluster cannot be reached, or it has too few CPUs / GPUs for the
+            actors plus the decode tasks (checked before anything starts; Ray would wait for them forever).
     """
     if workers < 1 or images_per_shard < 1:
         raise InvalidInputError("workers and images per shard must be at least 1")
@@ -120,7 +122,8 @@ def run_batch(
     if not todo:
         return summary
     ray = _import_ray()
-    with connect(address):
+    with connect(address), _quiet("ray.data"):
+        _check_resources(ray, settings, workers, gpus_per_worker)
         dataset = _pipeline(ray, todo, settings, str(out_dir), workers, gpus_per_worker, images_per_shard)
         seen: set[int] = set()
         shards: set[str] = set()
@@ -139,6 +142,43 @@ def run_batch(
                 progress(len(seen), len(todo))
     summary.shards = sorted(shards)
     return summary
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Only errors of logger ``name`` while the block runs (Ray Data's per-dataset INFO lines and its note that its
+    progress bars are off would bury the caller's own progress)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _check_resources(ray: Any, settings: SegmentorConfig, workers: int, gpus_per_worker: float) -> None:
+    """Refuse a job the cluster cannot run: actors that take every CPU leave none for the decode tasks, and actors
+    that ask for more GPUs than exist never start; either way Ray would wait forever.
+
+    Raises:
+        ConfigError: too few CPUs or GPUs in the cluster (as it is now: start autoscaled nodes first).
+    """
+    available = ray.cluster_resources()
+    actor_cpus = settings.runtime.num_threads or 1
+    cpus_needed = workers * actor_cpus + DECODE_CPUS
+    if available.get("CPU", 0.0) < cpus_needed:
+        raise ConfigError(
+            f"the Ray cluster has {available.get('CPU', 0.0):g} CPUs; {workers} model actor(s) × {actor_cpus} CPU "
+            f"(runtime.num_threads, 1 when unset) plus {DECODE_CPUS:g} for the decode tasks need {cpus_needed:g}: "
+            "lower --workers or runtime.num_threads, or add nodes"
+        )
+    gpus_needed = workers * gpus_per_worker
+    if gpus_needed and available.get("GPU", 0.0) < gpus_needed:
+        raise ConfigError(
+            f"the Ray cluster has {available.get('GPU', 0.0):g} GPUs; {workers} model actor(s) × {gpus_per_worker:g} "
+            f"GPU need {gpus_needed:g}: lower --workers or --gpus-per-worker, or add GPU nodes"
+        )
 
 
 def _import_ray() -> Any:

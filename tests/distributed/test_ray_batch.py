@@ -137,6 +137,29 @@ def test_an_unreachable_or_malformed_ray_address_is_a_clear_error(
 
 
 @pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--workers", "4"], "the Ray cluster has 4 CPUs; 4 model actor(s) × 1 CPU"),  # none left for decoding
+        (["--gpus-per-worker", "1"], "the Ray cluster has 0 GPUs; 1 model actor(s) × 1 GPU need 1"),
+    ],
+)
+def test_a_job_the_cluster_cannot_run_is_refused_instead_of_waiting_forever(
+    cli: Callable[..., Run],
+    ray_cluster: RayCluster,
+    dataset: tuple[Path, Path],
+    tmp_path: Path,
+    flags: list[str],
+    message: str,
+) -> None:
+    folder, annotations = dataset
+    out = tmp_path / "results.json"
+    argv = ["batch", "--engine", "ray", "--ray-address", ray_cluster.address, *flags]
+    run = cli(*argv, "--images", folder, "--prompts", annotations, "--out", out)
+    assert run.exit_code == 2 and message in run.stderr
+    assert not out.exists() and not (tmp_path / "results.shards").exists()
+
+
+@pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--workers", "2"], "--workers apply to --engine ray only"),
