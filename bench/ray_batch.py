@@ -11,12 +11,16 @@ Every row segments the same generated scenes (one box prompt per object, from a 
   process on this machine (``ray.init``; its start-up is reported apart), each actor with ``--threads`` threads.
 
 Reported per row: wall time (model load / actor start included), steady-state images/s (from the first image done
-to the last: what a long job sees) and seconds per image; for Ray also the overhead per image against the local
-row with the same threads (Ray's seconds per image × workers − local seconds per image: task scheduling, the object
-store transfer of the decoded image, the shard write). The machine's CPU flags and load average (start and end)
-are printed with the table, which is Markdown ready for BENCHMARKS.md. Ray's workers run at niceness 0 here
-(``RAY_worker_niceness=0``; Ray's default, 15, would let any other load on the machine starve them), as the local
-rows do.
+to the last: what a long job sees) and milliseconds per image; the local rows split that into decoding and the model
+(segmentation + COCO records). On a busy machine wall times mostly say how the cores were shared (a Ray run has
+more processes to be scheduled than one local process), so the overhead is measured in CPU time, which load does
+not change much: CPU milliseconds per image over the steady part of each row (local: this process; Ray: this
+process and every process of the Ray instance — GCS, raylet, decode tasks, model actors), and the Ray overhead per
+image = Ray's CPU ms per image − the local row's at the same threads (task dispatch and bookkeeping, the object
+store transfer of the decoded image, the shard write).
+The machine's CPU flags and load average (start and end) are printed with the table, which is Markdown ready for
+BENCHMARKS.md. Ray's workers run at niceness 0 here (``RAY_worker_niceness=0``; Ray's default, 15, would let any
+other load on the machine starve them), as the local rows do.
 """
 
 from __future__ import annotations
@@ -66,35 +70,79 @@ def run_local(jobs: list[Any], settings: Any) -> dict[str, Any]:
     from perceptra_seg import Segmentor
     from perceptra_seg.cli.batch import segment_job
     from perceptra_seg.cli.batch_output import coco_records
+    from perceptra_seg.inputs import InputPolicy
 
+    policy = InputPolicy.from_config(settings.input)
     start = time.perf_counter()
     with Segmentor(settings) as seg:
         loaded = time.perf_counter()
         done: list[float] = []
-        for job in jobs:
-            results = segment_job(seg, job.path, job.prompts, settings.input.max_prompts)
+        decode_s = model_s = 0.0
+        cpu_start = 0.0
+        for index, job in enumerate(jobs):
+            if index == 1:
+                cpu_start = time.process_time()
+            began = time.perf_counter()
+            image = policy.load(job.path)  # what segment(path) does first
+            decoded = time.perf_counter()
+            results = segment_job(seg, image, job.prompts, settings.input.max_prompts)
             coco_records(job.image_id, results, job.categories, job.annotation_ids)
             done.append(time.perf_counter())
-    steady = _steady(done)  # from the first image on: its warm-up is left out, as Ray's actor start-up is
-    return {"wall_s": done[-1] - start, "load_s": loaded - start, "steady_img_s": steady, "s_per_image": 1 / steady}
+            if index:  # the first image's warm-up is left out, as Ray's actor start-up is
+                decode_s += decoded - began
+                model_s += done[-1] - decoded
+        cpu_ms = 1000 * (time.process_time() - cpu_start) / (len(jobs) - 1)
+    steady = _steady(done)
+    return {
+        "cpu_ms": cpu_ms,
+        "wall_s": done[-1] - start,
+        "load_s": loaded - start,
+        "steady_img_s": steady,
+        "s_per_image": 1 / steady,
+        "decode_ms": 1000 * decode_s / (len(jobs) - 1),
+        "model_ms": 1000 * model_s / (len(jobs) - 1),
+    }
 
 
 def run_ray(jobs: list[Any], settings: Any, workers: int, out: Path, per_shard: int) -> dict[str, Any]:
     from perceptra_seg.distributed import run_batch
 
     done: list[float] = []
+    cpu: list[tuple[int, dict[int, float]]] = []
+
+    def progress(count: int, total: int) -> None:
+        done.append(time.perf_counter())
+        if len(done) == 1 or count == total:  # CPU of every Ray process, from the first image done to the last
+            cpu.append((count, _ray_cpu_seconds()))
+
     start = time.perf_counter()
-    summary = run_batch(
-        jobs,
-        settings,
-        workers=workers,
-        out_dir=out,
-        images_per_shard=per_shard,
-        progress=lambda _done, _total: done.append(time.perf_counter()),
-    )
+    summary = run_batch(jobs, settings, workers=workers, out_dir=out, images_per_shard=per_shard, progress=progress)
     assert summary.processed == len(jobs) and not summary.failed, summary
     steady = _steady(done)
-    return {"wall_s": done[-1] - start, "steady_img_s": steady, "s_per_image": 1.0 / steady}
+    (first_count, first), (last_count, last) = cpu[0], cpu[-1]
+    used = sum(seconds - first.get(pid, 0.0) for pid, seconds in last.items())
+    return {
+        "wall_s": done[-1] - start,
+        "steady_img_s": steady,
+        "s_per_image": 1.0 / steady,
+        "cpu_ms": 1000 * used / (last_count - first_count),
+    }
+
+
+def _ray_cpu_seconds() -> dict[int, float]:
+    """User + system CPU seconds of this process and all its descendants (the private Ray instance: GCS, raylet,
+    decode workers, model actors), by pid."""
+    import psutil
+
+    me = psutil.Process()
+    seconds = {}
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            seconds[proc.pid] = times.user + times.system
+        except psutil.Error:
+            continue
+    return seconds
 
 
 def main() -> None:
@@ -142,20 +190,23 @@ def main() -> None:
             ray.shutdown()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    local = rows[0]["s_per_image"]
+    local_cpu = rows[0]["cpu_ms"]
     for row in rows[2:]:
-        workers = int(row["row"].split(", ")[1].split(" ")[0])
-        row["overhead_ms_per_image"] = 1000.0 * (row["s_per_image"] * workers - local)
+        row["overhead_ms_per_image"] = row["cpu_ms"] - local_cpu
     load_end = os.getloadavg()
     print(f"ray.init (private instance on this machine): {ray_start:.1f} s; load average at the end {load_end}")
     print(f"{args.images} images {args.size}×{args.size}, model {args.model}, {args.images_per_shard} per shard\n")
-    print("| engine | wall s | steady images/s | ms per image | Ray overhead ms per image |")
-    print("|---|---|---|---|---|")
+    print(
+        "| engine | wall s | steady images/s | wall ms per image | decode / model ms | CPU ms per image "
+        "| Ray CPU overhead ms per image |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         overhead = f"{row['overhead_ms_per_image']:.1f}" if "overhead_ms_per_image" in row else "–"
+        split = f"{row['decode_ms']:.1f} / {row['model_ms']:.1f}" if "model_ms" in row else "–"
         print(
             f"| {row['row']} | {row['wall_s']:.1f} | {row['steady_img_s']:.2f} | {1000 * row['s_per_image']:.1f} "
-            f"| {overhead} |"
+            f"| {split} | {row['cpu_ms']:.1f} | {overhead} |"
         )
     if args.out is not None:
         document = {"rows": rows, "load_average": {"start": load_start, "end": load_end}, "ray_init_s": ray_start}

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from perceptra_seg.config import SegmentorConfig
-from perceptra_seg.exceptions import ConfigError, InvalidInputError
+from perceptra_seg.exceptions import BackendError, ConfigError, InvalidInputError
 
 from .shards import ShardImage, done_ids, write_shard
 
@@ -111,6 +111,8 @@ def run_batch(
             unreadable ``out_dir``.
         ConfigError: Ray is not installed, the cluster cannot be reached, or it has too few CPUs / GPUs for the
             actors plus the decode tasks (checked before anything starts; Ray would wait for them forever).
+        BackendError: the Ray job failed (e.g. the model actors cannot load the model); shards written so far
+            stay, and a re-run resumes from them.
     """
     if workers < 1 or images_per_shard < 1:
         raise InvalidInputError("workers and images per shard must be at least 1")
@@ -125,23 +127,39 @@ def run_batch(
     with connect(address), _quiet("ray.data"):
         _check_resources(ray, settings, workers, gpus_per_worker)
         dataset = _pipeline(ray, todo, settings, str(out_dir), workers, gpus_per_worker, images_per_shard)
-        seen: set[int] = set()
-        shards: set[str] = set()
-        for row in dataset.iter_rows():
-            image_id = int(row["image_id"])
-            if image_id in seen:
-                continue
-            seen.add(image_id)
-            if row["error"]:
-                summary.failed.append({"image": str(row["name"]), "error": str(row["error"])})
-            else:
-                summary.processed += 1
-                summary.results_written += int(row["results"])
-                shards.add(str(row["shard"]))
-            if progress is not None:
-                progress(len(seen), len(todo))
-    summary.shards = sorted(shards)
+        try:
+            _collect(dataset, summary, len(todo), progress)
+        except ray.exceptions.RayError as exc:  # e.g. a model actor that cannot load the model
+            raise BackendError(f"the Ray job failed: {_reason(exc)}") from exc
     return summary
+
+
+def _collect(dataset: Any, summary: BatchSummary, total: int, progress: ProgressFn | None) -> None:
+    """Consume the status rows of ``dataset`` into ``summary`` (each image once), reporting progress."""
+    seen: set[int] = set()
+    shards: set[str] = set()
+    for row in dataset.iter_rows():
+        image_id = int(row["image_id"])
+        if image_id in seen:
+            continue
+        seen.add(image_id)
+        if row["error"]:
+            summary.failed.append({"image": str(row["name"]), "error": str(row["error"])})
+        else:
+            summary.processed += 1
+            summary.results_written += int(row["results"])
+            shards.add(str(row["shard"]))
+        if progress is not None:
+            progress(len(seen), total)
+    summary.shards = sorted(shards)
+
+
+def _reason(exc: BaseException) -> str:
+    """The last ``Type: message`` line of a Ray error's remote traceback (the original exception), else its first
+    line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    causes = [line for line in lines if not line.startswith(("File ", "^", "~")) and ": " in line]
+    return causes[-1] if causes else _first_line(exc)
 
 
 @contextlib.contextmanager

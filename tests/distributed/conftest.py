@@ -192,14 +192,16 @@ def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch, config_file: Path) -> Callable[..., Run]:
-    """``cli("batch", ...)``: segmentor-cli in-process with :func:`config_file`."""
+    """``cli("batch", ...)``: segmentor-cli in-process with :func:`config_file` (unless ``--config`` is given)."""
     for name in list(os.environ):
         if name.startswith("SEGMENTOR_"):
             monkeypatch.delenv(name)
     runner = CliRunner()
 
     def invoke(*args: str | Path) -> Run:
-        argv = [str(a) for a in args] + ["--config", str(config_file)]
+        argv = [str(a) for a in args]
+        if "--config" not in argv:
+            argv += ["--config", str(config_file)]
         result = runner.invoke(app, argv)
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise result.exception

@@ -159,6 +159,24 @@ def test_a_job_the_cluster_cannot_run_is_refused_instead_of_waiting_forever(
     assert not out.exists() and not (tmp_path / "results.shards").exists()
 
 
+def test_model_actors_that_cannot_load_the_model_fail_the_job_with_the_loaders_message(
+    cli: Callable[..., Run], ray_cluster: RayCluster, dataset: tuple[Path, Path], tmp_path: Path
+) -> None:
+    folder, annotations = dataset
+    missing = tmp_path / "missing.pth"  # the actors, not the driver, load the model: they find no checkpoint
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"model:\n  name: sam_v1\n  variant: vit_b\n  checkpoint_path: {missing}\n"
+        "runtime:\n  device: cpu\n  num_threads: 1\n"
+    )
+    out = tmp_path / "results.json"
+    argv = ["batch", "--engine", "ray", "--ray-address", ray_cluster.address, "--config", config]
+    run = cli(*argv, "--images", folder, "--prompts", annotations, "--out", out)
+    assert run.exit_code == 1
+    assert "the Ray job failed: " in run.stderr and f"checkpoint not found: {missing}" in run.stderr
+    assert "Traceback" not in run.stderr and not out.exists()
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
