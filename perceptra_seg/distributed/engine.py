@@ -164,11 +164,12 @@ def _reason(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def _quiet(name: str) -> Iterator[None]:
-    """Only errors of logger ``name`` while the block runs (Ray Data's per-dataset INFO lines and its note that its
-    progress bars are off would bury the caller's own progress)."""
+    """Silence logger ``name`` (but for CRITICAL) while the block runs: Ray Data's per-dataset INFO lines and its
+    note that its progress bars are off would bury the caller's own progress, and a failed job's full stack trace,
+    which it logs before raising, would bury the one-line error :func:`run_batch` raises."""
     logger = logging.getLogger(name)
     level = logger.level
-    logger.setLevel(logging.ERROR)
+    logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
