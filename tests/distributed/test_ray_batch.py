@@ -1,5 +1,6 @@
 """``batch --engine ray`` on a real two-node Ray cluster: the local engine's exact results, resuming from the shards,
-a killed model actor, and the errors that need no cluster."""
+a killed model actor, jobs the cluster cannot run, a model that cannot load, the errors that need no cluster, and
+(last: it leaves the head alone) a killed second node."""
 
 from __future__ import annotations
 
@@ -199,3 +200,43 @@ def test_the_local_engine_refuses_an_image_url(
     folder, annotations = dataset
     run = cli("batch", "--images", folder.as_uri(), "--prompts", annotations, "--out", tmp_path / "r.json")
     assert run.exit_code == 2 and "URLs need --engine ray" in run.stderr
+
+
+def test_losing_the_second_node_mid_job_still_writes_every_image_exactly_once(
+    ray_cluster: RayCluster, dataset: tuple[Path, Path], config_file: Path, local_results: bytes, tmp_path: Path
+) -> None:
+    # The last test of the module that needs two nodes: the cluster keeps only its head afterwards.
+    folder, annotations = dataset
+    jobs, _, _ = plan_jobs(folder, annotations)
+    shards = tmp_path / "shards"
+    killed = threading.Event()
+    stop = threading.Event()
+
+    def killer() -> None:
+        while not stop.is_set():
+            if len(list(shards.glob("part-*.jsonl"))) >= 2:
+                ray_cluster.nodes[1].kill()  # SIGKILL to every process of the node: raylet, workers, actors
+                killed.set()
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=killer, daemon=True)
+    watcher.start()
+    try:
+        summary = run_batch(
+            jobs,
+            SegmentorConfig.resolve(config_file),
+            address=ray_cluster.address,
+            workers=1,  # the head alone (2 CPUs) still fits one actor plus a decode task
+            out_dir=shards,
+            images_per_shard=1,
+        )
+    finally:
+        stop.set()
+        watcher.join(timeout=30)
+    assert killed.is_set() and ray_cluster.nodes[1].process.poll() is not None
+    assert summary.processed == 12 and summary.failed == []
+    assert sorted(_shard_ids(shards)) == sorted(job.image_id for job in jobs)  # every image exactly once
+    out = tmp_path / "merged.json"
+    write_merged(shards, jobs, out)
+    assert out.read_bytes() == local_results
