@@ -26,7 +26,7 @@ _PROVIDES = {
     "triton-server": "segmentor-cli serve-triton (nvidia-pytriton, needs numpy<2)",
     "supervision": "the supervision integration (perceptra_seg.integrations.supervision)",
     "redis": "shared service state in Redis (server.state = redis)",
-    "ray": "Ray (segmentor-cli serve --engine ray, batch --engine ray)",
+    "ray": "Ray Data batch jobs and Ray Serve replicas (segmentor-cli batch --engine ray, serve --engine ray)",
 }
 
 

@@ -6,7 +6,8 @@ Inputs:
   listing one image path per line (relative paths are relative to the list file; blank lines and ``#`` comments are
   ignored).
 * ``--prompts``: either a COCO annotations file (``images`` + ``annotations``; every annotation's ``bbox``
-  ``[x, y, w, h]`` becomes a box prompt ``[x, y, x + w, y + h]`` of its image, and its ``category_id`` is kept), or a
+  ``[x, y, w, h]`` becomes a box prompt ``[x, y, x + w, y + h]`` of its image, its ``point_coords`` ``[[x, y], ...]``
+  (SA-1B's field) foreground clicks of the same prompt, and its ``category_id`` is kept), or a
   JSON object mapping image file names to prompt lists (``{"a.jpg": [{"box": [...]}, {"points": [...]}]}``; a prompt
   may carry a ``category_id``, default 1, and an ``annotation_id``).
 
@@ -18,6 +19,10 @@ name (the first 31 bits of its SHA-256), so they stay the same whatever else the
 each keeps the source annotation id. The output is written after every image, atomically (temporary file + rename),
 so an interrupted run loses nothing; a re-run skips images whose ``image_id`` is already in the output. A failed
 image is reported and the run goes on; the exit code is 1 when any image failed.
+
+``--engine ray`` (``--ray-address``, ``--workers``, ``--gpus-per-worker``) runs the same plan on a Ray cluster
+(:mod:`perceptra_seg.distributed`): images may also be fsspec URLs, results go to JSONL shards beside ``--out`` and
+are merged into the same COCO results file (``coco-rle`` only). The Ray flags are refused with ``--engine local``.
 """
 
 from __future__ import annotations
@@ -25,15 +30,17 @@ from __future__ import annotations
 import hashlib
 import traceback
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from perceptra_seg.exceptions import InvalidInputError
+from perceptra_seg.models import SegmentationResult
 
 from .batch_output import BATCH_FORMATS, BatchFormat, CocoWriter, YoloWriter, open_writer
 from .common import (
@@ -46,7 +53,18 @@ from .common import (
     require_suffix,
 )
 
-__all__ = ["ImageJob", "list_images", "plan_jobs", "progress_bar", "read_results", "register", "stable_image_id"]
+__all__ = [
+    "ImageJob",
+    "list_images",
+    "plan_jobs",
+    "progress_bar",
+    "read_results",
+    "register",
+    "segment_job",
+    "stable_image_id",
+]
+
+Engine = Literal["local", "ray"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -56,7 +74,7 @@ class ImageJob:
     """One image to segment.
 
     Attributes:
-        path: the image file.
+        path: the image file (a local path, or an fsspec URL string for the Ray engine).
         name: the image's name as matched (relative path or list entry, POSIX separators).
         image_id: COCO image id of its results.
         prompts: prompt dicts for :meth:`~perceptra_seg.Segmentor.segment` (boxes XYXY in pixels).
@@ -64,7 +82,7 @@ class ImageJob:
         annotation_ids: the source annotation id of each prompt (``None`` when the input had none).
     """
 
-    path: Path
+    path: Path | str
     name: str
     image_id: int
     prompts: list[dict[str, Any]] = field(default_factory=list)
@@ -87,7 +105,14 @@ def register(app: typer.Typer) -> None:
 
 def batch(
     opts: CommonOptions,
-    images: Annotated[Path, typer.Option("--images", help="Directory of images, or a text file listing image paths.")],
+    images: Annotated[
+        str,
+        typer.Option(
+            "--images",
+            help="Directory of images, or a text file listing image paths (--engine ray: also an fsspec URL such as "
+            "file://, s3://, gs://).",
+        ),
+    ],
     prompts: Annotated[
         Path, typer.Option("--prompts", help="COCO annotations file, or a JSON mapping image file name -> prompts.")
     ],
@@ -99,13 +124,46 @@ def batch(
         BatchFormat,
         typer.Option("--format", help=f"Output: {' | '.join(BATCH_FORMATS)} (COCO RLE, COCO polygons, YOLO-seg)."),
     ] = "coco-rle",
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            "--engine",
+            help="local: this process, one image at a time | ray: Ray Data on a Ray cluster (needs the ray extra; "
+            "writes JSONL shards beside --out, then the merged COCO results).",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="--engine ray: 'auto' (the cluster this machine belongs to) or HOST:PORT; default: Ray's own "
+            "(RAY_ADDRESS, else a cluster started on this machine with `ray start`, else a new local instance).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="--engine ray: model actors, each loads the model once.")
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None, typer.Option("--gpus-per-worker", min=0.0, help="--engine ray: GPUs per model actor.")
+    ] = None,
 ) -> None:
     """Segment many images; write COCO results or YOLO-seg labels (resumable; failed images are reported, the run
     goes on)."""
     opts.load_config()  # an invalid configuration is an error even when every image is already done
     if fmt != "yolo-seg":  # a misnamed results file is refused before the inputs are read
         require_suffix(out, (".json",), "--out")
-    jobs, unmatched_images, unmatched_entries = plan_jobs(images, prompts)
+    if engine == "ray":
+        from perceptra_seg.distributed.command import ray_batch
+
+        ray_batch(opts, images, prompts, out, fmt, ray_address, workers or 1, gpus_per_worker or 0.0)
+        return
+    ray_flags = {"--ray-address": ray_address, "--workers": workers, "--gpus-per-worker": gpus_per_worker}
+    given = [flag for flag, value in ray_flags.items() if value is not None]
+    if given:
+        raise InvalidInputError(f"{', '.join(given)} apply to --engine ray only")
+    if "://" in images:
+        raise InvalidInputError(f"--images {images}: URLs need --engine ray; --engine local reads local files")
+    jobs, unmatched_images, unmatched_entries = plan_jobs(Path(images), prompts)
     writer = open_writer(fmt, out, [c for job in jobs for c in job.categories], read_results)
     todo = [job for job in jobs if job.image_id not in writer.done_ids]
     failures = _run(opts, todo, writer) if todo else []
@@ -140,12 +198,7 @@ def _run(opts: CommonOptions, jobs: list[ImageJob], writer: CocoWriter | YoloWri
         chunk = seg.config.input.max_prompts
         for job in jobs:
             try:
-                results = []
-                for start in range(0, len(job.prompts), chunk):  # one encoder pass: the embedding is cached
-                    part = seg.segment(job.path, prompts=job.prompts[start : start + chunk], output_formats=["rle"])
-                    for result in part:
-                        result.prompt_index += start
-                    results.extend(part)
+                results = segment_job(seg, job.path, job.prompts, chunk)
                 writer.add(job.image_id, job.name, results, job.categories, job.annotation_ids)
             except Exception as exc:  # a failed image is reported and the run goes on
                 if opts.debug:
@@ -157,8 +210,29 @@ def _run(opts: CommonOptions, jobs: list[ImageJob], writer: CocoWriter | YoloWri
     return failures
 
 
-def plan_jobs(images: Path, prompts: Path) -> tuple[list[ImageJob], list[str], list[str]]:
+def segment_job(seg: Any, image: Any, prompts: list[dict[str, Any]], chunk: int) -> list[SegmentationResult]:
+    """Every prompt of one image, sent to ``seg.segment`` in groups of at most ``chunk`` (``input.max_prompts``)
+    with one encoder pass (the embedding is cached); ``prompt_index`` counts over all of ``prompts``, RLE output.
+
+    ``image`` is what :meth:`~perceptra_seg.Segmentor.segment` accepts (a path, or the decoded RGB ``uint8``
+    ``[H, W, 3]`` array the Ray engine hands over). Both batch engines call this, so their results are the same.
+    """
+    results: list[SegmentationResult] = []
+    for start in range(0, len(prompts), chunk):
+        part = seg.segment(image, prompts=prompts[start : start + chunk], output_formats=["rle"])
+        for result in part:
+            result.prompt_index += start
+        results.extend(part)
+    return results
+
+
+def plan_jobs(
+    images: Any, prompts: Path, *, lister: Callable[[Any], list[tuple[str, Any]]] | None = None
+) -> tuple[list[ImageJob], list[str], list[str]]:
     """Match images with prompt entries.
+
+    ``lister(images)`` gives the ``(name, location)`` of every image (default :func:`list_images` over a local
+    directory or list file; the Ray engine passes an fsspec lister, whose locations are URL strings).
 
     Returns:
         ``(jobs, images_without_prompts, entries_without_image)``; jobs are in image-name order and include only
@@ -174,7 +248,7 @@ def plan_jobs(images: Path, prompts: Path) -> tuple[list[ImageJob], list[str], l
     jobs: list[ImageJob] = []
     unmatched_images: list[str] = []
     used: set[str] = set()
-    for name, path in list_images(images):
+    for name, path in (lister or list_images)(images):
         key = name if name in table else None
         candidates = by_basename.get(Path(name).name, [])
         if key is None and len(candidates) == 1:
@@ -242,19 +316,37 @@ def _coco_entries(data: dict[str, Any], path: Path) -> dict[str, _Entry]:
         table[name] = by_id[image_id] = _Entry(image_id, [], [])
     for index, ann in enumerate(annotations):
         try:
-            x, y, w, h = (float(v) for v in ann["bbox"])
             entry = by_id[int(ann["image_id"])]
+            prompt = _coco_prompt(ann)
             category = int(ann.get("category_id", 1))
             source = None if ann.get("id") is None else int(ann["id"])
         except (KeyError, TypeError, ValueError):
             raise InvalidInputError(
                 f"COCO file {path}: annotations[{index}] needs an 'image_id' listed in 'images' and a 'bbox' "
-                "[x, y, width, height]"
+                "[x, y, width, height] and/or 'point_coords' [[x, y], ...]"
             ) from None
-        entry.prompts.append({"box": [x, y, x + w, y + h]})
+        entry.prompts.append(prompt)
         entry.categories.append(category)
         entry.annotation_ids.append(source)
     return table
+
+
+def _coco_prompt(ann: dict[str, Any]) -> dict[str, Any]:
+    """The prompt of one COCO annotation: its ``bbox`` ``[x, y, w, h]`` as the box ``[x, y, x + w, y + h]`` and its
+    ``point_coords`` ``[[x, y], ...]`` (SA-1B's field) as foreground clicks; at least one of the two.
+
+    Raises:
+        KeyError, TypeError, ValueError: neither field, or a malformed one.
+    """
+    prompt: dict[str, Any] = {}
+    if ann.get("bbox") is not None:
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        prompt["box"] = [x, y, x + w, y + h]
+    if ann.get("point_coords"):
+        prompt["points"] = [[float(px), float(py), 1] for px, py in ann["point_coords"]]
+    if not prompt:
+        raise KeyError("bbox")
+    return prompt
 
 
 def _mapping_entries(data: dict[str, list[Any]], path: Path) -> dict[str, _Entry]:

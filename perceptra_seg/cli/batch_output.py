@@ -37,7 +37,7 @@ from perceptra_seg.utils.polygons import mask_to_polygons, polygons_to_coco
 
 from .common import read_json, require_output_dirs, require_suffix, write_atomic
 
-__all__ = ["BATCH_FORMATS", "BatchFormat", "CocoWriter", "YoloWriter", "open_writer"]
+__all__ = ["BATCH_FORMATS", "BatchFormat", "CocoWriter", "YoloWriter", "coco_records", "open_writer"]
 
 BatchFormat = Literal["coco-rle", "coco-polygons", "yolo-seg"]
 BATCH_FORMATS: tuple[BatchFormat, ...] = ("coco-rle", "coco-polygons", "yolo-seg")
@@ -74,15 +74,7 @@ class CocoWriter:
     ) -> None:
         """Append the records of one image (``results[i].prompt_index`` indexes ``categories`` and
         ``annotation_ids``) and rewrite ``out``."""
-        records = []
-        for result in results:
-            record = to_coco_results([result], image_id=image_id, category_id=categories[result.prompt_index])[0]
-            source = annotation_ids[result.prompt_index]
-            if source is not None:
-                record["annotation_id"] = source
-            if self.polygons:
-                record.update(_coco_polygons(_mask(result)))
-            records.append(record)
+        records = coco_records(image_id, results, categories, annotation_ids, polygons=self.polygons)
         self._entries.extend(json.dumps(item) for item in records)
         self.written += len(records)
         write_atomic(self.out, "[\n" + ",\n".join(self._entries) + "\n]\n")
@@ -91,6 +83,29 @@ class CocoWriter:
         """Write an empty list when nothing was ever written (so ``out`` always exists after a run)."""
         if not self._entries and not self.out.exists():
             write_atomic(self.out, "[]\n")
+
+
+def coco_records(
+    image_id: int,
+    results: list[SegmentationResult],
+    categories: list[int],
+    annotation_ids: list[int | None],
+    *,
+    polygons: bool = False,
+) -> list[dict[str, Any]]:
+    """The COCO result records of one image, in ``results`` order (``results[i].prompt_index`` indexes
+    ``categories`` and ``annotation_ids``; a source annotation id is kept as ``annotation_id``). Both batch engines
+    build their records here."""
+    records = []
+    for result in results:
+        record = to_coco_results([result], image_id=image_id, category_id=categories[result.prompt_index])[0]
+        source = annotation_ids[result.prompt_index]
+        if source is not None:
+            record["annotation_id"] = source
+        if polygons:
+            record.update(_coco_polygons(_mask(result)))
+        records.append(record)
+    return records
 
 
 def _coco_polygons(mask: np.ndarray) -> dict[str, Any]:
