@@ -21,11 +21,19 @@ from rich.console import Console
 
 from perceptra_seg.automatic.options import auto_options
 from perceptra_seg.exceptions import InvalidInputError
-from perceptra_seg.requests import AutoMaskRequest
 from perceptra_seg.utils.masks import OutputFormat
 from perceptra_seg.utils.overlay import render_overlay
 
 from .batch import list_images, progress_bar, read_results, stable_image_id
+from .batch_auto import (
+    AUTO_CATEGORY,
+    PointsPerSide,
+    PredIouThresh,
+    StabilityScoreThresh,
+    generate_image,
+    given_options,
+)
+from .batch_auto import generator_option as _opt
 from .batch_output import BATCH_FORMATS, BatchFormat, CocoWriter, YoloWriter, open_writer
 from .common import (
     EXIT_FAILURE,
@@ -47,10 +55,6 @@ def register(app: typer.Typer) -> None:
     command(app, "segment-auto")(segment_auto)
 
 
-def _opt(flag: str, text: str) -> Any:
-    return typer.Option(flag, help=text + " Default: the model family's generator.")
-
-
 def segment_auto(
     opts: CommonOptions,
     image: Annotated[Path, typer.Option("--image", "-i", help="An image file, or a directory (searched recursively).")],
@@ -61,12 +65,10 @@ def segment_auto(
     overlays: Annotated[
         Path | None, typer.Option("--overlays", help="Directory for one PNG per image with its masks drawn.")
     ] = None,
-    points_per_side: Annotated[int | None, _opt("--points-per-side", "Grid points along each crop side.")] = None,
+    points_per_side: PointsPerSide = None,
     points_per_batch: Annotated[int | None, _opt("--points-per-batch", "Grid points per decoder call.")] = None,
-    pred_iou_thresh: Annotated[float | None, _opt("--pred-iou-thresh", "Keep masks above this predicted IoU.")] = None,
-    stability_score_thresh: Annotated[
-        float | None, _opt("--stability-score-thresh", "Keep masks at least this stable.")
-    ] = None,
+    pred_iou_thresh: PredIouThresh = None,
+    stability_score_thresh: StabilityScoreThresh = None,
     box_nms_thresh: Annotated[float | None, _opt("--box-nms-thresh", "Box IoU of the NMS within a crop.")] = None,
     crop_n_layers: Annotated[int | None, _opt("--crop-n-layers", "Extra layers of image crops.")] = None,
     crop_n_points_downscale_factor: Annotated[
@@ -82,22 +84,21 @@ def segment_auto(
     ] = "coco-rle",
 ) -> None:
     """Segment everything (automatic masks) on an image or a directory; write a COCO results file."""
-    given = {
-        "points_per_side": points_per_side,
-        "points_per_batch": points_per_batch,
-        "pred_iou_thresh": pred_iou_thresh,
-        "stability_score_thresh": stability_score_thresh,
-        "box_nms_thresh": box_nms_thresh,
-        "crop_n_layers": crop_n_layers,
-        "crop_n_points_downscale_factor": crop_n_points_downscale_factor,
-        "min_mask_region_area": min_mask_region_area,
-        "use_m2m": use_m2m,
-    }
-    options = {name: value for name, value in given.items() if value is not None}
+    options = given_options(
+        points_per_side=points_per_side,
+        points_per_batch=points_per_batch,
+        pred_iou_thresh=pred_iou_thresh,
+        stability_score_thresh=stability_score_thresh,
+        box_nms_thresh=box_nms_thresh,
+        crop_n_layers=crop_n_layers,
+        crop_n_points_downscale_factor=crop_n_points_downscale_factor,
+        min_mask_region_area=min_mask_region_area,
+        use_m2m=use_m2m,
+    )
     if overlays is not None and not overlays.is_dir():
         raise InvalidInputError(f"--overlays {overlays} is not a directory")
     images = _images(image)
-    writer = open_writer(fmt, out, [_CATEGORY], read_results)
+    writer = open_writer(fmt, out, [AUTO_CATEGORY], read_results)
     todo = [(name, path) for name, path in images if stable_image_id(name) not in writer.done_ids]
     failures: list[dict[str, str]] = []
     if todo:
@@ -134,10 +135,6 @@ def segment_auto(
         raise typer.Exit(EXIT_FAILURE)
 
 
-#: The ``category_id`` of every automatic mask (they have no class).
-_CATEGORY = 1
-
-
 def _one_image(
     seg: Segmentor,
     name: str,
@@ -149,8 +146,8 @@ def _one_image(
     """Segment everything on one image, hand the masks to ``writer`` and draw the overlay."""
     pixels = seg.input_policy.load(path)
     formats: tuple[OutputFormat, ...] = ("rle", "numpy") if overlays is not None else ("rle",)
-    results = seg.run(AutoMaskRequest(pixels, options, formats))
-    writer.add(stable_image_id(name), name, list(results), [_CATEGORY] * len(results), [None] * len(results))
+    results = generate_image(seg, pixels, options, formats)
+    writer.add(stable_image_id(name), name, results, [AUTO_CATEGORY] * len(results), [None] * len(results))
     if overlays is not None:
         picture = render_overlay(pixels, [r.mask for r in results if r.mask is not None])
         write_atomic(overlays / (Path(name).with_suffix("").as_posix().replace("/", "__") + ".png"), picture)

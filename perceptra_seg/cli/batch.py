@@ -15,6 +15,11 @@ Images are matched to prompt entries by their path relative to the directory (or
 then by file name alone. Image ids come from the COCO file; for a prompts mapping they are derived from the file
 name (the first 31 bits of its SHA-256), so they stay the same whatever else the mapping holds and across re-runs.
 
+``--auto`` (instead of ``--prompts``) makes every listed image a job of automatic masks
+(:meth:`Segmentor.generate <perceptra_seg.Segmentor.generate>` with ``--points-per-side``, ``--pred-iou-thresh``,
+``--stability-score-thresh``; unset ones keep the model family's defaults): image ids and records are those
+``segment-auto`` writes for the same image names (:mod:`.batch_auto`).
+
 ``--format`` chooses the output (:mod:`.batch_output`): ``coco-rle`` (default), ``coco-polygons`` or ``yolo-seg``;
 each keeps the source annotation id. The output is written after every image, atomically (temporary file + rename),
 so an interrupted run loses nothing; a re-run skips images whose ``image_id`` is already in the output. A failed
@@ -42,6 +47,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from perceptra_seg.exceptions import InvalidInputError
 from perceptra_seg.models import SegmentationResult
 
+from .batch_auto import (
+    AUTO_CATEGORY,
+    PointsPerSide,
+    PredIouThresh,
+    StabilityScoreThresh,
+    auto_mode,
+    generate_image,
+    given_options,
+    job_categories,
+)
 from .batch_output import BATCH_FORMATS, BatchFormat, CocoWriter, YoloWriter, open_writer
 from .common import (
     EXIT_FAILURE,
@@ -60,6 +75,7 @@ __all__ = [
     "progress_bar",
     "read_results",
     "register",
+    "run_job",
     "segment_job",
     "stable_image_id",
 ]
@@ -80,6 +96,8 @@ class ImageJob:
         prompts: prompt dicts for :meth:`~perceptra_seg.Segmentor.segment` (boxes XYXY in pixels).
         categories: ``category_id`` of each prompt.
         annotation_ids: the source annotation id of each prompt (``None`` when the input had none).
+        auto: generator options when the job is automatic masks (``prompts`` is then empty; every mask gets the
+            ``category_id`` :data:`~.batch_auto.AUTO_CATEGORY`, no source annotation id), else ``None``.
     """
 
     path: Path | str
@@ -88,6 +106,7 @@ class ImageJob:
     prompts: list[dict[str, Any]] = field(default_factory=list)
     categories: list[int] = field(default_factory=list)
     annotation_ids: list[int | None] = field(default_factory=list)
+    auto: dict[str, Any] | None = None
 
 
 @dataclass
@@ -113,13 +132,20 @@ def batch(
             "file://, s3://, gs://).",
         ),
     ],
-    prompts: Annotated[
-        Path, typer.Option("--prompts", help="COCO annotations file, or a JSON mapping image file name -> prompts.")
-    ],
     out: Annotated[
         Path,
         typer.Option("--out", "-o", help="COCO results JSON file, or the yolo-seg directory (resumed when it exists)."),
     ],
+    prompts: Annotated[
+        Path | None,
+        typer.Option("--prompts", help="COCO annotations file, or a JSON mapping image file name -> prompts."),
+    ] = None,
+    auto: Annotated[
+        bool, typer.Option("--auto", help="Instead of --prompts: automatic masks (segment everything) per image.")
+    ] = False,
+    points_per_side: PointsPerSide = None,
+    pred_iou_thresh: PredIouThresh = None,
+    stability_score_thresh: StabilityScoreThresh = None,
     fmt: Annotated[
         BatchFormat,
         typer.Option("--format", help=f"Output: {' | '.join(BATCH_FORMATS)} (COCO RLE, COCO polygons, YOLO-seg)."),
@@ -152,10 +178,16 @@ def batch(
     opts.load_config()  # an invalid configuration is an error even when every image is already done
     if fmt != "yolo-seg":  # a misnamed results file is refused before the inputs are read
         require_suffix(out, (".json",), "--out")
+    generator = given_options(
+        points_per_side=points_per_side,
+        pred_iou_thresh=pred_iou_thresh,
+        stability_score_thresh=stability_score_thresh,
+    )
+    options = auto_mode(prompts, auto, generator)
     if engine == "ray":
         from perceptra_seg.distributed.command import ray_batch
 
-        ray_batch(opts, images, prompts, out, fmt, ray_address, workers or 1, gpus_per_worker or 0.0)
+        ray_batch(opts, images, prompts, out, fmt, ray_address, workers or 1, gpus_per_worker or 0.0, auto=options)
         return
     ray_flags = {"--ray-address": ray_address, "--workers": workers, "--gpus-per-worker": gpus_per_worker}
     given = [flag for flag, value in ray_flags.items() if value is not None]
@@ -163,8 +195,8 @@ def batch(
         raise InvalidInputError(f"{', '.join(given)} apply to --engine ray only")
     if "://" in images:
         raise InvalidInputError(f"--images {images}: URLs need --engine ray; --engine local reads local files")
-    jobs, unmatched_images, unmatched_entries = plan_jobs(Path(images), prompts)
-    writer = open_writer(fmt, out, [c for job in jobs for c in job.categories], read_results)
+    jobs, unmatched_images, unmatched_entries = plan_jobs(Path(images), prompts, auto=options)
+    writer = open_writer(fmt, out, job_categories(jobs), read_results)
     todo = [job for job in jobs if job.image_id not in writer.done_ids]
     failures = _run(opts, todo, writer) if todo else []
     writer.finish()
@@ -198,8 +230,7 @@ def _run(opts: CommonOptions, jobs: list[ImageJob], writer: CocoWriter | YoloWri
         chunk = seg.config.input.max_prompts
         for job in jobs:
             try:
-                results = segment_job(seg, job.path, job.prompts, chunk)
-                writer.add(job.image_id, job.name, results, job.categories, job.annotation_ids)
+                writer.add(job.image_id, job.name, *run_job(seg, job.path, job, chunk))
             except Exception as exc:  # a failed image is reported and the run goes on
                 if opts.debug:
                     traceback.print_exc()
@@ -208,6 +239,25 @@ def _run(opts: CommonOptions, jobs: list[ImageJob], writer: CocoWriter | YoloWri
                 progress.console.print(message, markup=False, highlight=False, soft_wrap=True)
             progress.advance(task)
     return failures
+
+
+def run_job(
+    seg: Any, image: Any, job: ImageJob, chunk: int
+) -> tuple[list[SegmentationResult], list[int], list[int | None]]:
+    """Segment one job: its prompts (:func:`segment_job`), or its automatic masks when ``job.auto`` is set.
+
+    ``image`` is ``job.path`` or its decoded RGB ``uint8`` ``[H, W, 3]`` array (the Ray engine's). Both batch
+    engines call this.
+
+    Returns:
+        ``(results, categories, annotation_ids)`` as the writers and
+        :func:`~perceptra_seg.cli.batch_output.coco_records` take them (``results[i].prompt_index`` indexes the two
+        lists).
+    """
+    if job.auto is None:
+        return segment_job(seg, image, job.prompts, chunk), job.categories, job.annotation_ids
+    results = generate_image(seg, image, job.auto)
+    return results, [AUTO_CATEGORY] * len(results), [None] * len(results)
 
 
 def segment_job(seg: Any, image: Any, prompts: list[dict[str, Any]], chunk: int) -> list[SegmentationResult]:
@@ -227,9 +277,14 @@ def segment_job(seg: Any, image: Any, prompts: list[dict[str, Any]], chunk: int)
 
 
 def plan_jobs(
-    images: Any, prompts: Path, *, lister: Callable[[Any], list[tuple[str, Any]]] | None = None
+    images: Any,
+    prompts: Path | None,
+    *,
+    lister: Callable[[Any], list[tuple[str, Any]]] | None = None,
+    auto: dict[str, Any] | None = None,
 ) -> tuple[list[ImageJob], list[str], list[str]]:
-    """Match images with prompt entries.
+    """Match images with prompt entries, or (``prompts`` ``None``, ``auto`` the generator options) make every image
+    a job of automatic masks, its id derived from its name (:func:`stable_image_id`, as ``segment-auto`` does).
 
     ``lister(images)`` gives the ``(name, location)`` of every image (default :func:`list_images` over a local
     directory or list file; the Ray engine passes an fsspec lister, whose locations are URL strings).
@@ -241,6 +296,11 @@ def plan_jobs(
     Raises:
         InvalidInputError: unreadable inputs, a malformed prompts file, or two entries with the same image id.
     """
+    if prompts is None:
+        if auto is None:
+            raise InvalidInputError("a batch needs prompts or automatic-mask options")
+        listing = (lister or list_images)(images)
+        return [ImageJob(path, name, stable_image_id(name), auto=dict(auto)) for name, path in listing], [], []
     table = _load_entries(prompts)
     by_basename: dict[str, list[str]] = defaultdict(list)
     for name in table:

@@ -8,6 +8,7 @@ shards after every run, in the planned image order (the file ``--engine local`` 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -31,15 +32,17 @@ def shards_dir(out: Path) -> Path:
 def ray_batch(
     opts: CommonOptions,
     images: str,
-    prompts: Path,
+    prompts: Path | None,
     out: Path,
     fmt: str,
     address: str | None,
     workers: int,
     gpus_per_worker: float,
+    *,
+    auto: dict[str, Any] | None = None,
 ) -> None:
     """Run ``batch`` on Ray and print (or ``--json`` emit) the summary ``--engine local`` prints, plus ``engine``
-    and ``shards``.
+    and ``shards``. ``auto`` (generator options, ``prompts`` ``None``): automatic masks for every image.
 
     Raises:
         InvalidInputError: a ``--format`` other than ``coco-rle``, or bad inputs.
@@ -49,7 +52,7 @@ def ray_batch(
     if fmt != "coco-rle":
         raise InvalidInputError(f"--engine ray writes coco-rle results; --format {fmt} needs --engine local")
     settings = opts.load_config()
-    jobs, unmatched_images, unmatched_entries = plan_batch(images, prompts)
+    jobs, unmatched_images, unmatched_entries = plan_batch(images, prompts, auto=auto)
     require_output_dirs(out)
     folder = shards_dir(out)
     console = Console(stderr=True)

@@ -91,7 +91,8 @@ def run_batch(
 
     Args:
         jobs: :class:`~perceptra_seg.cli.batch.ImageJob` items (from :func:`~perceptra_seg.distributed.plan_batch`):
-            ``path`` a local path or fsspec URL every worker can read, prompts with boxes XYXY in pixels.
+            ``path`` a local path or fsspec URL every worker can read, prompts with boxes XYXY in pixels (or
+            ``auto``: generator options, automatic masks).
         settings: the model configuration every actor loads (checkpoint paths must exist on every node).
         address: ``None`` is Ray's own default (``RAY_ADDRESS``, else a cluster started on this machine with
             ``ray start``, else a new local instance that ends with the call); ``"auto"`` joins the cluster this
@@ -274,7 +275,12 @@ def _pipeline(
             "name": job.name,
             "location": str(job.path),
             "job": json.dumps(
-                {"prompts": job.prompts, "categories": job.categories, "annotation_ids": job.annotation_ids}
+                {
+                    "prompts": job.prompts,
+                    "categories": job.categories,
+                    "annotation_ids": job.annotation_ids,
+                    "auto": job.auto,
+                }
             ),
         }
         for job in jobs
@@ -345,7 +351,7 @@ class _SegmentActor:
         """Segment ``batch`` (``image_id``, ``name``, ``job``, ``image``, ``error`` columns); returns one status row
         per image: ``image_id``, ``name``, ``error`` (``""`` when written), ``results`` (records written) and
         ``shard`` (file name, ``""`` for a failed image)."""
-        from perceptra_seg.cli.batch import segment_job
+        from perceptra_seg.cli.batch import ImageJob, run_job
         from perceptra_seg.cli.batch_output import coco_records
 
         written: list[ShardImage] = []
@@ -358,10 +364,10 @@ class _SegmentActor:
                 errors.append(str(error))
                 counts.append(0)
                 continue
-            job = json.loads(str(spec))
+            job = ImageJob("", str(name), int(image_id), **json.loads(str(spec)))
             try:
-                results = segment_job(self._segmentor, np.asarray(image), job["prompts"], self._chunk)
-                records = coco_records(int(image_id), results, job["categories"], job["annotation_ids"])
+                results, categories, annotation_ids = run_job(self._segmentor, np.asarray(image), job, self._chunk)
+                records = coco_records(int(image_id), results, categories, annotation_ids)
             except Exception as exc:  # one failed image is reported, the block goes on
                 errors.append(_first_line(exc))
                 counts.append(0)

@@ -73,8 +73,11 @@ def list_url_images(url: str) -> list[tuple[str, str]]:
     return sorted(items)
 
 
-def plan_batch(images: str | Path, prompts: Path) -> tuple[list[Any], list[str], list[str]]:
-    """:func:`perceptra_seg.cli.batch.plan_jobs` for a local location or an fsspec URL.
+def plan_batch(
+    images: str | Path, prompts: Path | None, *, auto: dict[str, Any] | None = None
+) -> tuple[list[Any], list[str], list[str]]:
+    """:func:`perceptra_seg.cli.batch.plan_jobs` for a local location or an fsspec URL (``prompts`` ``None`` and
+    ``auto`` the generator options: every image is a job of automatic masks).
 
     Returns:
         ``(jobs, images_without_prompts, entries_without_image)``; jobs are
@@ -83,8 +86,8 @@ def plan_batch(images: str | Path, prompts: Path) -> tuple[list[Any], list[str],
     from perceptra_seg.cli.batch import plan_jobs
 
     if is_url(images):
-        return plan_jobs(str(images), prompts, lister=list_url_images)
-    return plan_jobs(Path(images), prompts)
+        return plan_jobs(str(images), prompts, lister=list_url_images, auto=auto)
+    return plan_jobs(Path(images), prompts, auto=auto)
 
 
 def load_location(location: str, policy: InputPolicy) -> np.ndarray:

@@ -1,10 +1,11 @@
 """``batch --engine ray`` on a real two-node Ray cluster: the local engine's exact results, resuming from the shards,
-a killed model actor, jobs the cluster cannot run, a model that cannot load, the errors that need no cluster, and
-(last: it leaves the head alone) a killed second node."""
+a killed model actor, automatic masks (``--auto``), jobs the cluster cannot run, a model that cannot load, the errors
+that need no cluster, and (last: it leaves the head alone) a killed second node."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from pycocotools import mask as mask_utils
 
-from perceptra_seg.cli.batch import plan_jobs
+from perceptra_seg.cli.batch import plan_jobs, stable_image_id
 from perceptra_seg.config import SegmentorConfig
 from perceptra_seg.distributed import read_shards, run_batch, write_merged
 from perceptra_seg.distributed.shards import shard_name
@@ -200,6 +201,35 @@ def test_the_local_engine_refuses_an_image_url(
     folder, annotations = dataset
     run = cli("batch", "--images", folder.as_uri(), "--prompts", annotations, "--out", tmp_path / "r.json")
     assert run.exit_code == 2 and "URLs need --engine ray" in run.stderr
+
+
+def test_ray_auto_masks_are_the_local_engines_records(
+    cli: Callable[..., Run], ray_cluster: RayCluster, dataset: tuple[Path, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    names = ["scene01.png", "scene02.png", "sub/scene04.png"]  # one in a subfolder
+    for name in names:
+        shutil.copy(dataset[0] / name, folder / name)
+    grid = ["--auto", "--points-per-side", "3", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
+    local = tmp_path / "local.json"
+    run = cli("batch", "--images", folder, *grid, "--out", local, "--json")
+    assert run.exit_code == 0 and run.json()["processed"] == 3, run.stderr
+    out = tmp_path / "ray.json"
+    argv = ["batch", "--engine", "ray", "--ray-address", ray_cluster.address]
+    argv += ["--images", folder.as_uri(), *grid, "--out", out, "--json"]
+    run = cli(*argv)
+    assert run.exit_code == 0, run.stderr
+    assert run.json()["processed"] == 3 and run.json()["failed"] == []
+    records = json.loads(out.read_text())
+    assert run.json()["results_written"] == len(records) > 3
+    assert out.read_bytes() == local.read_bytes()  # same masks, scores and RLE strings, same order
+    assert {r["image_id"] for r in records} == {stable_image_id(name) for name in names}
+    for record in records:
+        assert mask_utils.decode(record["segmentation"]).shape[:2] == tuple(record["segmentation"]["size"])
+    run = cli(*argv)  # resumed from the shards: nothing runs again
+    assert run.json()["processed"] == 0 and run.json()["skipped_existing"] == 3
+    assert out.read_bytes() == local.read_bytes()
 
 
 def test_losing_the_second_node_mid_job_still_writes_every_image_exactly_once(
