@@ -21,14 +21,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from .backends.base import ImageEmbedding
 from .cancel import CancelToken
+from .exceptions import ConfigError
 
-__all__ = ["BatchEncoder", "EncoderBatcher"]
+if TYPE_CHECKING:
+    from .backends.base import Backend
+    from .config import SegmentorConfig
+
+__all__ = ["BatchEncoder", "EncoderBatcher", "batcher_for"]
 
 #: how often a waiting member looks at its cancel token (seconds)
 _CANCEL_POLL_S = 0.02
@@ -165,3 +170,20 @@ class EncoderBatcher:
         with self._lock:
             self.runs += 1
             self.images += len(members)
+
+
+def batcher_for(config: SegmentorConfig, backend: Backend) -> EncoderBatcher | None:
+    """The encoder batcher ``runtime.max_batch_size`` asks for (``None`` when it is 1).
+
+    Raises:
+        ConfigError: batching asked for with a backend that cannot encode batches.
+    """
+    runtime = config.runtime
+    if runtime.max_batch_size == 1:
+        return None
+    if not isinstance(backend, BatchEncoder):
+        raise ConfigError(
+            f"runtime.max_batch_size {runtime.max_batch_size} needs a backend that encodes image batches (torch);"
+            f" the {config.runtime.backend} backend encodes one image per call: set runtime.max_batch_size to 1"
+        )
+    return EncoderBatcher(runtime.max_batch_size, runtime.max_batch_wait_ms / 1000.0)

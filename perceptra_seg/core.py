@@ -13,8 +13,9 @@ from typing import Any, overload
 import numpy as np
 
 from .backends import Backend, ImageEmbedding, create_backend
-from .batching import BatchEncoder, EncoderBatcher
+from .batching import BatchEncoder, batcher_for
 from .cancel import CancelToken, check
+from .concepts.api import segment_text as _segment_text
 from .concepts.execute import execute_concepts, warm_up_concepts
 from .concepts.request import ConceptRequest
 from .config import SegmentorConfig
@@ -93,7 +94,7 @@ class Segmentor:
             encoder_variant=encoder_variant,
         )
         self._slot = BackendSlot(backend if isinstance(backend, Backend) else create_backend(self.config))
-        self._batcher = _batcher(self.config, self._slot.active())
+        self._batcher = batcher_for(self.config, self._slot.active())
         self._cache: EmbeddingCache[ImageEmbedding] = EmbeddingCache(self.config.cache.max_bytes)
         self._lock = threading.Lock()
         self.encoder_calls = 0
@@ -118,7 +119,7 @@ class Segmentor:
         config = SegmentorConfig.resolve(self.config, backend=name)
         new_backend = create_backend(config)
         try:
-            batcher = _batcher(config, new_backend)
+            batcher = batcher_for(config, new_backend)
         except ConfigError:
             new_backend.close()
             raise
@@ -338,39 +339,8 @@ class Segmentor:
         formats = None if output_formats is None else tuple(output_formats)
         return self.run(AutoMaskRequest(image, options, formats), cancel=cancel)  # type: ignore[arg-type]
 
-    def segment_text(
-        self,
-        image: Any,
-        text: str | Sequence[str] | None = None,
-        *,
-        exemplars: Sequence[Any] | None = None,
-        threshold: float = 0.5,
-        output_formats: Sequence[str] | None = None,
-        cancel: CancelToken | None = None,
-    ) -> ResultSet:
-        """Segment every instance of a concept (model ``sam3``): a noun phrase, exemplar boxes, or both.
-
-        Args:
-            image: as for :meth:`segment`, or an :meth:`embed` handle (phrases sent later reuse the encoding).
-            text: one phrase (``"red car"``) or several; each phrase's instances carry it as ``label`` and its
-                index as ``prompt_index``. ``None`` with exemplars: the exemplars alone define the concept.
-            exemplars: boxes ``(x1, y1, x2, y2)`` in pixels of the image (positive), or ``{"box": (...), "label":
-                1 | 0}`` (0 = a negative exemplar); used with every phrase.
-            threshold: keep instances scoring above this (SAM 3's score: class × presence probability).
-            output_formats: any of ``numpy``, ``rle``, ``png``, ``polygons``; default ``outputs.formats``.
-            cancel: see :meth:`run`.
-
-        Returns:
-            A :class:`~perceptra_seg.results.ResultSet`: per phrase, its instances by descending score.
-
-        Raises:
-            InvalidInputError: empty phrase, too many phrases, bad exemplar or threshold; a model other than
-                ``sam3`` (code ``text_prompts_unsupported``).
-        """
-        texts = () if text is None else (text,) if isinstance(text, str) else tuple(text)
-        formats = None if output_formats is None else tuple(output_formats)
-        request = ConceptRequest(image, texts, exemplars, threshold, formats)  # type: ignore[arg-type]
-        return self.run(request, cancel=cancel)
+    # Concept segmentation (SAM 3), implemented in perceptra_seg.concepts.
+    segment_text = _segment_text
 
     # Video tracking (SAM 2 / 2.1), implemented in perceptra_seg.video and imported on first call.
     open_video = _open_video
@@ -451,20 +421,3 @@ class Segmentor:
         """Model fingerprint + pixel digest (+ the window's bounds when tiling)."""
         key = f"{self._backend.fingerprint}|{digest}"
         return key if window is None else f"{key}|{window.x0},{window.y0},{window.x1},{window.y1}"
-
-
-def _batcher(config: SegmentorConfig, backend: Backend) -> EncoderBatcher | None:
-    """The encoder batcher ``runtime.max_batch_size`` asks for (``None`` when it is 1).
-
-    Raises:
-        ConfigError: batching asked for with a backend that cannot encode batches.
-    """
-    runtime = config.runtime
-    if runtime.max_batch_size == 1:
-        return None
-    if not isinstance(backend, BatchEncoder):
-        raise ConfigError(
-            f"runtime.max_batch_size {runtime.max_batch_size} needs a backend that encodes image batches (torch);"
-            f" the {config.runtime.backend} backend encodes one image per call: set runtime.max_batch_size to 1"
-        )
-    return EncoderBatcher(runtime.max_batch_size, runtime.max_batch_wait_ms / 1000.0)

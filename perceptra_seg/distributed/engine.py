@@ -90,9 +90,9 @@ def run_batch(
     """Segment ``jobs`` on a Ray cluster, writing one JSONL shard per block of images to ``out_dir``.
 
     Args:
-        jobs: :class:`~perceptra_seg.cli.batch.ImageJob` items (from :func:`~perceptra_seg.distributed.plan_batch`):
-            ``path`` a local path or fsspec URL every worker can read, prompts with boxes XYXY in pixels (or
-            ``auto``: generator options, automatic masks).
+        jobs: :class:`~perceptra_seg.cli.batch_plan.ImageJob` items (from
+            :func:`~perceptra_seg.distributed.plan_batch`): ``path`` a local path or fsspec URL every worker can
+            read, prompts with boxes XYXY in pixels (or ``auto``: generator options, automatic masks).
         settings: the model configuration every actor loads (checkpoint paths must exist on every node).
         address: ``None`` is Ray's own default (``RAY_ADDRESS``, else a cluster started on this machine with
             ``ray start``, else a new local instance that ends with the call); ``"auto"`` joins the cluster this

@@ -122,7 +122,7 @@ def done_ids(out_dir: str | Path) -> set[int]:
 def merge_results(out_dir: str | Path, jobs: Sequence[Any]) -> list[dict[str, Any]]:
     """The COCO results list of every shard in ``out_dir``, each image once.
 
-    Images come in the order of ``jobs`` (the planned :class:`~perceptra_seg.cli.batch.ImageJob` list, so a
+    Images come in the order of ``jobs`` (the planned :class:`~perceptra_seg.cli.batch_plan.ImageJob` list, so a
     fresh run gives the order ``--engine local`` writes); images of the shards that ``jobs`` does not list follow,
     by name. An image found in more than one shard (possible only if blocks were re-cut between runs) is taken from
     the first shard in file-name order; its lines are identical anyway.

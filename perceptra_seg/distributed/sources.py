@@ -55,7 +55,7 @@ def list_url_images(url: str) -> list[tuple[str, str]]:
     Raises:
         InvalidInputError: ``url`` is not a folder holding at least one entry.
     """
-    from perceptra_seg.cli.batch import IMAGE_SUFFIXES
+    from perceptra_seg.cli.batch_plan import IMAGE_SUFFIXES
 
     fs, root = filesystem(url)
     root = root.rstrip("/")
@@ -76,14 +76,14 @@ def list_url_images(url: str) -> list[tuple[str, str]]:
 def plan_batch(
     images: str | Path, prompts: Path | None, *, auto: dict[str, Any] | None = None
 ) -> tuple[list[Any], list[str], list[str]]:
-    """:func:`perceptra_seg.cli.batch.plan_jobs` for a local location or an fsspec URL (``prompts`` ``None`` and
+    """:func:`perceptra_seg.cli.batch_plan.plan_jobs` for a local location or an fsspec URL (``prompts`` ``None`` and
     ``auto`` the generator options: every image is a job of automatic masks).
 
     Returns:
         ``(jobs, images_without_prompts, entries_without_image)``; jobs are
-        :class:`~perceptra_seg.cli.batch.ImageJob` in image-name order (``path`` is the URL string for a URL).
+        :class:`~perceptra_seg.cli.batch_plan.ImageJob` in image-name order (``path`` is the URL string for a URL).
     """
-    from perceptra_seg.cli.batch import plan_jobs
+    from perceptra_seg.cli.batch_plan import plan_jobs
 
     if is_url(images):
         return plan_jobs(str(images), prompts, lister=list_url_images, auto=auto)
