@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from perceptra_seg.concepts import ConceptRequest
+from perceptra_seg.concepts import ConceptRequest, TextPromptsUnsupportedError
 from perceptra_seg.exceptions import InvalidInputError
 from perceptra_seg.results import ResultSet
 
@@ -71,6 +71,9 @@ def segment_text(
     require_output_dirs(out)
     exemplars = _boxes(exemplar, 1, "--exemplar") + _boxes(negative, 0, "--negative")
     request = ConceptRequest(image, tuple(text or ()), exemplars, threshold, ("rle", "polygons"))
+    model = opts.load_config().model.name
+    if model != "sam3":  # refused before another model is loaded (or downloaded) only to say so
+        raise TextPromptsUnsupportedError(f"model {model!r} has no text prompts; segment-text needs --model sam3")
     with opts.segmentor() as seg:
         results = seg.run(request)
     if out is not None:

@@ -28,6 +28,8 @@ MAX_PHRASES = 16
 MAX_PHRASE_CHARS = 200
 #: Exemplar boxes one request may carry.
 MAX_EXEMPLARS = 32
+#: Largest coordinate kept: the rows are float32, and a larger value would become infinite there.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def parse_exemplars(exemplars: Sequence[Any] | None) -> np.ndarray:
@@ -52,7 +54,7 @@ def parse_exemplars(exemplars: Sequence[Any] | None) -> np.ndarray:
             values = [float(v) for v in box]  # type: ignore[union-attr]
         except (TypeError, ValueError):
             raise InvalidInputError(f"exemplar {index}: box must be four numbers (x1, y1, x2, y2)") from None
-        if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        if len(values) != 4 or not all(math.isfinite(v) and abs(v) <= _FLOAT32_MAX for v in values):
             raise InvalidInputError(f"exemplar {index}: box must be four finite numbers (x1, y1, x2, y2)")
         if values[2] <= values[0] or values[3] <= values[1]:
             raise InvalidInputError(f"exemplar {index}: box needs x2 > x1 and y2 > y1, got {values}")

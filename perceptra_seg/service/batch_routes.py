@@ -26,7 +26,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import ServerConfig
@@ -197,8 +197,7 @@ async def _read_upload(request: Request, server: ServerConfig, max_bytes: int) -
             raise RequestValidationError(
                 [{"type": "missing", "loc": ("body", "file"), "msg": "Field required", "input": None}]
             )
-        text = form.get("request")
-        text = text if isinstance(text, str) else "{}"
+        text = await _options_text(form, max_bytes)
         options = await anyio.to_thread.run_sync(partial(_parse_options, text, len(files), server))
         items: list[BatchItem | None] = []
         for index, (upload, option) in enumerate(zip(files, options, strict=True)):
@@ -209,6 +208,33 @@ async def _read_upload(request: Request, server: ServerConfig, max_bytes: int) -
         return items
     finally:
         await form.close()
+
+
+async def _options_text(form: FormData, max_bytes: int) -> str:
+    """The ``request`` part as text (``"{}"`` when absent): a plain field, or a file part such as curl's
+    ``-F request=@options.json`` sends. Any other field name is refused rather than silently ignored.
+
+    Raises:
+        InvalidInputError: an unknown field, more than one ``request`` part, or one that is not UTF-8 text.
+    """
+    unknown = sorted(set(form.keys()) - {"file", "request"})
+    if unknown:
+        raise InvalidInputError(f"unknown multipart field(s) {unknown}: send 'file' parts and one 'request' part")
+    parts = form.getlist("request")
+    if len(parts) > 1:
+        raise InvalidInputError(f"{len(parts)} 'request' parts: send one (an options object, or a list of them)")
+    if not parts:
+        return "{}"
+    part = parts[0]
+    if isinstance(part, str):
+        return part
+    data = await part.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise RequestTooLargeError(f"the 'request' part is over the {max_bytes} byte limit (input.max_bytes)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInputError("the 'request' part is not UTF-8 JSON text") from None
 
 
 def _prepare(state: ServiceState, items: list[BatchItem | None]) -> list[BatchItem]:
