@@ -45,7 +45,6 @@ def segment_text(
         InvalidInputError: empty phrase, too many phrases, bad exemplar or threshold; a model other than
             ``sam3`` (code ``text_prompts_unsupported``).
     """
-    texts = () if text is None else (text,) if isinstance(text, str) else tuple(text)
-    formats = None if output_formats is None else tuple(output_formats)
-    request = ConceptRequest(image, texts, exemplars, threshold, formats)  # type: ignore[arg-type]
+    # ConceptRequest turns None / one phrase / a list into its tuples and refuses anything else
+    request = ConceptRequest(image, text, exemplars, threshold, output_formats)  # type: ignore[arg-type]
     return self.run(request, cancel=cancel)

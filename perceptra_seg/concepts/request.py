@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,21 @@ MAX_EXEMPLARS = 32
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+def _listed(value: Any, what: str) -> tuple[Any, ...]:
+    """``value`` as a tuple: ``None`` → empty, one string → itself alone, any other iterable → its items.
+
+    Raises:
+        InvalidInputError: a value that is not a list (a number, bytes, a mapping).
+    """
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (bytes, Mapping)) or not isinstance(value, Iterable):
+        raise InvalidInputError(f"{what} must be a list, got {type(value).__name__}")
+    return tuple(value)
+
+
 def parse_exemplars(exemplars: Sequence[Any] | None) -> np.ndarray:
     """Exemplars as float32 ``[K, 5]`` rows ``(x1, y1, x2, y2, label)``.
 
@@ -42,7 +57,7 @@ def parse_exemplars(exemplars: Sequence[Any] | None) -> np.ndarray:
         InvalidInputError: malformed box or label, ``x2 <= x1`` / ``y2 <= y1``, non-finite values, too many.
     """
     rows: list[list[float]] = []
-    for index, item in enumerate(exemplars or ()):
+    for index, item in enumerate(_listed(exemplars, "exemplars")):
         if isinstance(item, Mapping):
             unknown = set(item) - {"box", "label"}
             if unknown:
@@ -92,7 +107,7 @@ class ConceptRequest:
     request_id: str | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
-        texts = (self.texts,) if isinstance(self.texts, str) else tuple(self.texts)
+        texts = _listed(self.texts, "texts")
         for text in texts:
             if not isinstance(text, str) or not text.strip():
                 raise InvalidInputError("every text prompt must be a non-empty phrase")
@@ -109,7 +124,8 @@ class ConceptRequest:
         object.__setattr__(self, "texts", texts)
         object.__setattr__(self, "exemplars", exemplars)
         if self.output_formats is not None:
-            object.__setattr__(self, "output_formats", validate_formats(self.output_formats))
+            formats = _listed(self.output_formats, "output_formats")
+            object.__setattr__(self, "output_formats", validate_formats(formats))
 
     def call_id(self) -> str:
         """``request_id``, or a new random one (32 hex digits)."""

@@ -1,6 +1,7 @@
 """Hostile inputs to this session's new front ends that once went wrong: a multipart ``/v1/batch`` whose options
 came as a file part (curl's ``-F request=@options.json``) or under a misspelt field name ran with no options at
-all, and an exemplar coordinate beyond float32's range became infinite instead of being refused."""
+all; an exemplar coordinate beyond float32's range became infinite instead of being refused, and a number where
+a list belongs raised TypeError from the SDK."""
 
 from __future__ import annotations
 
@@ -45,7 +46,17 @@ def test_multipart_options_as_a_file_part_are_read(fake_client: Callable[..., An
         assert client.get("/v1/healthz").status_code == 200
 
 
-@pytest.mark.parametrize("box", [[0, 0, 1e300, 1e300], [-1e39, 0, 5, 5]])
-def test_exemplar_beyond_float32_is_refused(box: list[float]) -> None:
-    with pytest.raises(InvalidInputError, match="four finite numbers"):
-        ConceptRequest("image.png", ("car",), [{"box": box}])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"exemplars": [{"box": [0, 0, 1e300, 1e300]}]}, "four finite numbers"),  # inf once cast to float32
+        ({"exemplars": [{"box": [-1e39, 0, 5, 5]}]}, "four finite numbers"),
+        ({"texts": 5}, "texts must be a list"),  # these three once raised TypeError
+        ({"exemplars": 5}, "exemplars must be a list"),
+        ({"output_formats": 5}, "output_formats must be a list"),
+        ({"exemplars": {"box": [1, 1, 5, 5]}}, "exemplars must be a list"),  # once read as the key 'box'
+    ],
+)
+def test_concept_request_refuses_hostile_values(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        ConceptRequest("image.png", **{"texts": ("car",), **fields})
