@@ -219,7 +219,13 @@ def validate_formats(formats: Sequence[str] | str) -> tuple[OutputFormat, ...]:
     The one check of format names: config loading (``outputs.formats``) and every request
     (:class:`~perceptra_seg.requests.SegmentRequest`) call it; :func:`encode_mask` takes its result.
     """
-    items = [formats] if isinstance(formats, str) else list(formats)
+    if isinstance(formats, str):
+        items: list[object] = [formats]
+    else:
+        try:
+            items = list(formats)
+        except TypeError:
+            raise InvalidInputError(f"output formats must be a list of names; got {formats!r}") from None
     seen: list[OutputFormat] = []
     for item in items:
         if not isinstance(item, str):

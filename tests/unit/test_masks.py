@@ -430,6 +430,8 @@ def test_validate_formats() -> None:
         validate_formats(["rle", "jpeg"])
     with pytest.raises(InvalidInputError):
         validate_formats([1])  # type: ignore[list-item]
+    with pytest.raises(InvalidInputError, match="must be a list of names"):
+        validate_formats(5)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
