@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -34,21 +33,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ..exceptions import NotFoundError, SegmentorError
-from ..utils.masks import OutputFormat
+from .batch_items import BatchItem, run_item
 from .batch_shared import LEASE_S, SharedBatchRecords
-from .calls import Source, segment_call
-from .errors import QueueFullError, StateUnavailableError
+from .errors import StateUnavailableError
 from .redis_link import RETRY_S, RedisDown
-from .schemas import SegmentOptions
 from .scoped_store import Quota, ScopedStore
-from .url_fetch import is_url
 
 if TYPE_CHECKING:
     from .state import ServiceState
 
 __all__ = ["BatchItem", "BatchJob", "BatchStore", "JobStatus", "TooManyBatchJobsError"]
-
-logger = logging.getLogger("perceptra_seg.service.batch")
 
 JobStatus = Literal["queued", "running", "done", "failed"]
 T = TypeVar("T")
@@ -60,17 +54,6 @@ class TooManyBatchJobsError(SegmentorError):
 
     http_status = 429
     code = "too_many_batch_jobs"
-
-
-@dataclass
-class BatchItem:
-    """One image of a job: ``image`` (base64 / data URI / URL text, or uploaded bytes) or ``image_id``, and what to
-    ask about it (``formats`` already resolved against the service's defaults)."""
-
-    image: str | bytes | None
-    image_id: str | None
-    options: SegmentOptions
-    formats: tuple[OutputFormat, ...]
 
 
 @dataclass(eq=False)
@@ -88,6 +71,8 @@ class BatchJob:
     finished: float | None = None
     task: asyncio.Task[None] | None = None
     mirrored: bool = False
+    #: the finished job's final record reached Redis (from then on Redis decides whether it still exists)
+    finish_mirrored: bool = False
 
     def __post_init__(self) -> None:
         if not self.slots:
@@ -184,6 +169,7 @@ class BatchStore:
     async def check_capacity(self, scope: str) -> None:
         """Raise :class:`TooManyBatchJobsError` (429) when ``scope`` has its quota of unfinished jobs or of all jobs
         (on every worker when shared; on this one while Redis is unavailable)."""
+        await self._forget_deleted(scope)
         self._jobs.check(scope)
         if self.shared is not None:
             held = await self._mirror(self.shared.held, scope)
@@ -236,6 +222,7 @@ class BatchStore:
             NotFoundError: unknown, another key's, cancelled or expired (404).
             StateUnavailableError: shared, not on this worker, and Redis is unavailable (503).
         """
+        await self._forget_deleted(scope, job_id)
         job = self._jobs.get(scope, job_id)
         if job is not None:
             return job.page(offset, limit)
@@ -292,6 +279,24 @@ class BatchStore:
             await asyncio.gather(self._heartbeat, return_exceptions=True)
             self._heartbeat = None
 
+    async def _forget_deleted(self, scope: str, job_id: str | None = None) -> None:
+        """Drop this worker's copies of ``scope``'s finished shared jobs (or only ``job_id``) whose Redis record is
+        gone: another worker deleted them (or Redis expired them), so they no longer answer or count. Nothing is
+        dropped while Redis is unavailable."""
+        if self.shared is None:
+            return
+        jobs = [
+            job
+            for job in self._jobs.values()
+            if job.scope == scope and job.finish_mirrored and job_id in (None, job.job_id)
+        ]
+        if not jobs:
+            return
+        found = await self._mirror(self.shared.existing, scope, [job.job_id for job in jobs])
+        for job, exists in zip(jobs, found or [True] * len(jobs), strict=True):
+            if not exists:
+                self._jobs.pop(scope, job.job_id)
+
     async def _mirror(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         """``func(*args, **kwargs)`` on a worker thread; ``None`` when Redis is unavailable (already logged)."""
         try:
@@ -319,7 +324,7 @@ class BatchStore:
                     await self._mirror(shared.delete, job.scope, job.job_id, notify=False)
                     return
                 assert item is not None
-                slot = await _run_item(state, job.scope, index, item)
+                slot = await run_item(state, job.scope, index, item)
                 job.slots[index] = slot
                 job.items[index] = None  # the image is not needed any more
                 if shared is not None:
@@ -327,7 +332,12 @@ class BatchStore:
         job.status = "done" if job.count("done") else "failed"
         job.finished = self.clock()
         if shared is not None:
-            await self._mirror(shared.finish, job.scope, job.job_id, job.status)
+            try:
+                await asyncio.to_thread(shared.finish, job.scope, job.job_id, job.status)
+            except RedisDown:  # the results stay on this worker only
+                pass
+            else:
+                job.finish_mirrored = True
 
 
 def _too_many_active(held: int) -> TooManyBatchJobsError:
@@ -360,37 +370,3 @@ async def _stop(job: BatchJob) -> None:
     if job.task is not None and not job.task.done():
         job.task.cancel()
         await asyncio.gather(job.task, return_exceptions=True)
-
-
-async def _run_item(state: ServiceState, scope: str, index: int, item: BatchItem) -> dict[str, Any]:
-    """One image through the service's runner: its slot, ``done`` with ``results`` (the ``/v1/segment`` shapes)
-    and ``latency_ms``, or ``failed`` with ``error`` (``code``, ``message``)."""
-    try:
-        source = await _source(state, scope, item)
-        call = segment_call(item.options, source, item.formats, None)
-        while True:
-            try:
-                body = await state.execute(call)
-                break
-            except QueueFullError as exc:  # interactive requests fill the queue: wait for room, do not fail
-                await asyncio.sleep(exc.retry_after)
-    except SegmentorError as exc:
-        return {"index": index, "status": "failed", "error": {"code": exc.code, "message": str(exc)}}
-    except Exception:  # as REST's 500: the cause goes to the log only
-        logger.exception("batch image %d failed", index)
-        return {"index": index, "status": "failed", "error": {"code": "internal_error", "message": "internal error"}}
-    return {"index": index, "status": "done", "results": body["results"], "latency_ms": body["latency_ms"]}
-
-
-async def _source(state: ServiceState, scope: str, item: BatchItem) -> Source:
-    """The item's image: the embedded handle of its ``image_id``, a downloaded URL, or its text / bytes."""
-    if item.image_id is not None:
-        return await state.resolve_id(scope, item.image_id)
-    assert item.image is not None
-    if isinstance(item.image, str) and is_url(item.image) and state.fetcher is not None:
-        while True:
-            try:
-                return await state.fetcher.load(item.image)
-            except QueueFullError as exc:  # every download thread is busy: wait for one
-                await asyncio.sleep(exc.retry_after)
-    return item.image

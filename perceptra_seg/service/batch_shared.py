@@ -211,6 +211,17 @@ class SharedBatchRecords:
 
         return self.link.call(delete)
 
+    def existing(self, scope: str, job_ids: list[str]) -> list[bool]:
+        """Whether each job's record is still in Redis (a finished job another worker deleted is not)."""
+
+        def exists(client: Any) -> list[bool]:
+            pipe = client.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.exists(_record(scope, job_id))
+            return [bool(found) for found in pipe.execute()]
+
+        return self.link.call(exists)
+
     def page(self, scope: str, job_id: str, offset: int, limit: int) -> dict[str, Any] | None:
         """The job's summary and slots ``offset`` to ``offset + limit - 1`` as :meth:`BatchJob.page
         <perceptra_seg.service.batch_jobs.BatchJob.page>` gives them, or ``None`` when there is no such job."""
