@@ -3,6 +3,7 @@ in memory and across workers through a real redis-server, and a DELETE of an unk
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any
 
@@ -72,16 +73,17 @@ def test_the_stored_bound_is_validated() -> None:
 
 def test_redis_counts_stored_jobs_of_every_worker_and_unknown_deletes_write_nothing(redis: Any) -> None:
     redis_py = pytest.importorskip("redis")
+    key = f"key-bounds-{secrets.token_hex(8)}"  # a scope of its own: the session's redis-server is shared by tests
     server = {
-        "api_keys": [KEY_A],
+        "api_keys": [key],
         "state": "redis",
         "redis_url": redis.url,
         "max_batch_jobs": 1,
         "max_stored_batch_jobs": 2,
     }
     with (
-        running(create_app(build_config(server=server), backend=FakeBackend()), headers=auth(KEY_A)) as a,
-        running(create_app(build_config(server=server), backend=FakeBackend()), headers=auth(KEY_A)) as b,
+        running(create_app(build_config(server=server), backend=FakeBackend()), headers=auth(key)) as a,
+        running(create_app(build_config(server=server), backend=FakeBackend()), headers=auth(key)) as b,
         redis_py.Redis.from_url(redis.url) as raw,
     ):
         first, second = _submit_and_finish(a), _submit_and_finish(a)
