@@ -1,7 +1,8 @@
 """``segment-text``: every instance of a concept on one image (model ``sam3``): phrases and/or exemplar boxes.
 
 Exemplar boxes are ``X1 Y1 X2 Y2`` in pixels of the original image (``--exemplar`` positive, ``--negative``
-negative). The results file has the shape of ``segment``'s plus each result's ``label`` (its phrase).
+negative). The image is decoded and the prompts are checked before the model is loaded. The results file has the
+shape of ``segment``'s plus each result's ``label`` (its phrase).
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from perceptra_seg.concepts import ConceptRequest, TextPromptsUnsupportedError
 from perceptra_seg.exceptions import InvalidInputError
+from perceptra_seg.inputs import InputPolicy
 from perceptra_seg.results import ResultSet
 
 from .common import CommonOptions, command, emit_json, require_output_dirs, require_suffix, write_atomic
@@ -39,6 +42,14 @@ def _boxes(values: list[str] | None, label: int, flag: str) -> list[dict[str, An
             raise InvalidInputError(f"{flag} needs four numbers 'X1 Y1 X2 Y2', got {value!r}")
         boxes.append({"box": numbers, "label": label})
     return boxes
+
+
+def _check_inside(exemplars: np.ndarray, width: int, height: int) -> None:
+    """Refuse exemplar rows ``[K, 5]`` ``(x1, y1, x2, y2, label)`` reaching outside a ``width`` × ``height`` image."""
+    if len(exemplars) and (exemplars[:, [0, 2]].min() < 0 or exemplars[:, [0, 2]].max() > width):
+        raise InvalidInputError(f"exemplar boxes must lie inside the {width}×{height} image")
+    if len(exemplars) and (exemplars[:, [1, 3]].min() < 0 or exemplars[:, [1, 3]].max() > height):
+        raise InvalidInputError(f"exemplar boxes must lie inside the {width}×{height} image")
 
 
 def segment_text(
@@ -70,10 +81,16 @@ def segment_text(
     require_suffix(out, (".json",), "--out")
     require_output_dirs(out)
     exemplars = _boxes(exemplar, 1, "--exemplar") + _boxes(negative, 0, "--negative")
-    request = ConceptRequest(image, tuple(text or ()), exemplars, threshold, ("rle", "polygons"))
-    model = opts.load_config().model.name
+    phrases = tuple(text or ())
+    checked = ConceptRequest(image, phrases, exemplars, threshold, ("rle", "polygons"))  # phrases, boxes, threshold
+    config = opts.load_config()
+    model = config.model.name
     if model != "sam3":  # refused before another model is loaded (or downloaded) only to say so
         raise TextPromptsUnsupportedError(f"model {model!r} has no text prompts; segment-text needs --model sam3")
+    # the image is decoded (and the exemplars checked against it) before the model loads, so a bad file costs nothing
+    pixels = InputPolicy.from_config(config.input).load(image)
+    _check_inside(checked.exemplars, pixels.shape[1], pixels.shape[0])
+    request = ConceptRequest(pixels, phrases, exemplars, threshold, ("rle", "polygons"))
     with opts.segmentor() as seg:
         results = seg.run(request)
     if out is not None:
