@@ -43,6 +43,8 @@ __all__ = ["Sam3Backend", "build_sam3_model"]
 
 logger = logging.getLogger(__name__)
 
+_LOGIT_CLAMP = 32.0  # Meta's predictor clips the low-resolution logits it returns to [-32, 32]
+
 # Keys of Meta's detector that transformers' concept model has no use for: the geometry encoder's point-prompt
 # projections (Meta's image processor never sends points to it) and the tracker's neck (converted for the tracker).
 _UNUSED = ("geometry_encoder.points_", SAM2_NECK_PREFIX[len("detector.") :])
@@ -179,9 +181,10 @@ class Sam3Backend:
         """Box / point (and mask) prompts through SAM 3's tracker head, as Meta's ``predict_inst``.
 
         ``batch`` is in the 1024 input frame every family shares (coordinates scaled by ``1024 / W``, ``1024 / H``);
-        it is rescaled to the model's ``image_size`` square (1008). The low-resolution logits
-        (``[N, K, S, S]``, ``S`` = :attr:`mask_size`, 288) come back with Meta's hole filling applied
-        (:func:`~perceptra_seg.concepts.tracker.fill_holes`), the values Meta upsamples to the image.
+        it is rescaled to the model's ``image_size`` square (1008). As Meta's predictor: the masks are upsampled from
+        the decoder's logits after hole filling (``mask_logits``, :func:`~perceptra_seg.concepts.tracker.fill_holes`),
+        while the low-resolution logits returned for later ``mask_input`` use (``[N, K, S, S]``, ``S`` =
+        :attr:`mask_size`, 288) are the decoder's own, clipped to ±32.
 
         Raises:
             InvalidInputError: the checkpoint has no tracker (text and exemplar prompts only), or an empty batch.
@@ -214,9 +217,17 @@ class Sam3Backend:
                 )
         except RuntimeError as exc:
             raise BackendError(f"SAM 3 tracker failed: {exc}") from exc
+        raw = logits.float().cpu().numpy()
         return DecoderOutput(
-            low_res_logits=fill_holes(logits.float().cpu().numpy()), iou_scores=scores.float().cpu().numpy()
+            low_res_logits=np.clip(raw, -_LOGIT_CLAMP, _LOGIT_CLAMP),
+            iou_scores=scores.float().cpu().numpy(),
+            mask_logits=fill_holes(raw),
         )
+
+    def check_prompts(self) -> None:
+        """Raise :class:`InvalidInputError` when this checkpoint cannot answer box / point prompts (called by the
+        SDK before it encodes an image for them)."""
+        self._open_tracker()
 
     def detect(self, embedding: ImageEmbedding, phrase: str, exemplars: np.ndarray) -> Detections:
         """Every query's score, box and mask logits for ``phrase`` and ``exemplars`` on an encoded image.
