@@ -7,6 +7,9 @@ and its image encoder computes an attention matrix it never reads. :func:`instal
 * sine position tables (``Sam2SinePositionEmbedding`` of the image encoder's neck, ``Sam2VideoPositionEmbeddingSine``
   of the memory encoder): kept per ``(shape, device, dtype)``. transformers caches only the last shape, and the
   neck asks for four shapes per frame in turn (the 256×256 level alone is a ``[1, 256, 256, 256]`` float32 table);
+* the Hiera trunk's position embedding (``Sam2HieraDetModel._get_pos_embed``: a bicubic resize of the learned
+  embedding to the patch grid plus the tiled window embedding, ``[1, 256, 256, 96]`` at a 1024 input for
+  hiera_tiny): kept per grid and weights;
 * the memory attention's rotary tables (``Sam2VideoVisionRotaryEmbedding``): ``cos``/``sin`` of the fixed position
   grid, kept per ``(device, grid)``;
 * the Hiera blocks' attention (``Sam2MultiScaleAttention``): transformers' forward first multiplies every query with
@@ -74,6 +77,30 @@ def _cached_rotary(original: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -
         return pair
 
     return forward
+
+
+def _cached_hiera_position(module: Any, original: Callable[[tuple[int, int]], torch.Tensor]) -> Callable[..., Any]:
+    """``_get_pos_embed(hw)`` of the Hiera trunk (its position embedding resized bicubically to the patch grid plus
+    the tiled window embedding, ``[1, h, w, C]``), cached per grid and weights (identity and version)."""
+    tables: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    def get_pos_embed(hw: tuple[int, int]) -> torch.Tensor:
+        weights = (module.pos_embed, module.pos_embed_window)
+        if any(w.is_inference() or (w.requires_grad and torch.is_grad_enabled()) for w in weights):
+            return original(hw)
+        key = (
+            tuple(hw),
+            *((w.device, w.dtype, w.data_ptr(), w._version) for w in weights),
+            torch.is_inference_mode_enabled(),
+        )
+        table = tables.get(key)
+        if table is None:
+            if len(tables) >= _MAX_TABLES:
+                tables.clear()
+            table = tables[key] = original(hw)
+        return table
+
+    return get_pos_embed
 
 
 def _multiscale_attention_forward(module: Any) -> Callable[..., torch.Tensor]:
@@ -182,7 +209,11 @@ def _rope_attention_forward(module: Any, original: Callable[..., Any]) -> Callab
 def install_speedups(model: torch.nn.Module) -> int:
     """Install the cached / trimmed forwards on every matching module of ``model`` (a ``Sam2VideoModel``; other
     models' modules are left alone). Returns how many modules were changed; installing twice changes nothing."""
-    from transformers.models.sam2.modeling_sam2 import Sam2MultiScaleAttention, Sam2SinePositionEmbedding
+    from transformers.models.sam2.modeling_sam2 import (
+        Sam2HieraDetModel,
+        Sam2MultiScaleAttention,
+        Sam2SinePositionEmbedding,
+    )
     from transformers.models.sam2_video.modeling_sam2_video import (
         Sam2VideoPositionEmbeddingSine,
         Sam2VideoRoPEAttention,
@@ -199,6 +230,8 @@ def install_speedups(model: torch.nn.Module) -> int:
             module.forward = _cached_rotary(module.forward)  # type: ignore[method-assign]
         elif isinstance(module, Sam2VideoRoPEAttention):
             module.forward = _rope_attention_forward(module, module.forward)  # type: ignore[method-assign]
+        elif isinstance(module, Sam2HieraDetModel):
+            module._get_pos_embed = _cached_hiera_position(module, module._get_pos_embed)
         elif isinstance(module, Sam2MultiScaleAttention):
             module.forward = _multiscale_attention_forward(module)  # type: ignore[method-assign]
         else:

@@ -97,8 +97,8 @@ def test_install_counts_each_module_once(tiny_video_dir: Path) -> None:
     model = Sam2VideoModel.from_pretrained(tiny_video_dir).eval()
     blocks = len(model.vision_encoder.backbone.blocks)
     assert (
-        install_speedups(model) == blocks + 3 + 8
-    )  # + neck table, memory-encoder table, rotary tables, 4 layers × 2 RoPE attentions
+        install_speedups(model) == blocks + 4 + 8
+    )  # + trunk and neck tables, memory-encoder table, rotary tables, 4 layers × 2 RoPE attentions
     assert install_speedups(model) == 0
     table = model.vision_encoder.neck.position_encoding
     first = table(torch.Size([1, 256, 4, 4]), "cpu", torch.float32)
@@ -106,3 +106,9 @@ def test_install_counts_each_module_once(tiny_video_dir: Path) -> None:
     other = table(torch.Size([1, 256, 8, 8]), "cpu", torch.float32)
     assert other.shape == (1, 256, 8, 8)
     assert table(torch.Size([1, 256, 4, 4]), "cpu", torch.float32) is first
+    trunk = model.vision_encoder.backbone
+    with torch.inference_mode():
+        grid = trunk._get_pos_embed((16, 16))
+        assert trunk._get_pos_embed((16, 16)) is grid
+    assert trunk._get_pos_embed((16, 16)) is not grid  # with gradients on, transformers' method runs every time
+    assert torch.equal(trunk._get_pos_embed((16, 16)), grid)
