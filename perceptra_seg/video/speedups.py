@@ -231,11 +231,11 @@ def install_speedups(model: torch.nn.Module) -> int:
         elif isinstance(module, Sam2VideoRoPEAttention):
             module.forward = _rope_attention_forward(module, module.forward)  # type: ignore[method-assign]
         elif isinstance(module, Sam2HieraDetModel):
-            module._get_pos_embed = _cached_hiera_position(module, module._get_pos_embed)
+            module._get_pos_embed = _cached_hiera_position(module, module._get_pos_embed)  # type: ignore[method-assign]
         elif isinstance(module, Sam2MultiScaleAttention):
             module.forward = _multiscale_attention_forward(module)  # type: ignore[method-assign]
         else:
             continue
-        module._perceptra_speedup = True
+        setattr(module, "_perceptra_speedup", True)  # noqa: B010 (nn.Module's __setattr__ is typed for tensors)
         changed += 1
     return changed
