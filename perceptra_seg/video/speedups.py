@@ -1,8 +1,8 @@
 """Per-frame work the tracking model repeats with identical inputs, done once: installed on a loaded model's modules.
 
 transformers' ``Sam2VideoModel`` recomputes, on every tracked frame, values that depend only on a tensor's shape,
-and its image encoder computes an attention matrix it never reads. :func:`install_speedups` changes the bound
-``forward`` of those module *instances* (transformers' classes and code stay untouched):
+and its image encoder computes an attention matrix it never reads. :func:`install_speedups` replaces bound
+methods (``forward``, ``_get_pos_embed``) of those module *instances* (transformers' classes and code stay untouched):
 
 * sine position tables (``Sam2SinePositionEmbedding`` of the image encoder's neck, ``Sam2VideoPositionEmbeddingSine``
   of the memory encoder): kept per ``(shape, device, dtype)``. transformers caches only the last shape, and the
@@ -12,6 +12,9 @@ and its image encoder computes an attention matrix it never reads. :func:`instal
   hiera_tiny): kept per grid and weights;
 * the memory attention's rotary tables (``Sam2VideoVisionRotaryEmbedding``): ``cos``/``sin`` of the fixed position
   grid, kept per ``(device, grid)``;
+* the memory attention's rotary attention (``Sam2VideoRoPEAttention``): the keys (``[B, heads, frames·H·W +
+  pointers, D]``) are rotated with the tables broadcast over the memory frames and written straight into one key
+  tensor, instead of transformers' repeated tables, stacked pairs and concatenation (same arithmetic);
 * the Hiera blocks' attention (``Sam2MultiScaleAttention``): transformers' forward first multiplies every query with
   every key and takes a softmax whose result it discards, then runs the real attention; the replacement runs only
   the real attention, with the same operations in the same order.
