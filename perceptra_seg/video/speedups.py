@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from ..backends.hiera_attention import multiscale_attention_forward
+
 __all__ = ["install_speedups"]
 
 _MAX_TABLES = 16  # distinct shapes kept per module (a tracking model asks for at most five)
@@ -104,36 +106,6 @@ def _cached_hiera_position(module: Any, original: Callable[[tuple[int, int]], to
         return table
 
     return get_pos_embed
-
-
-def _multiscale_attention_forward(module: Any) -> Callable[..., torch.Tensor]:
-    """Hiera block attention without the discarded ``softmax(q·kᵀ)``: query/key/value projection, query pooling at
-    stage changes, transformers' configured attention function, output projection (as transformers' forward)."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-    from transformers.models.sam2.modeling_sam2 import do_pool, eager_attention_forward
-
-    def forward(hidden_states: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        batch_size, height, width, _ = hidden_states.shape  # [B, H, W, C]
-        qkv = module.qkv(hidden_states).reshape(batch_size, height * width, 3, module.num_attention_heads, -1)
-        query, key, value = torch.unbind(qkv, 2)  # [B, H*W, heads, C']
-        if module.query_stride:
-            query = do_pool(query.reshape(batch_size, height, width, -1), module.query_stride)
-            height, width = query.shape[1:3]
-            query = query.reshape(batch_size, height * width, module.num_attention_heads, -1)
-        attention = ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, eager_attention_forward)
-        output, _ = attention(
-            module,
-            query.transpose(1, 2),
-            key.transpose(1, 2),
-            value.transpose(1, 2),
-            attention_mask=None,
-            is_causal=module.is_causal,
-            scaling=module.scale,
-            **kwargs,
-        )
-        return module.proj(output.reshape(batch_size, height, width, -1))
-
-    return forward
 
 
 def _rotated_pairs(x: torch.Tensor) -> torch.Tensor:
@@ -236,7 +208,7 @@ def install_speedups(model: torch.nn.Module) -> int:
         elif isinstance(module, Sam2HieraDetModel):
             module._get_pos_embed = _cached_hiera_position(module, module._get_pos_embed)  # type: ignore[method-assign]
         elif isinstance(module, Sam2MultiScaleAttention):
-            module.forward = _multiscale_attention_forward(module)  # type: ignore[method-assign]
+            module.forward = multiscale_attention_forward(module)  # type: ignore[method-assign]
         else:
             continue
         setattr(module, "_perceptra_speedup", True)  # noqa: B010 (nn.Module's __setattr__ is typed for tensors)
