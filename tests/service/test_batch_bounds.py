@@ -4,7 +4,6 @@ in memory and across workers through a real redis-server, and a DELETE of an unk
 from __future__ import annotations
 
 import secrets
-import time
 from typing import Any
 
 import pytest
@@ -12,27 +11,16 @@ import pytest
 from perceptra_seg.exceptions import ConfigError
 from perceptra_seg.service import create_app
 
-from .helpers import KEY_A, KEY_B, FakeBackend, auth, b64_png, build_config, running
+from .helpers import KEY_A, KEY_B, FakeBackend, auth, b64_png, build_config, running, wait_batch_finished
 
 ONE = {"images": [{"image": b64_png(), "boxes": [[4, 4, 40, 30]]}]}
-
-
-def _finished(client: Any, job_id: str) -> dict[str, Any]:
-    """Poll until the job is done or failed (bounded number of polls)."""
-    for _ in range(1200):
-        answer = client.get(f"/v1/batch/{job_id}")
-        assert answer.status_code == 200, answer.text
-        if answer.json()["status"] in ("done", "failed"):
-            return dict(answer.json())
-        time.sleep(0.02)
-    raise AssertionError("batch job did not finish")
 
 
 def _submit_and_finish(client: Any) -> str:
     answer = client.post("/v1/batch", json=ONE)
     assert answer.status_code == 202, answer.text
     job_id = str(answer.json()["job_id"])
-    assert _finished(client, job_id)["done"] == 1
+    assert wait_batch_finished(client, job_id)["done"] == 1
     return job_id
 
 
