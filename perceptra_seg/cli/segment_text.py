@@ -11,12 +11,12 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from perceptra_seg.concepts import ConceptRequest, TextPromptsUnsupportedError
+from perceptra_seg.concepts.request import check_exemplars_inside
 from perceptra_seg.exceptions import InvalidInputError
 from perceptra_seg.inputs import InputPolicy
 from perceptra_seg.results import ResultSet
@@ -42,14 +42,6 @@ def _boxes(values: list[str] | None, label: int, flag: str) -> list[dict[str, An
             raise InvalidInputError(f"{flag} needs four numbers 'X1 Y1 X2 Y2', got {value!r}")
         boxes.append({"box": numbers, "label": label})
     return boxes
-
-
-def _check_inside(exemplars: np.ndarray, width: int, height: int) -> None:
-    """Refuse exemplar rows ``[K, 5]`` ``(x1, y1, x2, y2, label)`` reaching outside a ``width`` × ``height`` image."""
-    if len(exemplars) and (exemplars[:, [0, 2]].min() < 0 or exemplars[:, [0, 2]].max() > width):
-        raise InvalidInputError(f"exemplar boxes must lie inside the {width}×{height} image")
-    if len(exemplars) and (exemplars[:, [1, 3]].min() < 0 or exemplars[:, [1, 3]].max() > height):
-        raise InvalidInputError(f"exemplar boxes must lie inside the {width}×{height} image")
 
 
 def segment_text(
@@ -89,7 +81,7 @@ def segment_text(
         raise TextPromptsUnsupportedError(f"model {model!r} has no text prompts; segment-text needs --model sam3")
     # the image is decoded (and the exemplars checked against it) before the model loads, so a bad file costs nothing
     pixels = InputPolicy.from_config(config.input).load(image)
-    _check_inside(checked.exemplars, pixels.shape[1], pixels.shape[0])
+    check_exemplars_inside(checked.exemplars, pixels.shape[1], pixels.shape[0])
     request = ConceptRequest(pixels, phrases, exemplars, threshold, ("rle", "polygons"))
     with opts.segmentor() as seg:
         results = seg.run(request)
