@@ -72,6 +72,9 @@ class OpenVinoEncoderBackend:
     def decode(self, embedding: Any, batch: Any, *, multimask: bool) -> Any:
         return self.inner.decode(embedding, batch, multimask=multimask)
 
+    def check_prompts(self) -> None:
+        self.inner.check_prompts()
+
     def info(self) -> dict[str, Any]:
         return {**self.inner.info(), "backend": "openvino-trial"}
 

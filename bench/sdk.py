@@ -60,6 +60,9 @@ class RecordingBackend:
         self.encode_calls = self.decode_calls = 0
         self.encode_times_ms = []
 
+    def check_prompts(self) -> None:
+        self.inner.check_prompts()
+
     def info(self) -> dict[str, Any]:
         return self.inner.info()
 

@@ -123,6 +123,9 @@ class CountingBackend:
     def decode(self, embedding: Any, batch: Any, *, multimask: bool) -> Any:
         return self.inner.decode(embedding, batch, multimask=multimask)
 
+    def check_prompts(self) -> None:
+        self.inner.check_prompts()
+
     def info(self) -> dict[str, Any]:
         return self.inner.info()
 
@@ -190,6 +193,9 @@ class BoxOracleBackend:
                         inside |= (centres[:, None] - y) ** 2 + (centres[None, :] - x) ** 2 <= 40.0**2
             logits[row, :, inside] = 10.0
         return DecoderOutput(logits, np.full((count, k), 0.9, dtype=np.float32))
+
+    def check_prompts(self) -> None:
+        """Boxes and points are always answered."""
 
     def info(self) -> dict[str, Any]:
         return {"model": "box-oracle", "backend": "fake"}

@@ -82,7 +82,11 @@ class DecoderOutput:
 
 @runtime_checkable
 class Backend(Protocol):
-    """What the core needs from a runtime (PyTorch, ONNX Runtime, a test fake)."""
+    """What the core needs from a runtime (PyTorch, ONNX Runtime, a test fake).
+
+    A runtime subclasses it (and so inherits the defaults of the optional hooks, such as :meth:`check_prompts`) or
+    implements every member itself; ``isinstance(obj, Backend)`` checks that every member is there.
+    """
 
     #: ``sam1`` or ``sam2``: selects preprocessing and coordinate mapping in the core.
     family: Family
@@ -103,6 +107,17 @@ class Backend(Protocol):
     def info(self) -> dict[str, Any]:
         """Model name, variant, backend, device, precision and checkpoint fingerprint (for results and logs)."""
         ...
+
+    def check_prompts(self) -> None:
+        """Refuse box / point prompts this model cannot answer at all, before any image is encoded for them.
+
+        Called by the core once per segment request (never for text / concept requests). The default, inherited by
+        every backend that subclasses :class:`Backend`, accepts them; SAM 3 without tracker weights overrides it.
+
+        Raises:
+            InvalidInputError: the model has no head for box / point prompts (the message says why).
+        """
+        return None
 
     def close(self) -> None:
         """Release models and device memory. Idempotent; afterwards ``encode`` / ``decode`` raise

@@ -31,7 +31,7 @@ from ..extras import install_command
 from ..preprocessing import preprocess_image
 from ..registry import get_model_spec
 from ..weights import resolve_checkpoint
-from .base import DecoderOutput, Family, ImageEmbedding, PromptBatch
+from .base import Backend, DecoderOutput, Family, ImageEmbedding, PromptBatch
 from .onnx_manifest import (
     DECODER_OUTPUTS,
     MANIFEST_NAME,
@@ -187,7 +187,7 @@ def _session(path: Path, providers: list[Any], threads: int | None, static_shape
         raise ModelLoadError(f"ONNX Runtime cannot load {path}: {exc}") from None
 
 
-class OnnxBackend:
+class OnnxBackend(Backend):
     """Encode/decode with ONNX Runtime sessions of an exported SAM 1 or SAM 2 model (fp32, fp16 or INT8)."""
 
     def __init__(self, config: SegmentorConfig) -> None:

@@ -24,7 +24,7 @@ from ..extras import install_command
 from ..preprocessing import preprocess_image
 from ..registry import Architecture, ModelSpec, architecture_config, get_model_spec
 from ..weights import CheckpointSource, resolve_checkpoint, transformers_model_dir
-from .base import DecoderOutput, Family, ImageEmbedding, PromptBatch
+from .base import Backend, DecoderOutput, Family, ImageEmbedding, PromptBatch
 from .hiera_attention import trim_hiera_attention
 from .oom import oom_guard
 from .precision import resolve_torch_precision, warn_if_emulated
@@ -196,7 +196,7 @@ def _row(batch: PromptBatch, index: int) -> PromptBatch:
     )
 
 
-class TorchBackend:
+class TorchBackend(Backend):
     """Encode/decode with a transformers SAM model on CPU or CUDA, fp32 or autocast fp16/bf16.
 
     ``runtime.precision: auto`` is resolved here (:func:`~perceptra_seg.backends.precision.resolve_torch_precision`);

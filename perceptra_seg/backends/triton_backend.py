@@ -34,7 +34,7 @@ from ..triton.protocol import (
     PROTOCOL_VERSION,
     decode_info,
 )
-from .base import DecoderOutput, Family, ImageEmbedding, PromptBatch
+from .base import Backend, DecoderOutput, Family, ImageEmbedding, PromptBatch
 from .onnx_manifest import encoder_outputs
 
 try:
@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException, gevent.Timeout)
 
 
-class TritonBackend:
+class TritonBackend(Backend):
     """Encode/decode through Triton's HTTP or gRPC protocol (``triton.url``, ``triton.protocol``).
 
     One client connection per thread (tritonclient's HTTP client is not thread-safe), all with the connect and

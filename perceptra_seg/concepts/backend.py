@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..backends.base import DecoderOutput, Family, ImageEmbedding, PromptBatch
+from ..backends.base import Backend, DecoderOutput, Family, ImageEmbedding, PromptBatch
 from ..backends.oom import oom_guard
 from ..backends.torch_backend import resolve_device
 from ..config import SegmentorConfig
@@ -108,7 +108,7 @@ def _vocabulary(checkpoint: Path, config: SegmentorConfig) -> Path:
     )
 
 
-class Sam3Backend:
+class Sam3Backend(Backend):
     """SAM 3's concept model on CPU or CUDA (fp32). See the module docstring."""
 
     family: Family = "sam3"

@@ -75,6 +75,9 @@ class MemoBackend:
     def decode(self, embedding: Any, batch: Any, *, multimask: bool) -> Any:
         return self.inner.decode(embedding, batch, multimask=multimask)
 
+    def check_prompts(self) -> None:
+        self.inner.check_prompts()
+
     def info(self) -> dict[str, Any]:
         return self.inner.info()
 

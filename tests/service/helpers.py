@@ -15,7 +15,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from perceptra_seg.backends.base import DecoderOutput, ImageEmbedding, PromptBatch
+from perceptra_seg.backends.base import Backend, DecoderOutput, ImageEmbedding, PromptBatch
 from perceptra_seg.config import SegmentorConfig
 from perceptra_seg.preprocessing import resized_input_size
 
@@ -23,7 +23,7 @@ KEY_A = "key-a-0123456789"
 KEY_B = "key-b-9876543210"
 
 
-class FakeBackend:
+class FakeBackend(Backend):
     """Backend protocol with constant output: the mask is the centre half of the 1024 input frame.
 
     ``encode_delay_s`` / ``decode_delay_s`` slow calls down (set them after warm-up to keep start-up fast);

@@ -31,6 +31,9 @@ class RecordingBackend:
         self.sizes.append(len(batch))
         return self.inner.decode(embedding, batch, multimask=multimask)
 
+    def check_prompts(self) -> None:
+        self.inner.check_prompts()
+
     def info(self) -> dict[str, Any]:
         return self.inner.info()
 

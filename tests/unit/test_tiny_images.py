@@ -166,6 +166,9 @@ class SharpenedBackend:
         peak = logits.max(axis=(-2, -1), keepdims=True)
         return DecoderOutput(logits - peak + np.float32(0.05), output.iou_scores)
 
+    def check_prompts(self) -> None:
+        self.inner.check_prompts()
+
     def info(self) -> dict[str, Any]:
         return self.inner.info()
 
