@@ -139,9 +139,8 @@ class ConceptRequest:
             raise InvalidInputError(f"threshold must be a number in [0, 1), got {threshold!r}")
         object.__setattr__(self, "texts", texts)
         object.__setattr__(self, "exemplars", exemplars)
-        if self.output_formats is not None:
-            formats = _listed(self.output_formats, "output_formats")
-            object.__setattr__(self, "output_formats", validate_formats(formats))
+        if self.output_formats is not None:  # the one check of format names, as for SegmentRequest
+            object.__setattr__(self, "output_formats", validate_formats(self.output_formats))
 
     def call_id(self) -> str:
         """``request_id``, or a new random one (32 hex digits)."""

@@ -9,7 +9,7 @@ Polygons follow the pixel-corner convention documented in :mod:`perceptra_seg.ut
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import cv2
@@ -221,6 +221,8 @@ def validate_formats(formats: Sequence[str] | str) -> tuple[OutputFormat, ...]:
     """
     if isinstance(formats, str):
         items: list[object] = [formats]
+    elif isinstance(formats, (bytes, Mapping)):  # iterable, but not a list of names (a dict's keys, byte values)
+        raise InvalidInputError(f"output formats must be a list of names; got {type(formats).__name__}")
     else:
         try:
             items = list(formats)

@@ -42,7 +42,8 @@ def test_multipart_options_as_a_file_part_are_read(fake_client: Callable[..., An
         ({"exemplars": [{"box": [-1e39, 0, 5, 5]}]}, "four finite numbers"),
         ({"texts": 5}, "texts must be a list"),  # these three once raised TypeError
         ({"exemplars": 5}, "exemplars must be a list"),
-        ({"output_formats": 5}, "output_formats must be a list"),
+        ({"output_formats": 5}, "output formats must be a list of names"),
+        ({"output_formats": {"rle": 1}}, "output formats must be a list of names"),  # not read as its keys
         ({"exemplars": {"box": [1, 1, 5, 5]}}, "exemplars must be a list"),  # once read as the key 'box'
     ],
 )

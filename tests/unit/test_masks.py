@@ -432,6 +432,8 @@ def test_validate_formats() -> None:
         validate_formats([1])  # type: ignore[list-item]
     with pytest.raises(InvalidInputError, match="must be a list of names"):
         validate_formats(5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="must be a list of names"):
+        validate_formats({"rle": 1})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
