@@ -21,7 +21,7 @@ import yaml
 from perceptra_seg import Segmentor
 from perceptra_seg.utils.masks import rle_to_mask
 
-from ..sam3_fixture import EXEMPLAR, PHRASES, SmallSam3, small_sam3  # noqa: F401 - the fixture
+from ..sam3_fixture import EXEMPLAR, PHRASES, SmallSam3  # small_sam3: the session fixture of tests/conftest.py
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -54,12 +54,12 @@ def _check(results: list, scores: torch.Tensor, masks: torch.Tensor, threshold: 
 
 
 @pytest.fixture(scope="module")
-def ours(small_sam3: SmallSam3) -> Segmentor:  # noqa: F811
+def ours(small_sam3: SmallSam3) -> Segmentor:
     return Segmentor(small_sam3.config)
 
 
 def test_text_prompts_match_meta_and_share_one_encoding(
-    small_sam3: SmallSam3,  # noqa: F811
+    small_sam3: SmallSam3,
     ours: Segmentor,
     photos: dict,
 ) -> None:
@@ -74,7 +74,7 @@ def test_text_prompts_match_meta_and_share_one_encoding(
     assert ours.encoder_calls == 1  # both phrases on the one embedding
 
 
-def test_exemplar_box_matches_meta(small_sam3: SmallSam3, ours: Segmentor, photos: dict) -> None:  # noqa: F811
+def test_exemplar_box_matches_meta(small_sam3: SmallSam3, ours: Segmentor, photos: dict) -> None:
     """One positive exemplar box and no phrase (Meta sends the phrase "visual"): the geometry encoder's RoI pooling."""
     scores, masks = small_sam3.answers["exemplar"]
     threshold = _threshold(scores)
@@ -86,7 +86,7 @@ def test_exemplar_box_matches_meta(small_sam3: SmallSam3, ours: Segmentor, photo
 
 
 def test_rest_and_cli_answer_like_meta(
-    small_sam3: SmallSam3,  # noqa: F811
+    small_sam3: SmallSam3,
     ours: Segmentor,
     photos: dict,
     tmp_path: Path,
@@ -132,7 +132,7 @@ class _Decoded:
 
 
 def test_segment_auto_text_writes_segment_texts_instances_as_coco(
-    small_sam3: SmallSam3,  # noqa: F811
+    small_sam3: SmallSam3,
     ours: Segmentor,
     photos: dict,
     tmp_path: Path,

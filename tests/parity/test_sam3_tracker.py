@@ -21,7 +21,7 @@ from perceptra_seg import Segmentor
 from perceptra_seg.exceptions import ConfigError, InvalidInputError, ModelLoadError
 
 from ..reference_sam3 import import_sam3, on_cpu
-from ..sam3_fixture import PHRASES, SmallSam3, small_sam3  # noqa: F401 - the fixture
+from ..sam3_fixture import PHRASES, SmallSam3  # small_sam3: the session fixture of tests/conftest.py
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -57,7 +57,7 @@ def _check(results: list, masks: np.ndarray, scores: np.ndarray) -> None:
 
 
 @pytest.fixture(scope="module")
-def ours(small_sam3: SmallSam3) -> Segmentor:  # noqa: F811
+def ours(small_sam3: SmallSam3) -> Segmentor:
     return Segmentor(small_sam3.config)
 
 
@@ -69,7 +69,7 @@ def handle(ours: Segmentor, photos: dict) -> Any:
 @pytest.mark.parametrize("multimask", [False, True], ids=["single", "multimask"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_prompts_match_meta(
-    small_sam3: SmallSam3,  # noqa: F811
+    small_sam3: SmallSam3,
     ours: Segmentor,
     handle: Any,
     case: str,
@@ -87,7 +87,7 @@ def test_prompts_match_meta(
 
 
 def test_batched_boxes_and_mask_input_match_meta(
-    small_sam3: SmallSam3,  # noqa: F811
+    small_sam3: SmallSam3,
     ours: Segmentor,
     handle: Any,
 ) -> None:
@@ -107,7 +107,7 @@ def test_batched_boxes_and_mask_input_match_meta(
 
 
 def test_rest_segment_on_sam3_matches_the_sdk(
-    small_sam3: SmallSam3,  # noqa: F811
+    small_sam3: SmallSam3,
     ours: Segmentor,
     handle: Any,
     photos: dict,
@@ -162,7 +162,7 @@ def _without(small: SmallSam3, folder: Path, *prefixes: str) -> dict[str, Any]:
 
 
 def test_checkpoint_without_tracker_refuses_boxes_clearly(
-    small_sam3: SmallSam3,  # noqa: F811
+    small_sam3: SmallSam3,
     photos: dict,
     tmp_path: Path,
 ) -> None:
@@ -177,14 +177,14 @@ def test_checkpoint_without_tracker_refuses_boxes_clearly(
     assert segmentor.encoder_calls == 0
 
 
-def test_tracker_without_its_neck_is_a_load_error(small_sam3: SmallSam3, tmp_path: Path) -> None:  # noqa: F811
+def test_tracker_without_its_neck_is_a_load_error(small_sam3: SmallSam3, tmp_path: Path) -> None:
     config = _without(small_sam3, tmp_path, "detector.backbone.vision_backbone.sam2_convs.")
     with pytest.raises(ModelLoadError, match="tracker of sam3.pt does not fit"):
         Segmentor(config)
 
 
 @pytest.mark.parametrize("backend", ["onnx", "openvino", "triton"])
-def test_other_runtimes_refuse_sam3(small_sam3: SmallSam3, backend: str) -> None:  # noqa: F811
+def test_other_runtimes_refuse_sam3(small_sam3: SmallSam3, backend: str) -> None:
     config = {**small_sam3.config, "runtime": {**small_sam3.config["runtime"], "backend": backend}}
     with pytest.raises(ConfigError, match="torch backend only"):
         Segmentor(config)
