@@ -130,14 +130,21 @@ class Segmentor:
 
     @holds_backend
     def warmup(self, image_size: tuple[int, int] = (1024, 1024)) -> float:
-        """Run the encoder and decoder once on a blank ``(H, W)`` image (not cached); returns the seconds taken."""
+        """Run the encoder and decoder once on a blank ``(H, W)`` image (not cached); returns the seconds taken.
+
+        The decoder answers one box covering the image. SAM 3 runs one detector pass (a concept prompt) first, then
+        the box through its tracker head when the checkpoint has one (without tracker weights: the detector only).
+        """
         start = time.perf_counter()
         height, width = image_size
         image = np.zeros((height, width, 3), dtype=np.uint8)
         embedding = self._backend.encode(image)
-        if self._backend.family == "sam3":  # a concept model: one detector pass instead of a box prompt
+        if self._backend.family == "sam3":  # a concept model: one detector pass, then the box if it answers boxes
             warm_up_concepts(self._backend, embedding)
-            return time.perf_counter() - start
+            try:
+                self._backend.check_prompts()
+            except InvalidInputError:  # no tracker weights: text and exemplar prompts only
+                return time.perf_counter() - start
         prompt = [Prompt(box=(0.0, 0.0, float(width), float(height)))]
         for _, batch in build_batches(prompt, (height, width), self._backend.family):
             self._backend.decode(embedding, batch, multimask=False)
