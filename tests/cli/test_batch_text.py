@@ -1,7 +1,7 @@
-"""``segmentor-cli batch --auto --text`` (issue 19): its refusals on either engine, all before a model loads (or Ray is
-contacted), and the categories file (or shards) a re-run must agree with. Runs on a real SAM 3 model:
-tests/parity/test_sam3.py (local engine, against ``segment_text``) and tests/distributed/test_ray_batch_text.py (the
-Ray engine, against the local engine's file).
+"""``segmentor-cli batch --auto --text`` (issue 19): the local engine on a real (bare reduced, tests/sam3_bare.py) SAM 3
+model against ``Segmentor.segment_text``; its refusals on either engine, all before a model loads (or Ray is
+contacted); and the categories file (or shards) a re-run must agree with. The Ray engine on the same model:
+tests/distributed/test_ray_batch_text.py.
 
 A sam3 checkpoint path that does not exist would fail to load (ModelLoadError, exit 1), and the Ray address below
 accepts no connection (a ConfigError naming it): a refusal with its own message shows that it came first.
@@ -9,14 +9,23 @@ accepts no connection (a ConfigError naming it): a refusal with its own message 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import yaml
+from PIL import Image
+from pycocotools import mask as mask_utils
 
+from perceptra_seg import Segmentor
 from perceptra_seg.cli.batch import stable_image_id
+from perceptra_seg.cli.common import CommonOptions
 
+from ..sam3_bare import bare_sam3  # noqa: F401 - the fixture
 from .conftest import Run
 
 ENGINES = {"local": [], "ray": ["--engine", "ray", "--ray-address", "127.0.0.1:9"]}
@@ -133,3 +142,63 @@ def test_local_checks_pass_with_the_same_phrases(
     run = cli("batch", "--images", folder, "--auto", "-o", yolo, "--format", "yolo-seg", "-t", "car", *sam3_args)
     assert run.exit_code == 2 and "phrases ['bus'], not ['car']" in run.json()["error"]["message"]
     assert sorted(p.name for p in yolo.iterdir()) == ["categories.json"]
+
+
+PHRASES = ("coffee cup", "red car")
+#: Keeps a good part of the bare model's 200 instances of each phrase on these photos (scores about 0.10-0.18).
+THRESHOLD = 0.14
+
+
+def test_local_engine_writes_segment_texts_instances_once_per_encoding(
+    cli: Callable[..., Run],
+    bare_sam3: dict[str, Any],  # noqa: F811
+    photos: dict[str, np.ndarray],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two images, two phrases: one encoding per image; the COCO records (decoded with pycocotools) are
+    ``segment_text``'s instances of each phrase in order (``category_id`` = the phrase's position, ``score`` kept,
+    image ids from the names); the categories file names the phrases; a re-run skips both images."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    pictures = {"coffee.png": photos["coffee"][::4, ::4], "sub/chelsea.png": photos["chelsea"][::4, ::4]}
+    for name, pixels in pictures.items():
+        Image.fromarray(np.ascontiguousarray(pixels)).save(folder / name)
+    config = tmp_path / "sam3.yaml"
+    config.write_text(yaml.safe_dump(bare_sam3), encoding="utf-8")
+    seg = Segmentor(bare_sam3)
+    monkeypatch.setattr(CommonOptions, "segmentor", lambda self: contextlib.nullcontext(seg))
+    out = tmp_path / "found.json"
+    phrase_args = [a for p in PHRASES for a in ("-t", p)]
+    argv = ["batch", "-c", config, "--images", folder, "--auto", *phrase_args, "--threshold", str(THRESHOLD)]
+    run = cli(*argv, "-o", out, "--json")
+    assert run.exit_code == 0, run.stdout + run.stderr
+    assert seg.encoder_calls == 2  # one per image, for both phrases
+    summary = run.json()
+    assert (summary["images"], summary["processed"], summary["failed"]) == (2, 2, [])
+    assert summary["categories"] == str(tmp_path / "found.categories.json")
+    categories = json.loads((tmp_path / "found.categories.json").read_text())["categories"]
+    assert categories == [{"id": 1, "name": "coffee cup"}, {"id": 2, "name": "red car"}]
+    records = json.loads(out.read_text())
+    assert summary["results_written"] == len(records)
+    for name, pixels in pictures.items():  # images in name order, each phrase's instances in turn
+        mine = [r for r in records if r["image_id"] == stable_image_id(name)]
+        assert [r["category_id"] for r in mine] == sorted(r["category_id"] for r in mine)
+        for category, phrase in enumerate(PHRASES, start=1):
+            want = seg.segment_text(pixels, phrase, threshold=THRESHOLD, output_formats=["numpy"])
+            got = [r for r in mine if r["category_id"] == category]
+            assert len(got) == len(want) >= 3
+            for record, result in zip(got, want, strict=True):
+                rle = {"size": record["segmentation"]["size"], "counts": record["segmentation"]["counts"].encode()}
+                np.testing.assert_array_equal(mask_utils.decode(rle).astype(bool), result.mask)
+                assert record["score"] == pytest.approx(result.score, abs=1e-6) and result.score > THRESHOLD
+                assert "annotation_id" not in record
+    assert [r["image_id"] for r in records] == sorted(
+        (r["image_id"] for r in records), key=[stable_image_id(n) for n in sorted(pictures)].index
+    )
+    assert seg.encoder_calls == 2
+
+    written = out.read_bytes()
+    again = cli(*argv, "-o", out, "--json")  # everything is there: nothing runs, nothing changes
+    assert again.exit_code == 0 and (again.json()["processed"], again.json()["skipped_existing"]) == (0, 2)
+    assert out.read_bytes() == written and seg.encoder_calls == 2
