@@ -28,6 +28,8 @@ from perceptra_seg.cli.common import CommonOptions
 from ..sam3_bare import bare_sam3  # noqa: F401 - the fixture
 from .conftest import Run
 
+# pycocotools passes copy=False to numpy 2 once per decoded mask
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 ENGINES = {"local": [], "ray": ["--engine", "ray", "--ray-address", "127.0.0.1:9"]}
 
 

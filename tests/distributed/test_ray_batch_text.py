@@ -25,6 +25,8 @@ from perceptra_seg.cli.batch import stable_image_id
 from ..sam3_bare import bare_sam3  # noqa: F401 - the fixture
 from .conftest import RayCluster, Run
 
+# pycocotools passes copy=False to numpy 2 once per decoded mask
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 PHRASES = ("coffee cup", "red car")
 THRESHOLD = "0.14"
 
