@@ -27,7 +27,13 @@ from perceptra_seg.exceptions import InvalidInputError
 from perceptra_seg.utils.masks import OutputFormat
 from perceptra_seg.utils.overlay import render_overlay
 
-from .auto_concepts import check_categories, concept_categories, concept_image, write_categories
+from .auto_concepts import (
+    category_classes,
+    check_categories,
+    concept_categories,
+    concept_job,
+    write_categories,
+)
 from .batch import list_images, progress_bar, read_results, stable_image_id
 from .batch_auto import (
     AUTO_CATEGORY,
@@ -118,8 +124,8 @@ def segment_auto(
     if categories is None:
         writer = open_writer(fmt, out, [AUTO_CATEGORY], read_results)
     else:
-        ids = [c["id"] for c in categories]
-        writer = open_writer(fmt, out, ids, read_results, {c["id"]: c["name"] for c in categories})
+        ids, names = category_classes(categories)
+        writer = open_writer(fmt, out, ids, read_results, names)
     concepts = (list(text or ()), threshold) if categories is not None else None
     todo = [(name, path) for name, path in images if stable_image_id(name) not in writer.done_ids]
     failures: list[dict[str, str]] = []
@@ -177,11 +183,11 @@ def _one_image(
     formats: tuple[OutputFormat, ...] = ("rle", "numpy") if overlays is not None else ("rle",)
     if concepts is None:
         results = generate_image(seg, pixels, options, formats)
-        categories = [AUTO_CATEGORY] * len(results)  # prompt_index numbers the masks
+        categories: list[int] = [AUTO_CATEGORY] * len(results)  # prompt_index numbers the masks
+        sources: list[int | None] = [None] * len(results)
     else:
-        results = concept_image(seg, pixels, concepts[0], concepts[1], formats)
-        categories = list(range(1, len(concepts[0]) + 1))  # prompt_index is the phrase's index
-    writer.add(stable_image_id(name), name, results, categories, [None] * len(categories))
+        results, categories, sources = concept_job(seg, pixels, concepts[0], concepts[1], formats)
+    writer.add(stable_image_id(name), name, results, categories, sources)
     if overlays is not None:
         picture = render_overlay(pixels, [r.mask for r in results if r.mask is not None])
         write_atomic(overlays / (Path(name).with_suffix("").as_posix().replace("/", "__") + ".png"), picture)

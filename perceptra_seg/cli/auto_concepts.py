@@ -1,4 +1,4 @@
-"""``segment-auto --text``: every instance of each phrase (SAM 3) written as ``segment-auto``'s records.
+"""``segment-auto --text`` and ``batch --auto --text``: every instance of each phrase (SAM 3) as COCO records.
 
 Each image runs one :class:`~perceptra_seg.concepts.ConceptRequest` with every phrase (one image encoding, one
 detector pass per phrase). The phrases are the categories: ids ``1..N`` in the order given, each record's
@@ -7,6 +7,9 @@ names, so they go beside it: ``<out stem>.categories.json`` (``everything.json``
 for ``yolo-seg``, ``DIR/categories.json``, and ``data.yaml``'s ``names`` are the phrases), holding
 ``{"categories": [{"id": 1, "name": "car"}, ...]}`` — the ``categories`` of a COCO dataset. A re-run resumes only
 with the same phrases in the same order.
+
+Both commands (and both ``batch`` engines) segment an image through :func:`concept_job`, so their records of the same
+image are the same.
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ from perceptra_seg.utils.masks import OutputFormat
 
 from .common import read_json, write_atomic
 
-__all__ = ["categories_path", "check_categories", "concept_categories", "concept_image", "write_categories"]
+__all__ = [
+    "categories_path",
+    "category_classes",
+    "check_categories",
+    "concept_categories",
+    "concept_image",
+    "concept_job",
+    "write_categories",
+]
 
 
 def concept_categories(
@@ -48,7 +59,7 @@ def concept_categories(
         return None
     if model != "sam3":
         raise TextPromptsUnsupportedError(
-            f"model {model!r} has no text prompts; segment-auto --text needs --model sam3"
+            f"model {model!r} has no text prompts; --text needs --model sam3"
         )
     if options:
         flags = ", ".join("--" + name.replace("_", "-") for name in options)
@@ -58,6 +69,11 @@ def concept_categories(
     if repeated:
         raise InvalidInputError(f"each --text names one category; repeated: {repeated}")
     return [{"id": index, "name": text} for index, text in enumerate(texts, start=1)]
+
+
+def category_classes(categories: list[dict[str, Any]]) -> tuple[list[int], dict[int, str]]:
+    """``(category ids, {id: phrase})`` of ``categories``: the writers' classes and YOLO class names."""
+    return [c["id"] for c in categories], {c["id"]: c["name"] for c in categories}
 
 
 def categories_path(out: Path, fmt: str) -> Path:
@@ -107,3 +123,15 @@ def concept_image(
     ``[H, W, 3]`` array), ordered by phrase then descending score; ``prompt_index`` is the phrase's index."""
     request = ConceptRequest(image, tuple(texts), None, 0.5 if threshold is None else threshold, formats)
     return list(seg.run(request))
+
+
+def concept_job(
+    seg: Any, image: Any, texts: list[str], threshold: float | None, formats: tuple[OutputFormat, ...] = ("rle",)
+) -> tuple[list[SegmentationResult], list[int], list[int | None]]:
+    """Every instance of every phrase on one image (:func:`concept_image`) with what the writers and
+    :func:`~perceptra_seg.cli.batch_output.coco_records` take beside them: ``(results, categories, annotation_ids)``,
+    where ``results[i].prompt_index`` (the phrase's index) indexes ``categories`` (phrase ``k`` is category ``k + 1``)
+    and ``annotation_ids`` (all ``None``). ``segment-auto --text`` and both ``batch --auto --text`` engines call this.
+    """
+    results = concept_image(seg, image, texts, threshold, formats)
+    return results, list(range(1, len(texts) + 1)), [None] * len(texts)

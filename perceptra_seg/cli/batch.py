@@ -18,7 +18,9 @@ name (the first 31 bits of its SHA-256), so they stay the same whatever else the
 ``--auto`` (instead of ``--prompts``) makes every listed image a job of automatic masks
 (:meth:`Segmentor.generate <perceptra_seg.Segmentor.generate>` with ``--points-per-side``, ``--pred-iou-thresh``,
 ``--stability-score-thresh``; unset ones keep the model family's defaults): image ids and records are those
-``segment-auto`` writes for the same image names (:mod:`.batch_auto`).
+``segment-auto`` writes for the same image names (:mod:`.batch_auto`). With ``--model sam3``, ``--auto --text PHRASE``
+(repeatable, ``--threshold``) makes every image a job of every instance of each phrase instead: the records and
+categories file ``segment-auto --text`` writes (:mod:`.auto_concepts`), on either engine.
 
 ``--format`` chooses the output (:mod:`.batch_output`): ``coco-rle`` (default), ``coco-polygons`` or ``yolo-seg``;
 each keeps the source annotation id. The output is written after every image, atomically (temporary file + rename),
@@ -33,6 +35,8 @@ are merged into the same COCO results file (``coco-rle`` only). The Ray flags ar
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -43,12 +47,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from perceptra_seg.exceptions import InvalidInputError
 from perceptra_seg.models import SegmentationResult
 
+from .auto_concepts import category_classes, check_categories, concept_job, write_categories
 from .batch_auto import (
     AUTO_CATEGORY,
     PointsPerSide,
     PredIouThresh,
     StabilityScoreThresh,
     auto_mode,
+    concept_mode,
     generate_image,
     given_options,
     job_categories,
@@ -109,6 +115,18 @@ def batch(
     points_per_side: PointsPerSide = None,
     pred_iou_thresh: PredIouThresh = None,
     stability_score_thresh: StabilityScoreThresh = None,
+    text: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--text",
+            "-t",
+            help="With --auto, SAM 3: every instance of this phrase instead of everything; repeatable (categories).",
+        ),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", help="With --auto --text: keep instances scoring above this (default 0.5)."),
+    ] = None,
     fmt: Annotated[
         BatchFormat,
         typer.Option("--format", help=f"Output: {' | '.join(BATCH_FORMATS)} (COCO RLE, COCO polygons, YOLO-seg)."),
@@ -138,7 +156,7 @@ def batch(
 ) -> None:
     """Segment many images; write COCO results or YOLO-seg labels (resumable; failed images are reported, the run
     goes on)."""
-    opts.load_config()  # an invalid configuration is an error even when every image is already done
+    settings = opts.load_config()  # an invalid configuration is an error even when every image is already done
     if fmt != "yolo-seg":  # a misnamed results file is refused before the inputs are read
         require_suffix(out, (".json",), "--out")
     generator = given_options(
@@ -146,11 +164,25 @@ def batch(
         pred_iou_thresh=pred_iou_thresh,
         stability_score_thresh=stability_score_thresh,
     )
+    categories = concept_mode(auto, settings.model.name, text, threshold, generator)  # before any model loads
     options = auto_mode(prompts, auto, generator)
+    concepts = None if categories is None else {"texts": list(text or ()), "threshold": threshold}
     if engine == "ray":
         from perceptra_seg.distributed.command import ray_batch
 
-        ray_batch(opts, images, prompts, out, fmt, ray_address, workers or 1, gpus_per_worker or 0.0, auto=options)
+        ray_batch(
+            opts,
+            images,
+            prompts,
+            out,
+            fmt,
+            ray_address,
+            workers or 1,
+            gpus_per_worker or 0.0,
+            auto=options,
+            concepts=concepts,
+            categories=categories,
+        )
         return
     ray_flags = {"--ray-address": ray_address, "--workers": workers, "--gpus-per-worker": gpus_per_worker}
     given = [flag for flag, value in ray_flags.items() if value is not None]
@@ -158,11 +190,22 @@ def batch(
         raise InvalidInputError(f"{', '.join(given)} apply to --engine ray only")
     if "://" in images:
         raise InvalidInputError(f"--images {images}: URLs need --engine ray; --engine local reads local files")
-    jobs, unmatched_images, unmatched_entries = plan_jobs(Path(images), prompts, auto=options)
-    writer = open_writer(fmt, out, job_categories(jobs), read_results)
+    jobs, unmatched_images, unmatched_entries = plan_jobs(Path(images), prompts, auto=options, concepts=concepts)
+    categories_file = check_categories(out, fmt, categories) if options is not None else None
+    if categories is None:
+        writer = open_writer(fmt, out, job_categories(jobs), read_results)
+    else:
+        ids, names = category_classes(categories)
+        writer = open_writer(fmt, out, ids, read_results, names)
     todo = [job for job in jobs if job.image_id not in writer.done_ids]
-    failures = _run(opts, todo, writer) if todo else []
+    # the categories file goes beside the results once the model has loaded, and at the latest with them
+    named: Callable[[], None] | None = None
+    if categories is not None and categories_file is not None:
+        named = partial(write_categories, categories_file, categories)
+    failures = _run(opts, todo, writer, named) if todo else []
     writer.finish()
+    if named is not None:
+        named()
     summary = {
         "out": str(out),
         "images": len(jobs),
@@ -173,6 +216,8 @@ def batch(
         "images_without_prompts": len(unmatched_images),
         "prompt_entries_without_image": len(unmatched_entries),
     }
+    if categories_file is not None and categories is not None:
+        summary["categories"] = str(categories_file)
     if opts.json:
         emit_json(summary)
     else:
@@ -181,14 +226,22 @@ def batch(
         raise typer.Exit(EXIT_FAILURE)
 
 
-def _run(opts: CommonOptions, jobs: list[ImageJob], writer: CocoWriter | YoloWriter) -> list[dict[str, str]]:
-    """Segment ``jobs``, handing each image's results to ``writer`` (which writes them out) as it finishes.
+def _run(
+    opts: CommonOptions,
+    jobs: list[ImageJob],
+    writer: CocoWriter | YoloWriter,
+    loaded: Callable[[], None] | None = None,
+) -> list[dict[str, str]]:
+    """Segment ``jobs``, handing each image's results to ``writer`` (which writes them out) as it finishes;
+    ``loaded()`` is called once the model has loaded.
 
     Returns:
         The failures, each ``{"image": name, "error": message}``.
     """
     failures: list[dict[str, str]] = []
     with opts.segmentor() as seg, progress_bar(Console(stderr=True), disable=opts.json) as progress:
+        if loaded is not None:
+            loaded()
         task = progress.add_task("segmenting", total=len(jobs))
         chunk = seg.config.input.max_prompts
         for job in jobs:
@@ -207,7 +260,8 @@ def _run(opts: CommonOptions, jobs: list[ImageJob], writer: CocoWriter | YoloWri
 def run_job(
     seg: Any, image: Any, job: ImageJob, chunk: int
 ) -> tuple[list[SegmentationResult], list[int], list[int | None]]:
-    """Segment one job: its prompts (:func:`segment_job`), or its automatic masks when ``job.auto`` is set.
+    """Segment one job: its prompts (:func:`segment_job`), its automatic masks when ``job.auto`` is set, or every
+    instance of each of its phrases when ``job.concepts`` is (:func:`~.auto_concepts.concept_job`).
 
     ``image`` is ``job.path`` or its decoded RGB ``uint8`` ``[H, W, 3]`` array (the Ray engine's). Both batch
     engines call this.
@@ -217,6 +271,8 @@ def run_job(
         :func:`~perceptra_seg.cli.batch_output.coco_records` take them (``results[i].prompt_index`` indexes the two
         lists).
     """
+    if job.concepts is not None:
+        return concept_job(seg, image, job.concepts["texts"], job.concepts["threshold"])
     if job.auto is None:
         return segment_job(seg, image, job.prompts, chunk), job.categories, job.annotation_ids
     results = generate_image(seg, image, job.auto)

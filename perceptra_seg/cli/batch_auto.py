@@ -5,6 +5,8 @@ Both commands take the same generator flags (:data:`PointsPerSide`, :data:`PredI
 :meth:`Segmentor.run <perceptra_seg.Segmentor.run>` with an :class:`~perceptra_seg.requests.AutoMaskRequest` per image
 (:func:`generate_image`), and give every mask the ``category_id`` :data:`AUTO_CATEGORY` and no source annotation id,
 so the COCO records of an image are the same whichever command (and, for ``batch``, whichever engine) wrote them.
+With ``--model sam3``, ``--text PHRASE`` (repeatable) and ``--threshold`` make both commands write every instance of
+each phrase instead (:mod:`.auto_concepts`; :func:`concept_mode` checks ``batch``'s flags).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from perceptra_seg.models import SegmentationResult
 from perceptra_seg.requests import AutoMaskRequest
 from perceptra_seg.utils.masks import OutputFormat
 
+from .auto_concepts import concept_categories
+
 if TYPE_CHECKING:
     from .batch import ImageJob
 
@@ -31,6 +35,7 @@ __all__ = [
     "StabilityScoreThresh",
     "auto_mode",
     "check_options",
+    "concept_mode",
     "generate_image",
     "generator_option",
     "given_options",
@@ -93,6 +98,27 @@ def auto_mode(prompts: Path | None, auto: bool, options: dict[str, Any]) -> dict
         return None
     check_options(options)
     return options
+
+
+def concept_mode(
+    auto: bool, model: str, texts: list[str] | None, threshold: float | None, options: dict[str, Any]
+) -> list[dict[str, Any]] | None:
+    """The COCO categories of a ``batch --auto --text`` run (``[{"id": 1, "name": phrase}, ...]``, see
+    :func:`~.auto_concepts.concept_categories`), or ``None`` for a run of prompts or of automatic masks; checked
+    before any model loads.
+
+    Raises:
+        InvalidInputError: ``--text`` or ``--threshold`` without ``--auto``; with ``--auto``: ``sam3`` without
+            ``--text``, generator flags with it, ``--threshold`` without it, an empty or repeated phrase.
+        TextPromptsUnsupportedError: ``--auto --text`` with a model other than ``sam3``.
+    """
+    if not auto:
+        given = ["--text"] if texts else []
+        given += ["--threshold"] if threshold is not None else []
+        if given:
+            raise InvalidInputError(f"{', '.join(given)} apply to --auto only")
+        return None
+    return concept_categories(model, texts, threshold, options)
 
 
 def job_categories(jobs: Sequence[ImageJob]) -> list[int]:

@@ -35,6 +35,9 @@ class ImageJob:
         annotation_ids: the source annotation id of each prompt (``None`` when the input had none).
         auto: generator options when the job is automatic masks (``prompts`` is then empty; every mask gets the
             ``category_id`` :data:`~.batch_auto.AUTO_CATEGORY`, no source annotation id), else ``None``.
+        concepts: ``{"texts": [phrase, ...], "threshold": T or None}`` when the job is every instance of each phrase
+            (SAM 3, ``batch --auto --text``; ``prompts`` empty, ``auto`` ``None``; phrase ``k`` is
+            ``category_id`` ``k + 1``, :func:`~.auto_concepts.concept_job`), else ``None``.
     """
 
     path: Path | str
@@ -44,6 +47,7 @@ class ImageJob:
     categories: list[int] = field(default_factory=list)
     annotation_ids: list[int | None] = field(default_factory=list)
     auto: dict[str, Any] | None = None
+    concepts: dict[str, Any] | None = None
 
 
 @dataclass
@@ -60,9 +64,12 @@ def plan_jobs(
     *,
     lister: Callable[[Any], list[tuple[str, Any]]] | None = None,
     auto: dict[str, Any] | None = None,
+    concepts: dict[str, Any] | None = None,
 ) -> tuple[list[ImageJob], list[str], list[str]]:
     """Match images with prompt entries, or (``prompts`` ``None``, ``auto`` the generator options) make every image
-    a job of automatic masks, its id derived from its name (:func:`stable_image_id`, as ``segment-auto`` does).
+    a job of automatic masks, its id derived from its name (:func:`stable_image_id`, as ``segment-auto`` does); with
+    ``concepts`` (``{"texts": [...], "threshold": T or None}``, ``prompts`` ``None``) a job of every instance of each
+    phrase instead, under the same ids.
 
     ``lister(images)`` gives the ``(name, location)`` of every image (default :func:`list_images` over a local
     directory or list file; the Ray engine passes an fsspec lister, whose locations are URL strings).
@@ -75,10 +82,13 @@ def plan_jobs(
         InvalidInputError: unreadable inputs, a malformed prompts file, or two entries with the same image id.
     """
     if prompts is None:
-        if auto is None:
-            raise InvalidInputError("a batch needs prompts or automatic-mask options")
+        if auto is None and concepts is None:
+            raise InvalidInputError("a batch needs prompts, automatic-mask options or phrases")
         listing = (lister or list_images)(images)
-        return [ImageJob(path, name, stable_image_id(name), auto=dict(auto)) for name, path in listing], [], []
+        if concepts is not None:
+            spec = {"texts": list(concepts["texts"]), "threshold": concepts["threshold"]}
+            return [ImageJob(path, name, stable_image_id(name), concepts=spec) for name, path in listing], [], []
+        return [ImageJob(path, name, stable_image_id(name), auto=dict(auto or {})) for name, path in listing], [], []
     table = _load_entries(prompts)
     by_basename: dict[str, list[str]] = defaultdict(list)
     for name in table:

@@ -3,6 +3,10 @@
 The shards go to the folder ``<out without .json>.shards`` beside ``--out`` (``results.json`` →
 ``results.shards/``); a re-run with the same ``--out`` resumes from them, and ``--out`` is rewritten from all the
 shards after every run, in the planned image order (the file ``--engine local`` writes for the same input).
+
+``--auto --text`` (SAM 3 phrases) keeps its categories file beside ``--out`` as ``--engine local`` does
+(:mod:`perceptra_seg.cli.auto_concepts`), written before the job starts; a re-run must give the same phrases in the
+same order, and shards written without ``--text`` are refused by a run with it.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from perceptra_seg.cli.auto_concepts import check_categories, write_categories
 from perceptra_seg.cli.batch import _print_summary, progress_bar
 from perceptra_seg.cli.common import EXIT_FAILURE, CommonOptions, emit_json, require_output_dirs
 from perceptra_seg.exceptions import InvalidInputError
 
 from .engine import run_batch
-from .shards import write_merged
+from .shards import done_ids, write_merged
 from .sources import plan_batch
 
 __all__ = ["ray_batch", "shards_dir"]
@@ -40,21 +45,31 @@ def ray_batch(
     gpus_per_worker: float,
     *,
     auto: dict[str, Any] | None = None,
+    concepts: dict[str, Any] | None = None,
+    categories: list[dict[str, Any]] | None = None,
 ) -> None:
     """Run ``batch`` on Ray and print (or ``--json`` emit) the summary ``--engine local`` prints, plus ``engine``
-    and ``shards``. ``auto`` (generator options, ``prompts`` ``None``): automatic masks for every image.
+    and ``shards``. ``auto`` (generator options, ``prompts`` ``None``): automatic masks for every image; with
+    ``concepts`` (``{"texts": [...], "threshold": T or None}``) and their ``categories``
+    (:func:`~perceptra_seg.cli.auto_concepts.concept_categories`): every instance of each phrase instead.
 
     Raises:
-        InvalidInputError: a ``--format`` other than ``coco-rle``, or bad inputs.
+        InvalidInputError: a ``--format`` other than ``coco-rle``, bad inputs, or an ``--out`` (or its shards)
+            holding another run's records (other phrases, or with / without ``--text``).
         ConfigError: Ray missing or the cluster unreachable.
         typer.Exit: with status 1 when an image failed.
     """
     if fmt != "coco-rle":
         raise InvalidInputError(f"--engine ray writes coco-rle results; --format {fmt} needs --engine local")
     settings = opts.load_config()
-    jobs, unmatched_images, unmatched_entries = plan_batch(images, prompts, auto=auto)
+    jobs, unmatched_images, unmatched_entries = plan_batch(images, prompts, auto=auto, concepts=concepts)
     require_output_dirs(out)
     folder = shards_dir(out)
+    categories_file = check_categories(out, fmt, categories) if auto is not None or categories is not None else None
+    if categories is not None and categories_file is not None:
+        if not categories_file.exists() and done_ids(folder):
+            raise InvalidInputError(f"{folder} holds shards written without --text; choose another --out")
+        write_categories(categories_file, categories)
     console = Console(stderr=True)
     with progress_bar(console, disable=opts.json) as bar:
         task = bar.add_task("segmenting", total=None)
@@ -82,6 +97,8 @@ def ray_batch(
         "engine": "ray",
         "shards": str(folder),
     }
+    if categories is not None and categories_file is not None:
+        document["categories"] = str(categories_file)
     if opts.json:
         emit_json(document)
     else:

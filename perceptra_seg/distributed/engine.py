@@ -92,7 +92,8 @@ def run_batch(
     Args:
         jobs: :class:`~perceptra_seg.cli.batch_plan.ImageJob` items (from
             :func:`~perceptra_seg.distributed.plan_batch`): ``path`` a local path or fsspec URL every worker can
-            read, prompts with boxes XYXY in pixels (or ``auto``: generator options, automatic masks).
+            read, prompts with boxes XYXY in pixels (or ``auto``: generator options, automatic masks; or
+            ``concepts``: SAM 3 phrases, every instance of each).
         settings: the model configuration every actor loads (checkpoint paths must exist on every node).
         address: ``None`` is Ray's own default (``RAY_ADDRESS``, else a cluster started on this machine with
             ``ray start``, else a new local instance that ends with the call); ``"auto"`` joins the cluster this
@@ -280,6 +281,7 @@ def _pipeline(
                     "categories": job.categories,
                     "annotation_ids": job.annotation_ids,
                     "auto": job.auto,
+                    "concepts": job.concepts,
                 }
             ),
         }

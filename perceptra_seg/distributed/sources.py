@@ -74,10 +74,15 @@ def list_url_images(url: str) -> list[tuple[str, str]]:
 
 
 def plan_batch(
-    images: str | Path, prompts: Path | None, *, auto: dict[str, Any] | None = None
+    images: str | Path,
+    prompts: Path | None,
+    *,
+    auto: dict[str, Any] | None = None,
+    concepts: dict[str, Any] | None = None,
 ) -> tuple[list[Any], list[str], list[str]]:
     """:func:`perceptra_seg.cli.batch_plan.plan_jobs` for a local location or an fsspec URL (``prompts`` ``None`` and
-    ``auto`` the generator options: every image is a job of automatic masks).
+    ``auto`` the generator options: every image is a job of automatic masks; or ``concepts``
+    ``{"texts": [...], "threshold": T or None}``: every instance of each phrase).
 
     Returns:
         ``(jobs, images_without_prompts, entries_without_image)``; jobs are
@@ -86,8 +91,8 @@ def plan_batch(
     from perceptra_seg.cli.batch_plan import plan_jobs
 
     if is_url(images):
-        return plan_jobs(str(images), prompts, lister=list_url_images, auto=auto)
-    return plan_jobs(Path(images), prompts, auto=auto)
+        return plan_jobs(str(images), prompts, lister=list_url_images, auto=auto, concepts=concepts)
+    return plan_jobs(Path(images), prompts, auto=auto, concepts=concepts)
 
 
 def load_location(location: str, policy: InputPolicy) -> np.ndarray:
