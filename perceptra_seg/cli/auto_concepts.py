@@ -58,9 +58,7 @@ def concept_categories(
             )
         return None
     if model != "sam3":
-        raise TextPromptsUnsupportedError(
-            f"model {model!r} has no text prompts; --text needs --model sam3"
-        )
+        raise TextPromptsUnsupportedError(f"model {model!r} has no text prompts; --text needs --model sam3")
     if options:
         flags = ", ".join("--" + name.replace("_", "-") for name in options)
         raise InvalidInputError(f"{flags} apply to segmenting everything, not to --text")

@@ -120,6 +120,8 @@ class Sam3Backend(Backend):
         if config.runtime.precision not in ("auto", "fp32"):
             raise ConfigError(f"model sam3 runs in fp32 only, not {config.runtime.precision!r}")
         self.device = resolve_device(config.runtime.device)
+        if config.runtime.num_threads is not None:  # as the torch backend: intra-op threads of this process
+            torch.set_num_threads(config.runtime.num_threads)
         self.source: CheckpointSource = resolve_checkpoint(
             self.spec,
             config.model.checkpoint_path,

@@ -33,7 +33,8 @@ THRESHOLD = "0.14"
 
 @pytest.fixture
 def one_thread() -> Iterator[None]:
-    """This process's torch runs one intra-op thread while the test runs (as the Ray actor does)."""
+    """This process's torch runs one intra-op thread while the test runs (as the Ray actor does; the local engine's
+    config says so too), and gets its thread count back afterwards."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
