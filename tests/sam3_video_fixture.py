@@ -4,8 +4,9 @@ test session.
 The model (:func:`tests.reference_sam3_video.build_reduced_sam3_video`) gets the treatment of tests/sam3_fixture.py
 (finite text-encoder parameters, scoring and mask heads spread with :func:`tests.sam3_fixture.spread_heads` on the
 clip's first frame), then its presence head's last bias is shifted (:func:`_calibrate_presence`) so that
-the first frame has a few queries above Meta's new-object threshold (0.7) and a clear gap below them, so the clip has a
-handful of instances (each one tracked costs seconds per frame on a CPU). It is saved as Meta saves ``sam3.pt``
+only two queries of the first frame score above Meta's new-object threshold (0.7): every tracked instance costs
+seconds per frame on a CPU, and with random weights the tracker's masks rarely match later detections, so later
+frames add instances of their own. It is saved as Meta saves ``sam3.pt``
 (``{"model": {"detector.*", "tracker.*"}}``) beside a small BPE vocabulary, and Meta's video inference answers
 :data:`PHRASE` on :func:`clip` (prompted on frame 0, propagated forward).
 """
@@ -31,7 +32,7 @@ PHRASE = "red car"
 NEW_OBJECT_THRESHOLD = 0.7
 #: A presence-logit shift that makes the presence probability 1 (to float32 precision).
 SATURATE = 30.0
-FRAMES, HEIGHT, WIDTH = 3, 96, 128
+FRAMES, HEIGHT, WIDTH = 2, 96, 128
 
 
 def clip() -> list[np.ndarray]:
@@ -46,8 +47,8 @@ def clip() -> list[np.ndarray]:
 
 
 def _calibrate_presence(detector: Any, scores: Any) -> None:
-    """Shift the presence head's last bias so that Meta's new-object threshold (0.7) falls mid-way in the widest
-    relative gap between the 2nd-5th best scores of :data:`PHRASE` on the first frame (``scores()`` answers it).
+    """Shift the presence head's last bias so that Meta's new-object threshold (0.7) falls mid-way between the 2nd
+    and 3rd best scores of :data:`PHRASE` on the first frame (``scores()`` answers it).
 
     Meta's score is ``sigmoid(class) × sigmoid(presence)``: one run with the presence saturated gives the class
     probabilities, one run before gives the presence in use.
@@ -60,9 +61,8 @@ def _calibrate_presence(detector: Any, scores: Any) -> None:
     top = int(before.argmax())
     current = float(before[top] / classes[top])  # the presence probability in use before the shift
     ordered = classes.sort(descending=True).values
-    ratios = ordered[1:5] / ordered[2:6]
-    k = int(ratios.argmax()) + 2  # keep the k best
-    wanted = NEW_OBJECT_THRESHOLD / float(ordered[k - 1] + ordered[k]) * 2
+    assert float(ordered[1] / ordered[2]) > 1.002  # a gap far wider than the score error (about 1e-6)
+    wanted = NEW_OBJECT_THRESHOLD / float(ordered[1] + ordered[2]) * 2  # the two best pass
     with torch.no_grad():
         bias.add_(math.log(wanted / (1 - wanted)) - math.log(current / (1 - current)) - SATURATE)
 

@@ -39,8 +39,9 @@ __all__ = ["Sam3Backend", "build_sam3_model"]
 logger = logging.getLogger(__name__)
 
 # Keys of Meta's detector that transformers' concept model has no use for: the geometry encoder's point-prompt
-# projections (Meta's image processor never sends points to it).
-_UNUSED = ("geometry_encoder.points_",)
+# projections (Meta's image processor never sends points to it) and the video tracker's FPN neck, which Meta keeps in
+# the detector's vision backbone (``sam2_convs``; see perceptra_seg.video.sam3_conversion).
+_UNUSED = ("geometry_encoder.points_", "backbone.vision_backbone.sam2_convs.")
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -147,6 +147,7 @@ class ConceptTracker:
             video_width=frames.width,
             inference_device=self.device,
             inference_state_device=self.device,
+            dtype=torch.float32,
         )
         session.processed_frames = _PreparedFrames(frames, self.resolution)  # type: ignore[assignment]
         prompt_id = session.add_prompt(phrase)

@@ -1,7 +1,7 @@
 """SAM 3 text-prompted video tracking: parity with Meta's ``Sam3VideoInference`` on a reduced random-weight model.
 
 Same checkpoint file (Meta's format, detector and tracker), same prepared pixels, one phrase prompted on frame 0 of
-a 3-frame synthetic clip: on every frame our ``Segmentor(model="sam3").track`` must report the same object ids as
+a 2-frame synthetic clip: on both frames our ``Segmentor(model="sam3").track`` must report the same object ids as
 Meta's video inference, each mask at IoU ≥ 0.99 and each score within 1e-3. Meta runs on the CPU in fp32 with the
 device/storage stand-ins of tests/reference_sam3_video.py.
 """
