@@ -89,7 +89,7 @@ def test_text_prompts_on_sam2(tiny_segmentor: Any) -> None:
     frames = [np.zeros((16, 16, 3), np.uint8)] * 2
     with pytest.raises(InvalidInputError, match="need model sam3"):
         tiny_segmentor.track(frames, [{"frame": 0, "text": "car"}])
-    with pytest.raises(InvalidInputError, match="mixed"):
+    with pytest.raises(InvalidInputError, match="need model sam3"):
         tiny_segmentor.track(frames, [{"frame": 0, "text": "car"}, {"frame": 0, "obj_id": 1, "box": [0, 0, 4, 4]}])
     with tiny_segmentor.open_video(frames) as session, pytest.raises(InvalidInputError, match="Segmentor.track"):
         session.add_prompt({"frame": 0, "text": "car"})
