@@ -114,7 +114,8 @@ class ConceptTracker:
             "precision": "fp32",
             "checkpoint": source.fingerprint,
         }
-        from transformers import Sam3VideoProcessor
+        # The module's class, not transformers' top-level name (a stand-in that demands torchvision).
+        from transformers.models.sam3_video.processing_sam3_video import Sam3VideoProcessor
 
         # Only its post-processing (masks to frame size, hiding, non-overlap) is used: no tokenizer or image
         # processor is needed for that, so none is built.
