@@ -19,7 +19,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from ..backends.torch_backend import resolve_device
@@ -37,6 +36,7 @@ from ..weights import resolve_checkpoint
 from .frames import FrameSource
 from .prompts import VideoPrompt
 from .sam3_conversion import has_sam3_tracker
+from .sam3_post import postprocess_step
 
 if TYPE_CHECKING:
     from ..core import Segmentor
@@ -114,12 +114,6 @@ class ConceptTracker:
             "precision": "fp32",
             "checkpoint": source.fingerprint,
         }
-        # The module's class, not transformers' top-level name (a stand-in that demands torchvision).
-        from transformers.models.sam3_video.processing_sam3_video import Sam3VideoProcessor
-
-        # Only its post-processing (masks to frame size, hiding, non-overlap) is used: no tokenizer or image
-        # processor is needed for that, so none is built.
-        self._post = Sam3VideoProcessor.__new__(Sam3VideoProcessor)
 
     def info(self) -> dict[str, Any]:
         return dict(self._info)
@@ -164,13 +158,10 @@ class ConceptTracker:
             output = next(steps, None)
             if output is None:
                 return
-            answer = self._post.postprocess_outputs(session, output)
+            ids, scores, masks = postprocess_step(output, session.hotstart_removed_obj_ids, frames.height, frames.width)
             elapsed_ms = (time.perf_counter() - start) * 1000.0
             results = {}
-            for obj_id, score, mask in zip(
-                answer["object_ids"].tolist(), answer["scores"].tolist(), answer["masks"].cpu().numpy(), strict=True
-            ):
-                mask = np.asarray(mask, dtype=bool)
+            for obj_id, score, mask in zip(ids.tolist(), scores.tolist(), masks, strict=True):
                 results[int(obj_id)] = SegmentationResult(
                     score=float(score),
                     area=mask_area(mask),
