@@ -23,32 +23,40 @@ from ..sam3_video_fixture import PHRASE, SmallSam3Video, small_sam3_video  # noq
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.mark.slow  # about 4-7 minutes on 2 loaded cores (Meta's reference and ours track every instance at 1008 px)
+@pytest.mark.slow  # about 3.5 minutes on 2 cores (Meta's reference and ours track every instance at 1008 px)
 @pytest.mark.xfail(
-    raises=NameError,
+    raises=AssertionError,
     strict=True,
-    reason="unfinished: transformers' Sam3VideoProcessor.postprocess_outputs calls torchvision's masks_to_boxes, "
-    "which perceptra-seg does not ship; our own post-processing is still to be written",
+    reason="open: the object-id sets differ from Meta's (frame 0: Meta 7 ids, ours 5; frame 1: Meta 25, ours 19); "
+    "ids found by both agree (scores within 3e-5, 15 of 16 frame-1 masks at IoU 1.0)",
 )
 def test_text_prompt_parity_with_meta(small_sam3_video: SmallSam3Video) -> None:  # noqa: F811
     reference = small_sam3_video.answers
     assert sorted(reference) == list(range(len(small_sam3_video.frames)))
     counts = [len(reference[f]["out_obj_ids"]) for f in reference]
+    print("Meta instances per frame:", counts)
     assert min(counts) >= 2  # a meaningful test: several instances on every frame
     with Segmentor(config=small_sam3_video.config) as seg:
         ours = dict(seg.track(small_sam3_video.frames, [{"frame": 0, "text": PHRASE}], output_formats=["numpy"]))
     assert sorted(ours) == sorted(reference)
+    report, worst_iou, worst_score = [], 1.0, 0.0
     for frame, answer in reference.items():
         ids = [int(i) for i in answer["out_obj_ids"]]
-        assert sorted(ours[frame]) == sorted(ids), frame
+        report.append(f"frame {frame}: Meta ids {sorted(ids)}, ours {sorted(ours[frame])}")
         for obj_id, score, mask in zip(ids, answer["out_probs"], answer["out_binary_masks"], strict=True):
+            if obj_id not in ours[frame]:
+                continue
             result = ours[frame][obj_id]
             assert result.label == PHRASE
-            assert abs(result.score - float(score)) < 1e-3
             got = np.asarray(result.mask, dtype=bool)
             union = np.logical_or(got, mask).sum()
-            assert union > 0
-            assert np.logical_and(got, mask).sum() / union >= 0.99, (frame, obj_id)
+            iou = float(np.logical_and(got, mask).sum() / union) if union else 1.0
+            worst_iou, worst_score = min(worst_iou, iou), max(worst_score, abs(result.score - float(score)))
+            report.append(f"  id {obj_id}: IoU {iou:.4f}, score {result.score:.5f} vs {float(score):.5f}")
+    print("\n".join(report))
+    for frame, answer in reference.items():
+        assert sorted(ours[frame]) == sorted(int(i) for i in answer["out_obj_ids"]), report
+    assert worst_iou >= 0.99 and worst_score < 1e-3, report
 
 
 def test_text_prompt_parsing() -> None:
