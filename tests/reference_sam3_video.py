@@ -168,8 +168,15 @@ def run_reference_video(
     model: Any, pixels: torch.Tensor, height: int, width: int, phrase: str
 ) -> dict[int, dict[str, np.ndarray]]:
     """Meta's answer for ``phrase`` prompted on frame 0 and propagated forward: per frame ``out_obj_ids`` [N],
-    ``out_probs`` [N] and ``out_binary_masks`` bool [N, H, W]."""
+    ``out_probs`` [N] and ``out_binary_masks`` bool [N, H, W].
+
+    Frame 0's answer is the one ``add_prompt`` returns, and propagation starts at frame 1: Meta's ``add_prompt``
+    already runs frame 0, and propagating from frame 0 would run it a second time (with random weights that second
+    pass adds duplicates of the frame-0 objects; our ``track()`` processes every frame once).
+    """
     with video_reference_on_cpu(model, pixels, height, width), torch.inference_mode():
         state = model.init_state("frames")
-        model.add_prompt(state, 0, text_str=phrase)
-        return dict(model.propagate_in_video(state, start_frame_idx=0, max_frame_num_to_track=len(pixels)))
+        first, answer = model.add_prompt(state, 0, text_str=phrase)
+        answers = {int(first): answer}
+        answers.update(model.propagate_in_video(state, start_frame_idx=1, max_frame_num_to_track=len(pixels)))
+        return answers

@@ -6,7 +6,7 @@ The model (:func:`tests.reference_sam3_video.build_reduced_sam3_video`) gets the
 clip's first frame), then its presence head's last bias is shifted (:func:`_calibrate_presence`) so that
 only two queries of the first frame score above Meta's new-object threshold (0.7) in Meta's *image* processor: every
 tracked instance costs seconds per frame on a CPU. The calibration does not carry over to the video path (Meta's
-video inference still reports 7 instances on frame 0 and 25 on frame 1 of this clip: with random weights the
+video inference still reports 5 instances on frame 0 and 20 on frame 1 of this clip: with random weights the
 tracker's masks rarely match later detections, so later frames add instances of their own).
 It is saved as Meta saves ``sam3.pt`` (``{"model": {"detector.*", "tracker.*"}}``) beside a small BPE vocabulary,
 and Meta's video inference answers :data:`PHRASE` on :func:`clip` (prompted on frame 0, propagated forward).
