@@ -6,6 +6,11 @@ forward propagation. Reported: frames per second of the propagation (prompt excl
 the prompt and every ``--sample`` frames, and its peak RSS. Meta's predictor loads and preprocesses every frame of
 the folder at ``init_state`` (its memory grows with the clip length); ours decodes each frame when it reaches it.
 
+Each row also states the process's CPU seconds over the propagation (``cpu_seconds``, all threads) and the
+machine's 1-minute load average before and after it (``load_average``): on a shared machine the wall-time ratio
+between the sides is only as good as the load was steady. ``--rounds N`` repeats each size N times, alternating
+which side runs first.
+
 Run: ``python -m bench.video --frames 30`` (hiera_tiny, 512x512 and 1024x576, CPU, all cores).
 ``--input-size 256`` runs the same checkpoint at a 256-pixel model input on both sides (hiera_tiny's modules, 16×
 smaller feature maps), fast enough to follow RSS over hundreds of frames.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -70,6 +76,13 @@ def _our_architecture(input_size: int) -> dict[str, Any] | None:
     }
 
 
+def _timed(start: float, cpu_start: float, frames: int, rss: dict[int, float | None]) -> dict[str, Any]:
+    """Wall seconds and this process's CPU seconds (all threads) since ``start`` / ``cpu_start``. On a shared
+    machine the CPU seconds depend less on the other processes' load than the wall time does."""
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return {"seconds": wall, "cpu_seconds": round(cpu, 2), "frames": frames, "rss_mb": rss}
+
+
 def _meta(checkpoint: str, folder: Path, box: tuple[float, ...], sample: int, input_size: int) -> dict[str, Any]:
     import torch
 
@@ -91,14 +104,14 @@ def _meta(checkpoint: str, folder: Path, box: tuple[float, ...], sample: int, in
         state = predictor.init_state(str(folder))
         predictor.add_new_points_or_box(state, 0, 1, box=np.array(box, dtype=np.float32))
         rss[0] = current_rss_mb()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         count = 0
         for frame, _, masks in predictor.propagate_in_video(state):
             (masks[0, 0] > 0).cpu().numpy()
             count += 1
             if frame % sample == 0:
                 rss[frame] = current_rss_mb()
-    return {"seconds": time.perf_counter() - start, "frames": count, "rss_mb": rss}
+    return _timed(start, cpu_start, count, rss)
 
 
 def _ours(checkpoint: str, folder: Path, box: tuple[float, ...], sample: int, input_size: int) -> dict[str, Any]:
@@ -118,13 +131,13 @@ def _ours(checkpoint: str, folder: Path, box: tuple[float, ...], sample: int, in
     with Segmentor(config) as seg, seg.open_video(folder) as session:
         session.add_prompt({"frame": 0, "obj_id": 1, "box": box}, output_formats=["numpy"])
         rss[0] = current_rss_mb()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         count = 0
         for frame, _ in session.propagate(output_formats=["numpy"]):
             count += 1
             if frame % sample == 0:
                 rss[frame] = current_rss_mb()
-    return {"seconds": time.perf_counter() - start, "frames": count, "rss_mb": rss}
+    return _timed(start, cpu_start, count, rss)
 
 
 def measure(side: str, checkpoint: str, size: str, frames: int, sample: int, input_size: int) -> dict[str, Any]:
@@ -137,11 +150,13 @@ def measure(side: str, checkpoint: str, size: str, frames: int, sample: int, inp
 
     torch.set_num_threads(cpu_threads())
     width, height = (int(v) for v in size.split("x"))
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         box = write_clip(Path(tmp) / "clip", frames, width, height)
         result = (_meta if side == "meta" else _ours)(checkpoint, Path(tmp) / "clip", box, sample, input_size)
     fps = result["frames"] / result["seconds"]
     row = {"side": side, "size": size, "input_size": input_size, "fps": round(fps, 3)}
+    row["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]  # 1-min, before and after the row
     return {**row, **result, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -152,6 +167,7 @@ def main() -> None:
     parser.add_argument("--sides", nargs="+", default=["meta", "ours"], choices=["meta", "ours"])
     parser.add_argument("--sample", type=int, default=5, help="record RSS every this many frames")
     parser.add_argument("--input-size", type=int, default=1024, help="model input side (1024 = as released)")
+    parser.add_argument("--rounds", type=int, default=1, help="rows per side and size, in alternating order")
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--child", nargs=3, metavar=("SIDE", "CHECKPOINT", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -165,16 +181,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = ensure_checkpoint(get_variant("hiera_tiny"), args.work_dir or Path(tmp))
         for size in args.sizes:
-            rows = {}
-            for side in args.sides:
-                child = [sys.executable, "-m", "bench.video", "--frames", str(args.frames)]
-                child += ["--sample", str(args.sample), "--input-size", str(args.input_size)]
-                child += ["--child", side, str(checkpoint), size]
-                done = subprocess.run(child, check=True, capture_output=True, text=True, env=clean_environment())
-                rows[side] = json.loads(done.stdout.strip().splitlines()[-1])
-                print(json.dumps(rows[side]), flush=True)
-            if len(rows) == 2:
-                print(f"{size}: ours / Meta fps = {rows['ours']['fps'] / rows['meta']['fps']:.2f}", flush=True)
+            for round_index in range(args.rounds):
+                rows = {}
+                # alternate the order (A B, B A, ...) so a load that drifts during the run favours neither side
+                for side in args.sides if round_index % 2 == 0 else args.sides[::-1]:
+                    child = [sys.executable, "-m", "bench.video", "--frames", str(args.frames)]
+                    child += ["--sample", str(args.sample), "--input-size", str(args.input_size)]
+                    child += ["--child", side, str(checkpoint), size]
+                    done = subprocess.run(child, check=True, capture_output=True, text=True, env=clean_environment())
+                    rows[side] = json.loads(done.stdout.strip().splitlines()[-1])
+                    print(json.dumps(rows[side]), flush=True)
+                if len(rows) == 2:
+                    ratio = rows["ours"]["fps"] / rows["meta"]["fps"]
+                    cpu = rows["meta"]["cpu_seconds"] / rows["ours"]["cpu_seconds"]
+                    line = f"{size} round {round_index + 1}: ours / Meta fps = {ratio:.2f}"
+                    print(f"{line}, Meta / ours CPU seconds = {cpu:.2f}", flush=True)
 
 
 if __name__ == "__main__":

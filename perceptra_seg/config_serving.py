@@ -92,6 +92,12 @@ class ServerConfig(_Section):
     batch_workers: int = Field(
         1, ge=1, description="batch jobs one worker runs at the same time (each holds at most one inference slot)"
     )
+    max_stored_batch_jobs: int = Field(
+        16,
+        ge=1,
+        description="batch jobs one API key may hold in all, finished ones included (at least max_batch_jobs); "
+        "then 429 until one is deleted or its results expire",
+    )
     ray_min_replicas: int = Field(1, ge=1, description="serve --engine ray: replicas (the lower autoscaling bound)")
     ray_max_replicas: int | None = Field(
         None, ge=1, description="serve --engine ray: autoscale up to this many replicas; None = a fixed number"
@@ -120,6 +126,15 @@ class ServerConfig(_Section):
         if self.ray_max_replicas is not None and self.ray_max_replicas < self.ray_min_replicas:
             raise ValueError(
                 f"ray_max_replicas ({self.ray_max_replicas}) is below ray_min_replicas ({self.ray_min_replicas})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _stored_batch_bound(self) -> ServerConfig:
+        if self.max_stored_batch_jobs < self.max_batch_jobs:
+            raise ValueError(
+                f"max_stored_batch_jobs ({self.max_stored_batch_jobs}) is below max_batch_jobs "
+                f"({self.max_batch_jobs}): every queued or running job is also a stored one"
             )
         return self
 

@@ -80,24 +80,25 @@ def decode_prompts(
     """
     family = backend.family
     clock = clock or StageClock()
-    answers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    answers: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for rows, batch in build_batches(prompts, embedding.original_size, family):
         step = batch_size or max(1, len(rows))
         for start in range(0, len(rows), step):
             check(cancel)
             with clock.stage("decode_masks"):
                 output = backend.decode(embedding, _rows(batch, start, start + step), multimask=multimask)
+            upsampled = output.low_res_logits if output.mask_logits is None else output.mask_logits
             for row, position in enumerate(rows[start : start + step]):
-                answers[position] = (output.low_res_logits[row], output.iou_scores[row])
+                answers[position] = (output.low_res_logits[row], output.iou_scores[row], upsampled[row])
     window_h, window_w = embedding.original_size
     x0, y0 = offset
     candidates = []
     for position, request_index in enumerate(prompt_indices):
-        logits_k, scores_k = answers[position]
-        for low_res, score in zip(logits_k, scores_k, strict=True):
+        logits_k, scores_k, upsampled_k = answers[position]
+        for low_res, score, upsampled in zip(logits_k, scores_k, upsampled_k, strict=True):
             check(cancel)
             mask, stability = mask_and_stability(
-                low_res,
+                upsampled,
                 embedding.original_size,
                 embedding.input_size,
                 family,

@@ -120,6 +120,9 @@ def _candidates(
     cancel: CancelToken | None,
 ) -> list[MaskCandidate]:
     """Masks for every prompt, from an embedded handle, the whole image, or tiling windows."""
+    refuse = getattr(seg.backend, "check_prompts", None)
+    if refuse is not None:  # a model that cannot answer box / point prompts says so before any encoder runs
+        refuse()
     decode = partial(
         decode_prompts,
         seg.backend,

@@ -41,12 +41,13 @@ _SAM2_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def resized_input_size(original_size: tuple[int, int], family: Family) -> tuple[int, int]:
-    """``(h, w)`` of the image inside the 1024 input: longest side 1024 (rounded half up) for SAM 1, else 1024².
+    """``(h, w)`` of the image inside the 1024 input: longest side 1024 (rounded half up) for SAM 1, else 1024²
+    (SAM 2; SAM 3's tracker, whose backend rescales that square to its own 1008 input).
 
     Raises:
         InvalidInputError: SAM 1 and an image so elongated (beyond 2048:1) that its short side rounds to 0 pixels.
     """
-    if family == "sam2":
+    if family in ("sam2", "sam3"):
         return INPUT_SIZE, INPUT_SIZE
     height, width = original_size
     scale = INPUT_SIZE / max(height, width)

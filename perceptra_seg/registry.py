@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 #: The model families: SAM 1 (ViT encoder, 1024 px input), SAM 2/2.1 (Hiera encoder) and SAM 3 (concept model:
-#: text / exemplar prompts, 1008 px input); defined here only.
+#: text / exemplar prompts, plus box / point prompts through its tracker head, 1008 px input); defined here only.
 Family = Literal["sam1", "sam2", "sam3"]
 FAMILIES: tuple[Family, ...] = get_args(Family)
 
@@ -161,7 +161,7 @@ _CATALOGUE: dict[tuple[str, str], ModelSpec] = {
         ),
         # Offline demo: a tiny SAM 1 trained on synthetic shapes (tools/train_demo_model.py), NOT for real photos.
         ModelSpec("demo", "tiny", "sam1", "sam_demo_tiny.pth", "", "", packaged=True, source="perceptra-seg"),
-        # SAM 3 (848M parameters, about 3.4 GB): concept prompts; the file also holds the tracker (not used here)
+        # SAM 3 (848M parameters, about 3.4 GB): concept prompts; the file also holds the tracker (box / point prompts)
         ModelSpec(
             "sam3",
             "default",

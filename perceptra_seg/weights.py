@@ -10,7 +10,9 @@
 4. ``None``: Meta's file for the configured model is downloaded into the cache directory (streamed to a temporary
    file, checked against Content-Length and against the hash prefix in its name when it has one; a file without a
    hash (SAM 2, SAM-HQ) is checked to be a complete torch checkpoint of the right model family; then atomically renamed,
-   with the permissions ``open()`` would give it). A cached file is checked the cheap way (zip structure and the
+   with the permissions ``open()`` would give it). A file on the Hugging Face hub (SAM 3's gated ``sam3.pt``) is
+   fetched with the access token of ``HF_TOKEN`` (or ``huggingface_hub``'s stored one), sent to huggingface.co only
+   (:mod:`perceptra_seg.download_auth`). A cached file is checked the cheap way (zip structure and the
    checkpoint's keys) before use, so a corrupt one fails with a message naming the file to delete. A packaged model
    (the offline ``demo``) resolves to its file in ``perceptra_seg/assets/`` instead; nothing is downloaded.
 
@@ -37,6 +39,7 @@ from typing import Literal
 import httpx
 import platformdirs
 
+from .download_auth import HUB_HOST, auth_hook, hub_token, refused_download_message
 from .exceptions import ModelLoadError
 from .registry import ModelSpec
 from .utils.atomic import atomic_write
@@ -182,6 +185,7 @@ def resolve_checkpoint(
             f"or set model.checkpoint_path (download it from {spec.url})"
         )
     url = f"{download_base_url.rstrip('/')}/{spec.filename}" if download_base_url else spec.url
+    catalogue_hub = download_base_url is None and httpx.URL(url).host == HUB_HOST  # never to a mirror
     download_checkpoint(
         url,
         target,
@@ -189,6 +193,7 @@ def resolve_checkpoint(
         timeout_s=timeout_s,
         family=spec.family,
         architecture=spec.architecture,
+        token=hub_token() if catalogue_hub else None,
     )
     return CheckpointSource("meta", str(target), file_fingerprint(target))
 
@@ -201,8 +206,13 @@ def download_checkpoint(
     timeout_s: float,
     family: str | None = None,
     architecture: str | None = None,
+    token: str | None = None,
 ) -> Path:
     """Stream ``url`` into ``target`` safely.
+
+    ``token`` (a Hugging Face access token) goes as ``Authorization: Bearer`` to ``url``'s own origin (scheme, host,
+    port) only; a redirect to another origin (the hub's CDN) is followed without it
+    (:func:`~perceptra_seg.download_auth.auth_hook`).
 
     The body goes to a temporary file in ``target``'s directory; its length is checked against Content-Length and
     its sha256 against ``sha256_prefix`` (when given). Without a hash to check, the file must be a complete torch
@@ -213,8 +223,9 @@ def download_checkpoint(
     (``0o666 & ~umask``), so a shared cache stays readable by others.
 
     Raises:
-        ModelLoadError: HTTP error, network error, short body, hash mismatch, or a file that is not a loadable
-            checkpoint (the temporary file is removed; nothing lands in the cache).
+        ModelLoadError: HTTP error (401 / 403: how to get access to a gated file), network error, short body, hash
+            mismatch, or a file that is not a loadable checkpoint (the temporary file is removed; nothing lands in
+            the cache).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -227,11 +238,15 @@ def download_checkpoint(
         if problem is not None:
             raise ModelLoadError(f"download of {url} is not a usable checkpoint ({problem}); nothing was cached")
 
+    hooks = {"request": [auth_hook(url, token)]} if token else {}
     try:
         with (
             atomic_write(target, suffix=".part", verify=usable if sha256_prefix is None else None) as out,
-            httpx.stream("GET", url, timeout=httpx.Timeout(timeout_s), follow_redirects=True) as response,
+            httpx.Client(timeout=httpx.Timeout(timeout_s), follow_redirects=True, event_hooks=hooks) as client,
+            client.stream("GET", url) as response,
         ):
+            if response.status_code in (401, 403):
+                raise ModelLoadError(refused_download_message(url, response.status_code, token_sent=bool(token)))
             if response.status_code != 200:
                 raise ModelLoadError(f"download of {url} failed: HTTP {response.status_code}")
             expected = int(response.headers.get("content-length", "0")) or None

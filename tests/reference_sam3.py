@@ -15,6 +15,7 @@ tests/sam3_fixture.py makes its random weights meaningful and saves it as Meta w
 from __future__ import annotations
 
 import contextlib
+import copy
 import gzip
 import math
 import sys
@@ -158,6 +159,38 @@ class _Normalize:
         return (x - self.mean) / self.std
 
 
+class _ScriptResize(torch.nn.Module):
+    """``transforms.Resize`` as SAM 3's interactive predictor builds it (inside ``torch.jit.script``): bilinear with
+    antialias on a float ``[C, H, W]`` image. The parity tests never call it (the image goes through the concept
+    processor's transform); it only has to script."""
+
+    def __init__(self, size: Any, **_: Any) -> None:
+        super().__init__()
+        self.size = [int(size[0]), int(size[1])]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x[None], size=self.size, mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+class _ScriptNormalize(torch.nn.Module):
+    """``transforms.Normalize`` as a scriptable module (see :class:`_ScriptResize`)."""
+
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.mean = torch.tensor(mean).view(-1, 1, 1)  # plain attributes, as torchvision's (no state-dict entries)
+        self.std = torch.tensor(std).view(-1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class _ToTensor:
+    """``transforms.ToTensor``: an ``[H, W, C]`` uint8 image to float ``[C, H, W]`` in [0, 1]."""
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        return _to_image(image).float() / 255.0
+
+
 def _to_image(image: Any) -> torch.Tensor:
     array = np.asarray(image)
     if array.ndim == 2:
@@ -184,7 +217,12 @@ def _torchvision() -> dict[str, types.ModuleType]:
     )
     functional = _module("torchvision.transforms.functional")
     transforms = _module(
-        "torchvision.transforms", v2=v2, functional=functional, Normalize=_Normalize, Resize=_Resize, ToTensor=None
+        "torchvision.transforms",
+        v2=v2,
+        functional=functional,
+        Normalize=_ScriptNormalize,
+        Resize=_ScriptResize,
+        ToTensor=_ToTensor,
     )
     roi = _module("torchvision.ops.roi_align", RoIAlign=_RoIAlign, roi_align=roi_align_reference)
     ops = _module("torchvision.ops", roi_align=roi_align_reference, RoIAlign=_RoIAlign, masks_to_boxes=_masks_to_boxes)
@@ -375,3 +413,30 @@ def build_reduced_sam3(sam3: types.SimpleNamespace, bpe_path: Path, *, vit_width
             True,
         )
     return model.eval()
+
+
+def attach_tracker(sam3: types.SimpleNamespace, model: Any, *, seed: int = 11) -> Any:
+    """Give a :func:`build_reduced_sam3` model what ``build_sam3_image_model(enable_inst_interactivity=True)`` adds:
+    the SAM 2-style neck (``sam2_convs``, same layout as the detector's ``convs``) and the interactive predictor
+    around Meta's :func:`build_tracker` (full size: it does not depend on the ViT's width), so that
+    ``model.predict_inst`` answers box / point prompts as Meta's. Random weights from their own generator (the
+    detector's weights and the global random state stay as they were); the neck's weights differ from the detector's
+    neck, so mixing the two up cannot go unnoticed. Returns the model.
+    """
+    b = sam3.builder
+    neck = model.backbone.vision_backbone
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        with on_cpu():
+            tracker = b.build_tracker(apply_temporal_disambiguation=False)
+            predictor = b.SAM3InteractiveImagePredictor(tracker)
+        sam2_convs = copy.deepcopy(neck.convs)
+        with torch.no_grad():
+            for layer in sam2_convs.modules():
+                if isinstance(layer, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                    layer.reset_parameters()
+            # random-weight memory embedding: visible in every prediction (Meta adds it to the 72×72 level)
+            tracker.no_mem_embed.normal_(0.0, 0.5)
+    neck.sam2_convs = sam2_convs
+    model.inst_interactive_predictor = predictor.eval()
+    return model

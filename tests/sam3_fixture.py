@@ -1,15 +1,16 @@
 """A reduced random-weight SAM 3 in Meta's format, built once per test session with Meta's own ``sam3`` code.
 
 The model (:func:`tests.reference_sam3.build_reduced_sam3`: 2-block ViT, 2-layer text encoder, full-size detector)
-gets finite values for its text encoder's ``torch.empty`` parameters and its scoring and mask heads spread
-(:func:`spread_heads`), then is saved as Meta saves ``sam3.pt`` (``{"model": {"detector.*":
+gets finite values for its text encoder's ``torch.empty`` parameters, Meta's interactive tracker and SAM 2-style neck
+(:func:`tests.reference_sam3.attach_tracker`, for box / point prompts) and its scoring and mask heads spread
+(:func:`spread_heads`), then is saved as Meta saves ``sam3.pt`` (``{"model": {"detector.*": ..., "tracker.*":
 ...}}``) beside a small CLIP-format BPE vocabulary. The reference's own answers on the coffee photo for two phrases
 (threshold 0: all 200 queries) are recorded for the parity tests.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from .reference_sam3 import build_reduced_sam3, import_sam3, on_cpu, write_bpe_file
+from .reference_sam3 import attach_tracker, build_reduced_sam3, import_sam3, on_cpu, write_bpe_file
 
 PHRASES = ("coffee cup", "red car")
 #: One positive exemplar box (XYXY pixels of the coffee photo), sent without a phrase (Meta then uses "visual").
@@ -121,7 +122,8 @@ class SmallSam3:
     """The reference model and processor, the checkpoint file, our config, and the reference's answers.
 
     ``answers[phrase]`` is ``(scores [200], masks bool [200, H, W])`` on the coffee photo; ``answers["exemplar"]``
-    the same for :data:`EXEMPLAR` alone.
+    the same for :data:`EXEMPLAR` alone. ``state`` is the processor's state for the coffee photo (for
+    ``model.predict_inst``).
     """
 
     model: Any
@@ -129,6 +131,7 @@ class SmallSam3:
     path: Path
     config: dict[str, Any]
     answers: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 def reference_answer(processor: Any, state: dict[str, Any], prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,6 +157,7 @@ def small_sam3(tmp_path_factory: pytest.TempPathFactory, photos: dict[str, Any])
     torch.manual_seed(3)
     model = build_reduced_sam3(sam3, bpe)
     fill_text_encoder_empties(model)
+    attach_tracker(sam3, model)
     processor = sam3.processor.Sam3Processor(model, device="cpu", confidence_threshold=0.0)
     with on_cpu():
         state = processor.set_image(Image.fromarray(photos["coffee"]))  # PIL: Meta misreads a numpy image's size
@@ -161,9 +165,12 @@ def small_sam3(tmp_path_factory: pytest.TempPathFactory, photos: dict[str, Any])
     spread_heads(model, [lambda p=p: reference_answer(processor, state, p) for p in prompts])  # type: ignore[misc]
     answers = {prompt: reference_answer(processor, state, prompt) for prompt in prompts}
     path = folder / "sam3.pt"
-    torch.save({"model": {"detector." + k: v.contiguous() for k, v in model.state_dict().items()}}, path)
+    inst = "inst_interactive_predictor."
+    detector = {"detector." + k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith(inst)}
+    tracker = {"tracker." + k: v.contiguous() for k, v in model.inst_interactive_predictor.model.state_dict().items()}
+    torch.save({"model": {**detector, **tracker}}, path)
     config = {
         "model": {"name": "sam3", "checkpoint_path": str(path), "architecture": SMALL_SAM3_ARCHITECTURE},
         "runtime": {"device": "cpu", "precision": "fp32"},
     }
-    return SmallSam3(model, processor, path, config, answers)
+    return SmallSam3(model, processor, path, config, answers, state)

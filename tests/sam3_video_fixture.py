@@ -3,11 +3,10 @@ test session.
 
 The model (:func:`tests.reference_sam3_video.build_reduced_sam3_video`) gets the treatment of tests/sam3_fixture.py
 (finite text-encoder parameters, scoring and mask heads spread with :func:`tests.sam3_fixture.spread_heads` on the
-clip's first frame), then its presence head's last bias is shifted (:func:`_calibrate_presence`) so that
-only two queries of the first frame score above Meta's new-object threshold (0.7) in Meta's *image* processor: every
-tracked instance costs seconds per frame on a CPU. The calibration does not carry over to the video path (Meta's
-video inference still reports 5 instances on frame 0 and 20 on frame 1 of this clip: with random weights the
-tracker's masks rarely match later detections, so later frames add instances of their own).
+clip's first frame), then its presence head's last bias is shifted (:func:`_calibrate_presence`) so that only
+the best :data:`NEW_OBJECTS` queries of the first frame score above Meta's new-object threshold (0.7) in Meta's video
+path, with every score of every frame clear of the thresholds: every tracked instance costs seconds per frame on a
+CPU, and a score at a threshold would make the test depend on rounding.
 It is saved as Meta saves ``sam3.pt`` (``{"model": {"detector.*", "tracker.*"}}``) beside a small BPE vocabulary,
 and Meta's video inference answers :data:`PHRASE` on :func:`clip` (prompted on frame 0, propagated forward).
 """
@@ -29,8 +28,12 @@ from .reference_sam3_video import build_reduced_sam3_video, run_reference_video
 from .sam3_fixture import SMALL_SAM3_ARCHITECTURE, fill_text_encoder_empties, reference_answer, spread_heads
 
 PHRASE = "red car"
-#: Meta's score above which a detection becomes a new object.
-NEW_OBJECT_THRESHOLD = 0.7
+#: Meta's score above which a detection becomes a new object, and the one above which it counts as a detection.
+NEW_OBJECT_THRESHOLD, DETECTION_THRESHOLD = 0.7, 0.5
+#: Detections of the first frame above the new-object threshold (each tracked object costs seconds per frame).
+NEW_OBJECTS = 2
+#: Smallest distance (|log ratio|) of any score from either threshold: far above the two paths' score difference.
+MARGIN = 0.005
 #: A presence-logit shift that makes the presence probability 1 (to float32 precision).
 SATURATE = 30.0
 FRAMES, HEIGHT, WIDTH = 2, 96, 128
@@ -47,25 +50,38 @@ def clip() -> list[np.ndarray]:
     return frames
 
 
-def _calibrate_presence(detector: Any, scores: Any) -> None:
-    """Shift the presence head's last bias so that Meta's new-object threshold (0.7) falls mid-way between the 2nd
-    and 3rd best scores of :data:`PHRASE` on the first frame (``scores()`` answers it).
+def _video_scores(classes: torch.Tensor, presence: float, shift: float) -> torch.Tensor:
+    """Meta's video detection scores ``sigmoid(class) × presence`` after adding ``shift`` to the presence logit."""
+    return classes * torch.sigmoid(torch.tensor(math.log(presence / (1 - presence)) + shift))
 
-    Meta's score is ``sigmoid(class) × sigmoid(presence)``: one run with the presence saturated gives the class
-    probabilities, one run before gives the presence in use.
+
+def _calibrate_presence(detector: Any, frame_scores: list[Any]) -> None:
+    """Shift the presence head's last bias so that on the first frame exactly the best :data:`NEW_OBJECTS` queries
+    of :data:`PHRASE` score above Meta's new-object threshold (0.7) *in Meta's video path*, and no query of any frame
+    scores within :data:`MARGIN` of 0.7 or of the detection threshold (0.5). ``frame_scores[f]()`` answers the phrase
+    on frame ``f`` through Meta's image processor.
+
+    With ``supervise_joint_box_scores`` (Meta's video detector) the detector's logits are already the joint
+    ``sigmoid(class) × presence``, which the video path uses as is, while the image processor multiplies by the
+    presence once more: image scores are ``sigmoid(class) × presence²``. One run with the presence saturated gives the
+    class probabilities, one run before gives the presence in use on each frame.
     """
     bias = detector.transformer.decoder.presence_token_head.layers[-1].bias
-    before = scores()
+    before = [scores() for scores in frame_scores]
     with torch.no_grad():
         bias.add_(SATURATE)
-    classes = scores()
-    top = int(before.argmax())
-    current = float(before[top] / classes[top])  # the presence probability in use before the shift
-    ordered = classes.sort(descending=True).values
-    assert float(ordered[1] / ordered[2]) > 1.002  # a gap far wider than the score error (about 1e-6)
-    wanted = NEW_OBJECT_THRESHOLD / float(ordered[1] + ordered[2]) * 2  # the two best pass
+    classes = [scores() for scores in frame_scores]
+    presence = [float((b[int(b.argmax())] / c[int(b.argmax())]).sqrt()) for b, c in zip(before, classes, strict=True)]
+    ordered = classes[0].sort(descending=True).values
+    wanted = NEW_OBJECT_THRESHOLD / float((ordered[NEW_OBJECTS - 1] * ordered[NEW_OBJECTS]).sqrt())
+    shift = math.log(wanted / (1 - wanted)) - math.log(presence[0] / (1 - presence[0]))
+    for frame, (c, p) in enumerate(zip(classes, presence, strict=True)):
+        video = _video_scores(c, p, shift)
+        for threshold in (NEW_OBJECT_THRESHOLD, DETECTION_THRESHOLD):
+            nearest = float((video / threshold).log().abs().min())
+            assert nearest > MARGIN, f"frame {frame}: a score within {nearest:.4f} of {threshold} (log ratio)"
     with torch.no_grad():
-        bias.add_(math.log(wanted / (1 - wanted)) - math.log(current / (1 - current)) - SATURATE)
+        bias.add_(shift - SATURATE)
 
 
 @dataclass
@@ -95,7 +111,10 @@ def small_sam3_video(tmp_path_factory: pytest.TempPathFactory) -> SmallSam3Video
     with on_cpu():
         state = processor.set_image(Image.fromarray(frames[0]))
     spread_heads(detector, [lambda p=p: reference_answer(processor, state, p) for p in (PHRASE, "person")])  # type: ignore[misc]
-    _calibrate_presence(detector, lambda: reference_answer(processor, state, PHRASE)[0])
+    states = [state]
+    with on_cpu():
+        states += [processor.set_image(Image.fromarray(frame)) for frame in frames[1:]]
+    _calibrate_presence(detector, [lambda s=s: reference_answer(processor, s, PHRASE)[0] for s in states])  # type: ignore[misc]
     pixels = torch.cat([preprocess(frame, 1008) for frame in frames])
     answers = run_reference_video(model, pixels, HEIGHT, WIDTH, PHRASE)
     path = folder / "sam3.pt"

@@ -126,8 +126,14 @@ def auto_options(family: Family, **given: Any) -> AutoOptions:
     ``points_per_side``); ``point_grids`` needs one grid per layer (``crop_n_layers + 1``).
 
     Raises:
-        InvalidInputError: an unknown option name or a value of the wrong type or range.
+        InvalidInputError: ``family`` is ``sam3`` (no reference generator), an unknown option name or a value of the
+            wrong type or range.
     """
+    if family == "sam3":
+        raise InvalidInputError(
+            "sam3 has no segment-everything generator (Meta ships none to match): use segment_text / "
+            "POST /v1/segment/text / segment-auto --text for every instance of a phrase"
+        )
     unknown = sorted(set(given) - set(NAMES))
     if unknown:
         raise InvalidInputError(f"unknown option(s) {unknown}; valid options: {', '.join(NAMES)}")

@@ -70,10 +70,14 @@ class DecoderOutput:
         low_res_logits: float32 ``[N, K, S, S]`` mask logits over the whole 1024 input (``S`` =
             :attr:`Backend.mask_size`, 256 for Meta's models: a quarter of the input's resolution).
         iou_scores: float32 ``[N, K]`` predicted IoU of each mask.
+        mask_logits: float32 ``[N, K, S, S]`` the logits the masks are upsampled from, when the model's own
+            predictor post-processes them first (SAM 3's tracker fills small holes) and returns ``low_res_logits``
+            unprocessed; ``None``: the masks come from ``low_res_logits``.
     """
 
     low_res_logits: np.ndarray
     iou_scores: np.ndarray
+    mask_logits: np.ndarray | None = None
 
 
 @runtime_checkable

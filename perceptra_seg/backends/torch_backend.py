@@ -25,6 +25,7 @@ from ..preprocessing import preprocess_image
 from ..registry import Architecture, ModelSpec, architecture_config, get_model_spec
 from ..weights import CheckpointSource, resolve_checkpoint, transformers_model_dir
 from .base import DecoderOutput, Family, ImageEmbedding, PromptBatch
+from .hiera_attention import trim_hiera_attention
 from .oom import oom_guard
 from .precision import resolve_torch_precision, warn_if_emulated
 
@@ -235,6 +236,7 @@ class TorchBackend:
         else:
             model = _load_transformers(self.source.location, self.spec, hub=self.source.kind == "hub")
         self.model: Any = cast(Any, model.to(self.device).eval())
+        trim_hiera_attention(self.model)  # SAM 2's encoder without the attention matrix transformers discards
         self._closed = False
         prompt_config = self.model.config.prompt_encoder_config
         self.mask_size = 4 * (int(prompt_config.image_size) // int(prompt_config.patch_size))

@@ -8,6 +8,9 @@ rewritten atomically after every image; a re-run skips images whose id is alread
 mask is therefore segmented again). A failed image is reported and the run goes on; the exit code is 1 when any
 failed. ``--overlays DIR`` also writes ``DIR/<name>.png``: the image with its masks drawn. ``--format`` writes COCO
 RLE (default), COCO polygons or YOLO-seg labels, as ``batch --format`` does (:mod:`.batch_output`).
+
+With ``--model sam3``, ``--text PHRASE`` (repeatable) replaces the automatic masks by every instance of each phrase,
+the phrases being the categories (:mod:`.auto_concepts`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from perceptra_seg.exceptions import InvalidInputError
 from perceptra_seg.utils.masks import OutputFormat
 from perceptra_seg.utils.overlay import render_overlay
 
+from .auto_concepts import check_categories, concept_categories, concept_image, write_categories
 from .batch import list_images, progress_bar, read_results, stable_image_id
 from .batch_auto import (
     AUTO_CATEGORY,
@@ -82,8 +86,19 @@ def segment_auto(
         BatchFormat,
         typer.Option("--format", help=f"Output: {' | '.join(BATCH_FORMATS)} (as batch --format)."),
     ] = "coco-rle",
+    text: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--text", "-t", help="SAM 3: every instance of this phrase instead of everything; repeatable (categories)."
+        ),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", help="With --text: keep instances scoring above this (default 0.5)."),
+    ] = None,
 ) -> None:
-    """Segment everything (automatic masks) on an image or a directory; write a COCO results file."""
+    """Segment everything (automatic masks), or every instance of phrases (SAM 3, --text), on an image or a
+    directory; write a COCO results file."""
     options = given_options(
         points_per_side=points_per_side,
         points_per_batch=points_per_batch,
@@ -95,19 +110,29 @@ def segment_auto(
         min_mask_region_area=min_mask_region_area,
         use_m2m=use_m2m,
     )
+    categories = concept_categories(opts.load_config().model.name, text, threshold, options)  # before loading
     if overlays is not None and not overlays.is_dir():
         raise InvalidInputError(f"--overlays {overlays} is not a directory")
     images = _images(image)
-    writer = open_writer(fmt, out, [AUTO_CATEGORY], read_results)
+    categories_file = check_categories(out, fmt, categories)
+    if categories is None:
+        writer = open_writer(fmt, out, [AUTO_CATEGORY], read_results)
+    else:
+        ids = [c["id"] for c in categories]
+        writer = open_writer(fmt, out, ids, read_results, {c["id"]: c["name"] for c in categories})
+    concepts = (list(text or ()), threshold) if categories is not None else None
     todo = [(name, path) for name, path in images if stable_image_id(name) not in writer.done_ids]
     failures: list[dict[str, str]] = []
     if todo:
         with opts.segmentor() as seg, progress_bar(Console(stderr=True), disable=opts.json) as progress:
-            auto_options(seg.backend.family, **options)  # a bad value fails once, before the first image
-            task = progress.add_task("segmenting everything", total=len(todo))
+            if categories is None:
+                auto_options(seg.backend.family, **options)  # a bad value fails once, before the first image
+            else:
+                write_categories(categories_file, categories)  # once the model has loaded
+            task = progress.add_task("segmenting everything" if concepts is None else "segmenting", total=len(todo))
             for name, path in todo:
                 try:
-                    _one_image(seg, name, path, options, writer, overlays)
+                    _one_image(seg, name, path, options, writer, overlays, concepts)
                 except Exception as exc:  # a failed image is reported and the run goes on
                     if opts.debug:
                         traceback.print_exc()
@@ -124,6 +149,8 @@ def segment_auto(
         "failed": failures,
         "results_written": written,
     }
+    if categories is not None:
+        summary["categories"] = str(categories_file)
     if opts.json:
         emit_json(summary)
     else:
@@ -142,12 +169,19 @@ def _one_image(
     options: dict[str, Any],
     writer: CocoWriter | YoloWriter,
     overlays: Path | None,
+    concepts: tuple[list[str], float | None] | None,
 ) -> None:
-    """Segment everything on one image, hand the masks to ``writer`` and draw the overlay."""
+    """Segment everything (or, with ``concepts = (phrases, threshold)``, every instance of each phrase) on one
+    image, hand the masks to ``writer`` and draw the overlay."""
     pixels = seg.input_policy.load(path)
     formats: tuple[OutputFormat, ...] = ("rle", "numpy") if overlays is not None else ("rle",)
-    results = generate_image(seg, pixels, options, formats)
-    writer.add(stable_image_id(name), name, results, [AUTO_CATEGORY] * len(results), [None] * len(results))
+    if concepts is None:
+        results = generate_image(seg, pixels, options, formats)
+        categories = [AUTO_CATEGORY] * len(results)  # prompt_index numbers the masks
+    else:
+        results = concept_image(seg, pixels, concepts[0], concepts[1], formats)
+        categories = list(range(1, len(concepts[0]) + 1))  # prompt_index is the phrase's index
+    writer.add(stable_image_id(name), name, results, categories, [None] * len(categories))
     if overlays is not None:
         picture = render_overlay(pixels, [r.mask for r in results if r.mask is not None])
         write_atomic(overlays / (Path(name).with_suffix("").as_posix().replace("/", "__") + ".png"), picture)

@@ -129,9 +129,11 @@ class YoloWriter:
         out: the output directory (created when missing; its parent must exist).
         category_ids: every ``category_id`` of the run; class ``i`` is the ``i``-th smallest (stable across
             re-runs of the same prompts). A re-run whose classes differ from ``data.yaml``'s is refused.
+        names: a name per ``category_id`` for ``data.yaml``'s ``names`` (``segment-auto --text``: the phrases);
+            without it, the class names are the category ids.
     """
 
-    def __init__(self, out: Path, category_ids: list[int]) -> None:
+    def __init__(self, out: Path, category_ids: list[int], names: dict[int, str] | None = None) -> None:
         if out.suffix.lower() == ".json":
             raise InvalidInputError(f"--format yolo-seg writes a directory; --out {out} looks like a JSON file")
         require_output_dirs(out)
@@ -153,11 +155,16 @@ class YoloWriter:
         self.done_ids = {int(item["image_id"]) for item in self._index}
         self.written = 0
         (out / "labels").mkdir(parents=True, exist_ok=True)
-        names = "".join(f"  {index}: '{category}'\n" for index, category in enumerate(self.classes))
+        if names is None:
+            listed = "".join(f"  {index}: '{category}'\n" for index, category in enumerate(self.classes))
+            meaning = "class name = COCO category_id"
+        else:  # a JSON string is a YAML double-quoted scalar, whatever the phrase holds
+            listed = "".join(f"  {index}: {json.dumps(names[c])}\n" for index, c in enumerate(self.classes))
+            meaning = "class i = COCO category_id i + 1"
         write_atomic(
             out / "data.yaml",
-            "# written by segmentor-cli batch --format yolo-seg; class name = COCO category_id\n"
-            f"path: .\nnc: {len(self.classes)}\nnames:\n{names}",
+            f"# written by segmentor-cli batch --format yolo-seg; {meaning}\n"
+            f"path: .\nnc: {len(self.classes)}\nnames:\n{listed}",
         )
 
     def add(
@@ -213,11 +220,16 @@ def _largest_outline(mask: np.ndarray) -> np.ndarray | None:
 
 
 def open_writer(
-    fmt: str, out: Path, category_ids: list[int], read_existing: Callable[[Path], list[dict[str, Any]]]
+    fmt: str,
+    out: Path,
+    category_ids: list[int],
+    read_existing: Callable[[Path], list[dict[str, Any]]],
+    names: dict[int, str] | None = None,
 ) -> CocoWriter | YoloWriter:
-    """The writer of ``--format fmt`` (``read_existing(out)``: the COCO records a COCO ``out`` already holds)."""
+    """The writer of ``--format fmt`` (``read_existing(out)``: the COCO records a COCO ``out`` already holds;
+    ``names``: YOLO class names per category id, see :class:`YoloWriter`)."""
     if fmt == "yolo-seg":
-        return YoloWriter(out, category_ids)
+        return YoloWriter(out, category_ids, names)
     if fmt in ("coco-rle", "coco-polygons"):
         require_suffix(out, (".json",), "--out")
         return CocoWriter(out, read_existing(out), polygons=fmt == "coco-polygons")

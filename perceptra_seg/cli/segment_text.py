@@ -1,7 +1,8 @@
 """``segment-text``: every instance of a concept on one image (model ``sam3``): phrases and/or exemplar boxes.
 
 Exemplar boxes are ``X1 Y1 X2 Y2`` in pixels of the original image (``--exemplar`` positive, ``--negative``
-negative). The results file has the shape of ``segment``'s plus each result's ``label`` (its phrase).
+negative). The image is decoded and the prompts are checked before the model is loaded. The results file has the
+shape of ``segment``'s plus each result's ``label`` (its phrase).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from perceptra_seg.concepts import ConceptRequest, TextPromptsUnsupportedError
+from perceptra_seg.concepts.request import check_exemplars_inside
 from perceptra_seg.exceptions import InvalidInputError
+from perceptra_seg.inputs import InputPolicy
 from perceptra_seg.results import ResultSet
 
 from .common import CommonOptions, command, emit_json, require_output_dirs, require_suffix, write_atomic
@@ -70,10 +73,16 @@ def segment_text(
     require_suffix(out, (".json",), "--out")
     require_output_dirs(out)
     exemplars = _boxes(exemplar, 1, "--exemplar") + _boxes(negative, 0, "--negative")
-    request = ConceptRequest(image, tuple(text or ()), exemplars, threshold, ("rle", "polygons"))
-    model = opts.load_config().model.name
+    phrases = tuple(text or ())
+    checked = ConceptRequest(image, phrases, exemplars, threshold, ("rle", "polygons"))  # phrases, boxes, threshold
+    config = opts.load_config()
+    model = config.model.name
     if model != "sam3":  # refused before another model is loaded (or downloaded) only to say so
         raise TextPromptsUnsupportedError(f"model {model!r} has no text prompts; segment-text needs --model sam3")
+    # the image is decoded (and the exemplars checked against it) before the model loads, so a bad file costs nothing
+    pixels = InputPolicy.from_config(config.input).load(image)
+    check_exemplars_inside(checked.exemplars, pixels.shape[1], pixels.shape[0])
+    request = ConceptRequest(pixels, phrases, exemplars, threshold, ("rle", "polygons"))
     with opts.segmentor() as seg:
         results = seg.run(request)
     if out is not None:

@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..cancel import CancelToken, check
-from ..exceptions import InvalidInputError
 from ..models import EmbeddedImage, SegmentationResult
 from ..results import CallInfo, ResultSet
 from ..timings import StageClock
 from ..utils.masks import encode_outputs, mask_area, mask_bbox, resolve_formats
-from .request import ConceptRequest, TextPromptsUnsupportedError
+from .request import ConceptRequest, TextPromptsUnsupportedError, check_exemplars_inside
 
 if TYPE_CHECKING:
     import torch
@@ -79,10 +78,7 @@ def execute_concepts(seg: Segmentor, request: ConceptRequest, cancel: CancelToke
         embedding = seg.embedding(pixels, seg.digest(pixels), clock)
     height, width = (int(v) for v in embedding.original_size)
     exemplars: np.ndarray = request.exemplars
-    if len(exemplars) and (exemplars[:, [0, 2]].min() < 0 or exemplars[:, [0, 2]].max() > width):
-        raise InvalidInputError(f"exemplar boxes must lie inside the {width}×{height} image")
-    if len(exemplars) and (exemplars[:, [1, 3]].min() < 0 or exemplars[:, [1, 3]].max() > height):
-        raise InvalidInputError(f"exemplar boxes must lie inside the {width}×{height} image")
+    check_exemplars_inside(exemplars, width, height)
     phrases: tuple[str | None, ...] = request.texts or (None,)
     request_id = request.call_id()
     model_info = backend.info()

@@ -23,6 +23,7 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.sam3.modeling_sam3 import box_cxcywh_to_xyxy, concat_padded_sequences, inverse_sigmoid
 
 from .roi_align import roi_align
+from .tracker import tracker_features
 
 __all__ = ["Detections", "detect", "encode_image", "encode_text", "preprocess"]
 
@@ -34,16 +35,23 @@ def preprocess(image: np.ndarray, resolution: int) -> torch.Tensor:
     return (resized.float() / 255.0 - 0.5) / 0.5
 
 
-def encode_image(model: Any, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The FPN levels the detector uses and their position encodings: ``(feat_0, ..., feat_{L-1}, pos_0, ...)``.
+def encode_image(model: Any, pixels: torch.Tensor, tracker: Any = None) -> tuple[torch.Tensor, ...]:
+    """One ViT pass, then the FPN levels each head uses: ``(feat_0, ..., feat_{L-1}, pos_0, ...)`` for the detector,
+    followed (with ``tracker``) by :func:`~perceptra_seg.concepts.tracker.tracker_features`' three tensors.
 
     For the released model ``L`` = 3: ``[1, 256, 288, 288]``, ``[1, 256, 144, 144]``, ``[1, 256, 72, 72]`` (the
     coarsest FPN level is not used by the image model and is not kept).
     """
-    output = model.get_vision_features(pixel_values=pixels)
-    features = tuple(output.fpn_hidden_states[:-1])
-    positions = tuple(output.fpn_position_encoding[:-1])
-    return features + positions
+    vision = model.vision_encoder
+    hidden = vision.backbone(pixels).last_hidden_state  # [1, h * w, D]
+    patch = vision.config.backbone_config.patch_size
+    height, width = pixels.shape[-2] // patch, pixels.shape[-1] // patch
+    spatial = hidden.view(hidden.shape[0], height, width, -1).permute(0, 3, 1, 2)
+    levels, positions = vision.neck(spatial)
+    features = tuple(levels[:-1]) + tuple(positions[:-1])
+    if tracker is None:
+        return features
+    return features + tracker_features(tracker, spatial)
 
 
 def encode_text(model: Any, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -47,6 +47,22 @@ def _listed(value: Any, what: str) -> tuple[Any, ...]:
     return tuple(value)
 
 
+def check_exemplars_inside(exemplars: np.ndarray, width: int, height: int) -> None:
+    """Refuse exemplar rows ``[K, 5]`` float32 ``(x1, y1, x2, y2, label)`` reaching outside a ``width`` × ``height``
+    image (pixels of the original image).
+
+    Raises:
+        InvalidInputError: a box coordinate below 0 or beyond the image's width / height.
+    """
+    if len(exemplars) and (
+        exemplars[:, [0, 2]].min() < 0
+        or exemplars[:, [0, 2]].max() > width
+        or exemplars[:, [1, 3]].min() < 0
+        or exemplars[:, [1, 3]].max() > height
+    ):
+        raise InvalidInputError(f"exemplar boxes must lie inside the {width}×{height} image")
+
+
 def parse_exemplars(exemplars: Sequence[Any] | None) -> np.ndarray:
     """Exemplars as float32 ``[K, 5]`` rows ``(x1, y1, x2, y2, label)``.
 

@@ -88,10 +88,14 @@ def create_app(
     shared_batches = None
     if isinstance(state.ids, SharedImageIds):
         shared_batches = SharedBatchRecords(
-            state.ids.link, ttl_s=server.batch_result_ttl_s, max_per_scope=server.max_batch_jobs
+            state.ids.link,
+            ttl_s=server.batch_result_ttl_s,
+            max_per_scope=server.max_batch_jobs,
+            max_stored_per_scope=server.max_stored_batch_jobs,
         )
     batches = BatchStore(
         max_per_scope=server.max_batch_jobs,
+        max_stored_per_scope=server.max_stored_batch_jobs,
         ttl_s=server.batch_result_ttl_s,
         workers=server.batch_workers,
         shared=shared_batches,

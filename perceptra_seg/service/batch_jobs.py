@@ -13,18 +13,19 @@ deadline) is reported in its slot with the error's ``code`` and ``message``; the
 when at least one image succeeded and ``failed`` when every image failed.
 
 Jobs are scoped to the API key that submitted them (another key gets the same 404 as for an id that never existed).
-Bounds: ``server.max_batch_jobs`` queued or running jobs per key (then 429 ``too_many_batch_jobs``), and a finished
-job is deleted ``server.batch_result_ttl_s`` after it finished (expired jobs are swept on every batch request).
+Bounds: ``server.max_batch_jobs`` queued or running jobs per key and ``server.max_stored_batch_jobs`` jobs per key in
+all, finished ones included (then 429 ``too_many_batch_jobs``: results are never dropped to make room; deleting a
+job frees its place), and a finished job is deleted ``server.batch_result_ttl_s`` after it finished (expired jobs are
+swept on every batch request).
 With ``server.state = redis`` the worker running a job mirrors it into Redis, so that every worker answers for it and
-the quota counts every worker's jobs (:mod:`perceptra_seg.service.batch_shared`). Everything here runs on the event
-loop: the store needs no lock.
+the quotas count every worker's jobs (:mod:`perceptra_seg.service.batch_shared`). Everything here runs on the event
+loop (the store's own lock is never held across an ``await``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -32,41 +33,27 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ..exceptions import NotFoundError, SegmentorError
-from ..utils.masks import OutputFormat
+from .batch_items import BatchItem, run_item
 from .batch_shared import LEASE_S, SharedBatchRecords
-from .calls import Source, segment_call
-from .errors import QueueFullError, StateUnavailableError
+from .errors import StateUnavailableError
 from .redis_link import RETRY_S, RedisDown
-from .schemas import SegmentOptions
-from .url_fetch import is_url
+from .scoped_store import Quota, ScopedStore
 
 if TYPE_CHECKING:
     from .state import ServiceState
 
 __all__ = ["BatchItem", "BatchJob", "BatchStore", "JobStatus", "TooManyBatchJobsError"]
 
-logger = logging.getLogger("perceptra_seg.service.batch")
-
 JobStatus = Literal["queued", "running", "done", "failed"]
 T = TypeVar("T")
 
 
 class TooManyBatchJobsError(SegmentorError):
-    """The API key has ``server.max_batch_jobs`` jobs queued or running already."""
+    """The API key has ``server.max_batch_jobs`` jobs queued or running, or ``server.max_stored_batch_jobs`` jobs
+    in all (finished ones included), already."""
 
     http_status = 429
     code = "too_many_batch_jobs"
-
-
-@dataclass
-class BatchItem:
-    """One image of a job: ``image`` (base64 / data URI / URL text, or uploaded bytes) or ``image_id``, and what to
-    ask about it (``formats`` already resolved against the service's defaults)."""
-
-    image: str | bytes | None
-    image_id: str | None
-    options: SegmentOptions
-    formats: tuple[OutputFormat, ...]
 
 
 @dataclass(eq=False)
@@ -84,6 +71,8 @@ class BatchJob:
     finished: float | None = None
     task: asyncio.Task[None] | None = None
     mirrored: bool = False
+    #: the finished job's final record reached Redis (from then on Redis decides whether it still exists)
+    finish_mirrored: bool = False
 
     def __post_init__(self) -> None:
         if not self.slots:
@@ -128,73 +117,98 @@ class BatchJob:
 
 
 class BatchStore:
-    """``(scope, job_id) → BatchJob`` with a per-scope bound on unfinished jobs and a TTL for finished ones.
+    """``(scope, job_id) → BatchJob`` with per-scope bounds on unfinished and on all jobs and a TTL for finished ones
+    (a :class:`~.scoped_store.ScopedStore`), mirrored into Redis when ``shared``.
 
     Args:
         max_per_scope: jobs one API key may have queued or running (``server.max_batch_jobs``).
+        max_stored_per_scope: jobs one API key may have in all, finished ones included
+            (``server.max_stored_batch_jobs``).
         ttl_s: time a finished job is kept (``server.batch_result_ttl_s``).
         workers: jobs running at the same time (``server.batch_workers``).
         shared: the Redis mirror (``server.state = redis``, :mod:`.batch_shared`), or ``None``.
-        clock: monotonic seconds (tests pass a fake one).
+        clock: monotonic seconds (tests pass a fake one, or replace :attr:`clock` later).
     """
 
     def __init__(
         self,
         *,
         max_per_scope: int,
+        max_stored_per_scope: int,
         ttl_s: float,
         workers: int,
         shared: SharedBatchRecords | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_per_scope = max_per_scope
-        self.ttl_s = ttl_s
-        self.clock = clock
+        self.max_stored_per_scope = max_stored_per_scope
         self.shared = shared
         self._workers = workers
         self._gate: asyncio.Semaphore | None = None
         self._heartbeat: asyncio.Task[None] | None = None
-        self._jobs: dict[tuple[str, str], BatchJob] = {}
+        quotas = [
+            Quota[BatchJob](max_per_scope, _too_many_active, lambda job: job.finished is None),
+            Quota[BatchJob](max_stored_per_scope, _too_many_stored),
+        ]
+        self._jobs = ScopedStore[BatchJob](ttl_s=ttl_s, since=lambda job: job.finished, quotas=quotas, clock=clock)
 
-    def _refuse(self, held: int) -> TooManyBatchJobsError:
-        return TooManyBatchJobsError(
-            f"this API key has {held} batch jobs queued or running, the limit (server.max_batch_jobs); wait until "
-            "one finishes or cancel one (DELETE /v1/batch/{job_id})"
-        )
+    @property
+    def ttl_s(self) -> float:
+        """Seconds a finished job is kept."""
+        return self._jobs.ttl_s
 
-    def _check_local(self, scope: str) -> None:
-        self.sweep()
-        active = sum(1 for (owner, _), job in self._jobs.items() if owner == scope and job.finished is None)
-        if active >= self.max_per_scope:
-            raise self._refuse(active)
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The store's monotonic clock (replaceable: tests expire jobs without sleeping)."""
+        return self._jobs.clock
+
+    @clock.setter
+    def clock(self, value: Callable[[], float]) -> None:
+        self._jobs.clock = value
 
     async def check_capacity(self, scope: str) -> None:
-        """Raise :class:`TooManyBatchJobsError` (429) when ``scope`` has its quota of unfinished jobs (on every
-        worker when shared; on this one while Redis is unavailable)."""
-        self._check_local(scope)
+        """Raise :class:`TooManyBatchJobsError` (429) when ``scope`` has its quota of unfinished jobs or of all jobs
+        (on every worker when shared; on this one while Redis is unavailable)."""
+        await self._forget_deleted(scope)
+        self._jobs.check(scope)
         if self.shared is not None:
-            active = await self._mirror(self.shared.active, scope)
-            if active is not None and active >= self.max_per_scope:
-                raise self._refuse(active)
+            held = await self._mirror(self.shared.held, scope)
+            if held is not None:
+                active, stored = held
+                if active >= self.max_per_scope:
+                    raise _too_many_active(active)
+                if stored >= self.max_stored_per_scope:
+                    raise _too_many_stored(stored)
 
     async def submit(
         self, state: ServiceState, scope: str, items: list[BatchItem], model_info: dict[str, Any]
     ) -> BatchJob:
-        """Register a job under a new id and start its task (capacity checked again first, and claimed in Redis)."""
-        self._check_local(scope)
+        """Register a job under a new id and start its task (capacity checked again first, and claimed in Redis).
+
+        Raises:
+            TooManyBatchJobsError: a quota of ``scope`` is full (429).
+        """
+        self._jobs.check(scope)
         job = BatchJob(secrets.token_hex(16), scope, list(items), model_info, self.clock())
         if self.shared is not None:
             try:
-                held = await asyncio.to_thread(self.shared.claim, scope, job.job_id, job.total, model_info)
+                refused = await asyncio.to_thread(self.shared.claim, scope, job.job_id, job.total, model_info)
             except RedisDown:  # the link logged the outage: this job is known to this worker only
-                held = None
+                refused = None
             else:
                 job.mirrored = True
-            if held is not None:
-                raise self._refuse(held)
+            if refused is not None:
+                kind, held = refused
+                raise _too_many_active(held) if kind == "active" else _too_many_stored(held)
             if self._heartbeat is None:
                 self._heartbeat = asyncio.create_task(self._renew(), context=contextvars.Context())
-        self._jobs[(scope, job.job_id)] = job
+        try:
+            self._jobs.add(scope, job.job_id, job)  # checked again: another submit may have filled the quota
+        except TooManyBatchJobsError:
+            if job.mirrored:
+                assert self.shared is not None
+                await self._mirror(self.shared.delete, scope, job.job_id, notify=False)
+            raise
         if self._gate is None:
             self._gate = asyncio.Semaphore(self._workers)
         # A fresh context: the job outlives the submitting request and must not write into its log context.
@@ -208,8 +222,8 @@ class BatchStore:
             NotFoundError: unknown, another key's, cancelled or expired (404).
             StateUnavailableError: shared, not on this worker, and Redis is unavailable (503).
         """
-        self.sweep()
-        job = self._jobs.get((scope, job_id))
+        await self._forget_deleted(scope, job_id)
+        job = self._jobs.get(scope, job_id)
         if job is not None:
             return job.page(offset, limit)
         if self.shared is not None:
@@ -230,7 +244,7 @@ class BatchStore:
             StateUnavailableError: as :meth:`page` (503).
         """
         self.sweep()
-        job = self._jobs.pop((scope, job_id), None)
+        job = self._jobs.pop(scope, job_id)
         if job is not None:
             await _stop(job)
             if job.mirrored:
@@ -248,21 +262,14 @@ class BatchStore:
 
     def sweep(self) -> int:
         """Drop every job that finished ``ttl_s`` ago or earlier; the count (Redis expires its copies itself)."""
-        now = self.clock()
-        expired = [
-            key for key, job in self._jobs.items() if job.finished is not None and now - job.finished >= self.ttl_s
-        ]
-        for key in expired:
-            del self._jobs[key]
-        return len(expired)
+        return self._jobs.sweep()
 
     def __len__(self) -> int:
         return len(self._jobs)
 
     async def close_all(self) -> None:
         """Cancel every running job and forget all jobs (service shutdown); unfinished shared ones leave Redis too."""
-        jobs, self._jobs = list(self._jobs.values()), {}
-        for job in jobs:
+        for job in self._jobs.close_all():
             await _stop(job)
             if job.mirrored and job.finished is None:
                 assert self.shared is not None
@@ -271,6 +278,24 @@ class BatchStore:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
             self._heartbeat = None
+
+    async def _forget_deleted(self, scope: str, job_id: str | None = None) -> None:
+        """Drop this worker's copies of ``scope``'s finished shared jobs (or only ``job_id``) whose Redis record is
+        gone: another worker deleted them (or Redis expired them), so they no longer answer or count. Nothing is
+        dropped while Redis is unavailable."""
+        if self.shared is None:
+            return
+        jobs = [
+            job
+            for job in self._jobs.values()
+            if job.scope == scope and job.finish_mirrored and job_id in (None, job.job_id)
+        ]
+        if not jobs:
+            return
+        found = await self._mirror(self.shared.existing, scope, [job.job_id for job in jobs])
+        for job, exists in zip(jobs, found or [True] * len(jobs), strict=True):
+            if not exists:
+                self._jobs.pop(scope, job.job_id)
 
     async def _mirror(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         """``func(*args, **kwargs)`` on a worker thread; ``None`` when Redis is unavailable (already logged)."""
@@ -295,11 +320,11 @@ class BatchStore:
                 await self._mirror(shared.update, job.scope, job.job_id, "running")
             for index, item in enumerate(job.items):
                 if shared is not None and await self._mirror(shared.cancelled, job.scope, job.job_id):
-                    self._jobs.pop((job.scope, job.job_id), None)  # deleted on another worker
+                    self._jobs.pop(job.scope, job.job_id)  # deleted on another worker
                     await self._mirror(shared.delete, job.scope, job.job_id, notify=False)
                     return
                 assert item is not None
-                slot = await _run_item(state, job.scope, index, item)
+                slot = await run_item(state, job.scope, index, item)
                 job.slots[index] = slot
                 job.items[index] = None  # the image is not needed any more
                 if shared is not None:
@@ -307,7 +332,27 @@ class BatchStore:
         job.status = "done" if job.count("done") else "failed"
         job.finished = self.clock()
         if shared is not None:
-            await self._mirror(shared.finish, job.scope, job.job_id, job.status)
+            try:
+                await asyncio.to_thread(shared.finish, job.scope, job.job_id, job.status)
+            except RedisDown:  # the results stay on this worker only
+                pass
+            else:
+                job.finish_mirrored = True
+
+
+def _too_many_active(held: int) -> TooManyBatchJobsError:
+    return TooManyBatchJobsError(
+        f"this API key has {held} batch jobs queued or running, the limit (server.max_batch_jobs); wait until "
+        "one finishes or cancel one (DELETE /v1/batch/{job_id})"
+    )
+
+
+def _too_many_stored(held: int) -> TooManyBatchJobsError:
+    return TooManyBatchJobsError(
+        f"this API key holds {held} batch jobs, finished ones included, the limit (server.max_stored_batch_jobs); "
+        "delete finished jobs (DELETE /v1/batch/{job_id}) or wait until their results expire "
+        "(server.batch_result_ttl_s after they finished)"
+    )
 
 
 def _not_found(job_id: str) -> NotFoundError:
@@ -325,37 +370,3 @@ async def _stop(job: BatchJob) -> None:
     if job.task is not None and not job.task.done():
         job.task.cancel()
         await asyncio.gather(job.task, return_exceptions=True)
-
-
-async def _run_item(state: ServiceState, scope: str, index: int, item: BatchItem) -> dict[str, Any]:
-    """One image through the service's runner: its slot, ``done`` with ``results`` (the ``/v1/segment`` shapes)
-    and ``latency_ms``, or ``failed`` with ``error`` (``code``, ``message``)."""
-    try:
-        source = await _source(state, scope, item)
-        call = segment_call(item.options, source, item.formats, None)
-        while True:
-            try:
-                body = await state.execute(call)
-                break
-            except QueueFullError as exc:  # interactive requests fill the queue: wait for room, do not fail
-                await asyncio.sleep(exc.retry_after)
-    except SegmentorError as exc:
-        return {"index": index, "status": "failed", "error": {"code": exc.code, "message": str(exc)}}
-    except Exception:  # as REST's 500: the cause goes to the log only
-        logger.exception("batch image %d failed", index)
-        return {"index": index, "status": "failed", "error": {"code": "internal_error", "message": "internal error"}}
-    return {"index": index, "status": "done", "results": body["results"], "latency_ms": body["latency_ms"]}
-
-
-async def _source(state: ServiceState, scope: str, item: BatchItem) -> Source:
-    """The item's image: the embedded handle of its ``image_id``, a downloaded URL, or its text / bytes."""
-    if item.image_id is not None:
-        return await state.resolve_id(scope, item.image_id)
-    assert item.image is not None
-    if isinstance(item.image, str) and is_url(item.image) and state.fetcher is not None:
-        while True:
-            try:
-                return await state.fetcher.load(item.image)
-            except QueueFullError as exc:  # every download thread is busy: wait for one
-                await asyncio.sleep(exc.retry_after)
-    return item.image

@@ -11,7 +11,8 @@
 Submission is refused as a whole (nothing runs) for: more than ``server.max_batch_images`` images (413
 ``batch_too_large``), an image asking for more than the per-request caps (413 ``request_too_large``, naming the
 image), an image URL while ``input.allow_urls`` is off (400), a malformed body (422), and more than
-``server.max_batch_jobs`` unfinished jobs of this API key (429 ``too_many_batch_jobs``). Everything else that can go
+``server.max_batch_jobs`` unfinished jobs or ``server.max_stored_batch_jobs`` jobs in all of this API key (429
+``too_many_batch_jobs``). Everything else that can go
 wrong with one image is reported in that image's slot (:mod:`perceptra_seg.service.batch_jobs`).
 """
 
@@ -58,7 +59,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (408, "request body not received within server.body_timeout_s"),
         (413, "body over the limit, more than server.max_batch_images images, or an image over the request caps"),
         (422, "malformed request body"),
-        (429, "rate limit exceeded, or the API key has server.max_batch_jobs jobs queued or running"),
+        (429, "rate limit exceeded, or this API key's server.max_batch_jobs or max_stored_batch_jobs is reached"),
         (503, "model not ready, or the job runs on another worker and Redis is unavailable (Retry-After)"),
     )
 }

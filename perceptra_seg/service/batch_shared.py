@@ -1,8 +1,9 @@
 """``server.state = redis``: batch jobs visible to every worker and replica.
 
 A job runs on the worker that accepted it; that worker mirrors the job into Redis as it goes, so that a poll, a
-page of results or a cancel answered by any other worker sees the same job, and the per-key quota
-(``server.max_batch_jobs``) counts the jobs of every worker. Keys (under ``perceptra-seg:``):
+page of results or a cancel answered by any other worker sees the same job, and the per-key quotas
+(``server.max_batch_jobs`` unfinished, ``server.max_stored_batch_jobs`` in all) count the jobs of every worker. Keys
+(under ``perceptra-seg:``):
 
 * ``batch:<scope>:<job_id>`` — a hash: ``meta`` (``{"job_id", "total", "model_info"}``), ``status``, ``done``,
   ``failed`` and one field per finished image (its slot, JSON). While the job is queued or running the hash lives
@@ -11,8 +12,11 @@ page of results or a cancel answered by any other worker sees the same job, and 
   again.
 * ``batch-active:<scope>`` — a sorted set of the scope's unfinished job ids scored by their lease's end (epoch
   seconds): the quota counts the members whose lease has not ended.
-* ``batch-cancel:<scope>:<job_id>`` — set by a worker that deletes a job it does not run; the owner checks it before
-  each image and stops.
+* ``batch-stored:<scope>`` — a sorted set of every job id of the scope, scored by the end of its record's life
+  (the lease while unfinished, ``server.batch_result_ttl_s`` after it finished): the total quota counts the members
+  whose life has not ended.
+* ``batch-cancel:<scope>:<job_id>`` — set by a worker that deletes a job it does not run (and only when the job
+  exists); the owner checks it before each image and stops.
 
 Every call is blocking (run it on a worker thread) and raises :class:`~perceptra_seg.service.redis_link.RedisDown`
 when Redis is unavailable: the owner then keeps going on its own (its own polls still answer), the quota is counted
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Literal
 
 from .redis_link import RedisLink
 from .shared_ids import PREFIX
@@ -43,8 +47,29 @@ def _active(scope: str) -> str:
     return f"{PREFIX}batch-active:{scope}"
 
 
+def _stored(scope: str) -> str:
+    return f"{PREFIX}batch-stored:{scope}"
+
+
 def _cancel(scope: str, job_id: str) -> str:
     return f"{PREFIX}batch-cancel:{scope}:{job_id}"
+
+
+#: Deletes a job atomically: its record (KEYS[1]) and its quota entries (KEYS[2], KEYS[3]: member ARGV[1]); when
+#: ARGV[2] is "1" and the job existed, also sets the cancel key KEYS[4] for ARGV[3] seconds. Returns 1 when the job
+#: existed (a record or an unfinished quota entry), else 0 — and then nothing was written.
+_DELETE = """
+local record = redis.call('DEL', KEYS[1])
+local active = redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if record + active == 0 then
+  return 0
+end
+if ARGV[2] == '1' then
+  redis.call('SET', KEYS[4], '1', 'EX', tonumber(ARGV[3]))
+end
+return 1
+"""
 
 
 class SharedBatchRecords:
@@ -54,40 +79,61 @@ class SharedBatchRecords:
         link: the worker's Redis connection (shared with the image ids).
         ttl_s: lifetime of a finished job (``server.batch_result_ttl_s``).
         max_per_scope: unfinished jobs one API key may have on all workers together (``server.max_batch_jobs``).
+        max_stored_per_scope: jobs (finished or not) one API key may have on all workers together
+            (``server.max_stored_batch_jobs``).
     """
 
-    def __init__(self, link: RedisLink, *, ttl_s: float, max_per_scope: int) -> None:
+    def __init__(self, link: RedisLink, *, ttl_s: float, max_per_scope: int, max_stored_per_scope: int) -> None:
         self.link = link
         self.ttl_s = ttl_s
         self.max_per_scope = max_per_scope
+        self.max_stored_per_scope = max_stored_per_scope
+        # the stored set outlives each of its members: a lease or a finished job's TTL, whichever is longer
+        self._stored_life = int(max(LEASE_S, ttl_s)) + 1
 
-    def active(self, scope: str) -> int:
-        """Unfinished jobs of ``scope`` on every worker (expired leases dropped first)."""
+    def held(self, scope: str) -> tuple[int, int]:
+        """``(unfinished, all)`` jobs of ``scope`` on every worker (ended leases and lives dropped first)."""
 
-        def count(client: Any) -> int:
-            pipe = client.pipeline(transaction=True)
-            pipe.zremrangebyscore(_active(scope), "-inf", time.time())
-            pipe.zcard(_active(scope))
-            return int(pipe.execute()[1])
-
-        return self.link.call(count)
-
-    def claim(self, scope: str, job_id: str, total: int, model_info: dict[str, Any]) -> int | None:
-        """Count a new job against the quota and write its record; ``None`` when it fits, else the number of
-        unfinished jobs the scope already has (nothing is written then)."""
-        meta = json.dumps({"job_id": job_id, "total": total, "model_info": model_info})
-
-        def claim(client: Any) -> int | None:
+        def count(client: Any) -> tuple[int, int]:
             now = time.time()
             pipe = client.pipeline(transaction=True)
             pipe.zremrangebyscore(_active(scope), "-inf", now)
-            pipe.zadd(_active(scope), {job_id: now + LEASE_S})
+            pipe.zremrangebyscore(_stored(scope), "-inf", now)
             pipe.zcard(_active(scope))
+            pipe.zcard(_stored(scope))
+            replies = pipe.execute()
+            return int(replies[2]), int(replies[3])
+
+        return self.link.call(count)
+
+    def claim(
+        self, scope: str, job_id: str, total: int, model_info: dict[str, Any]
+    ) -> tuple[Literal["active", "stored"], int] | None:
+        """Count a new job against both quotas and write its record; ``None`` when it fits, else which quota is
+        full (``active``: unfinished jobs, ``stored``: all jobs) and how many jobs it already counts (nothing is
+        written then)."""
+        meta = json.dumps({"job_id": job_id, "total": total, "model_info": model_info})
+
+        def claim(client: Any) -> tuple[Literal["active", "stored"], int] | None:
+            now = time.time()
+            pipe = client.pipeline(transaction=True)
+            pipe.zremrangebyscore(_active(scope), "-inf", now)
+            pipe.zremrangebyscore(_stored(scope), "-inf", now)
+            pipe.zadd(_active(scope), {job_id: now + LEASE_S})
+            pipe.zadd(_stored(scope), {job_id: now + LEASE_S})
+            pipe.zcard(_active(scope))
+            pipe.zcard(_stored(scope))
             pipe.expire(_active(scope), int(LEASE_S))
-            count = int(pipe.execute()[2])
-            if count > self.max_per_scope:  # added first, then counted: two workers racing never both get in
-                client.zrem(_active(scope), job_id)
-                return count - 1
+            pipe.expire(_stored(scope), self._stored_life)
+            replies = pipe.execute()
+            active, stored = int(replies[4]), int(replies[5])
+            # added first, then counted: two workers racing never both get in
+            if active > self.max_per_scope or stored > self.max_stored_per_scope:
+                pipe = client.pipeline(transaction=True)
+                pipe.zrem(_active(scope), job_id)
+                pipe.zrem(_stored(scope), job_id)
+                pipe.execute()
+                return ("active", active - 1) if active > self.max_per_scope else ("stored", stored - 1)
             pipe = client.pipeline(transaction=True)
             pipe.hset(_record(scope, job_id), mapping={"meta": meta, "status": "queued", "done": 0, "failed": 0})
             pipe.expire(_record(scope, job_id), int(LEASE_S))
@@ -106,7 +152,9 @@ class SharedBatchRecords:
             pipe = client.pipeline(transaction=False)
             for scope, job_id in jobs:
                 pipe.zadd(_active(scope), {job_id: until}, xx=True)
+                pipe.zadd(_stored(scope), {job_id: until}, xx=True)
                 pipe.expire(_active(scope), int(LEASE_S))
+                pipe.expire(_stored(scope), self._stored_life)
                 pipe.expire(_record(scope, job_id), int(LEASE_S))
             pipe.execute()
 
@@ -130,15 +178,19 @@ class SharedBatchRecords:
         self.link.call(update)
 
     def finish(self, scope: str, job_id: str, status: str) -> None:
-        """The job ended: its final status, its record kept ``ttl_s``, its quota entry removed."""
+        """The job ended: its final status, its record kept ``ttl_s`` (and counted that long in the total quota),
+        its unfinished-quota entry removed."""
 
         def finish(client: Any) -> None:
             if client.exists(_cancel(scope, job_id)):
                 return
+            life = max(1, int(self.ttl_s))
             pipe = client.pipeline(transaction=True)
             pipe.hset(_record(scope, job_id), "status", status)
-            pipe.expire(_record(scope, job_id), max(1, int(self.ttl_s)))
+            pipe.expire(_record(scope, job_id), life)
             pipe.zrem(_active(scope), job_id)
+            pipe.zadd(_stored(scope), {job_id: time.time() + life}, xx=True)
+            pipe.expire(_stored(scope), self._stored_life)
             pipe.execute()
 
         self.link.call(finish)
@@ -148,18 +200,27 @@ class SharedBatchRecords:
         return bool(self.link.call(lambda client: client.exists(_cancel(scope, job_id))))
 
     def delete(self, scope: str, job_id: str, *, notify: bool) -> bool:
-        """Delete the job's record and quota entry; with ``notify`` also tell its owner to stop. Whether a record
-        existed."""
+        """Delete the job's record and quota entries, atomically; with ``notify`` also tell its owner to stop.
+        Whether the job existed (a record or an unfinished quota entry); for a job that exists nowhere nothing is
+        written (no cancel key)."""
 
         def delete(client: Any) -> bool:
-            pipe = client.pipeline(transaction=True)
-            pipe.delete(_record(scope, job_id))
-            pipe.zrem(_active(scope), job_id)
-            if notify:
-                pipe.set(_cancel(scope, job_id), 1, ex=int(LEASE_S) * 2)
-            return bool(pipe.execute()[0])
+            keys = (_record(scope, job_id), _active(scope), _stored(scope), _cancel(scope, job_id))
+            flag = "1" if notify else "0"
+            return bool(client.eval(_DELETE, len(keys), *keys, job_id, flag, int(LEASE_S) * 2))
 
         return self.link.call(delete)
+
+    def existing(self, scope: str, job_ids: list[str]) -> list[bool]:
+        """Whether each job's record is still in Redis (a finished job another worker deleted is not)."""
+
+        def exists(client: Any) -> list[bool]:
+            pipe = client.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.exists(_record(scope, job_id))
+            return [bool(found) for found in pipe.execute()]
+
+        return self.link.call(exists)
 
     def page(self, scope: str, job_id: str, offset: int, limit: int) -> dict[str, Any] | None:
         """The job's summary and slots ``offset`` to ``offset + limit - 1`` as :meth:`BatchJob.page

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import NotFoundError, SegmentorError
+from .scoped_store import Quota, ScopedStore
 
 __all__ = ["StoredVideo", "TooManyVideosError", "VideoBusyError", "VideoInfo", "VideoStore"]
 
@@ -76,21 +77,43 @@ class StoredVideo:
 
 
 class VideoStore:
-    """Thread-safe ``(scope, video_id) → StoredVideo`` map with a per-scope bound and an idle TTL.
+    """Thread-safe ``(scope, video_id) → StoredVideo`` map with a per-scope bound and an idle TTL (a
+    :class:`~.scoped_store.ScopedStore`; a video busy with an operation is not expired until it is done).
 
     Args:
         max_per_scope: videos one API key may hold (``server.max_video_sessions``).
         ttl_s: idle time after which a video expires (``server.video_ttl_s``).
-        clock: monotonic seconds (tests pass a fake one).
+        clock: monotonic seconds (tests pass a fake one, or replace :attr:`clock` later).
     """
 
     def __init__(self, *, max_per_scope: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_per_scope = max_per_scope
-        self.ttl_s = ttl_s
-        self.clock = clock
-        self._entries: dict[tuple[str, str], StoredVideo] = {}
+        quota = Quota[StoredVideo](max_per_scope, _too_many)
+        self._entries = ScopedStore[StoredVideo](
+            ttl_s=ttl_s,
+            since=lambda entry: entry.last_used,
+            quotas=[quota],
+            clock=clock,
+            reserve=lambda entry: entry.lock.acquire(blocking=False),
+            on_expire=_close_reserved,
+            on_close=StoredVideo.close,
+        )
         self._lock = threading.Lock()
         self._folder: Path | None = None
+
+    @property
+    def ttl_s(self) -> float:
+        """Idle seconds after which a video expires."""
+        return self._entries.ttl_s
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The store's monotonic clock (replaceable: tests expire videos without sleeping)."""
+        return self._entries.clock
+
+    @clock.setter
+    def clock(self, value: Callable[[], float]) -> None:
+        self._entries.clock = value
 
     def new_file(self) -> Path:
         """A fresh path in the store's temporary folder (made on first use) for an upload."""
@@ -101,25 +124,16 @@ class VideoStore:
 
     def check_capacity(self, scope: str) -> None:
         """Raise :class:`TooManyVideosError` (429) when ``scope`` holds its quota of videos (after a sweep)."""
-        self.sweep()
-        with self._lock:
-            held = sum(1 for key in self._entries if key[0] == scope)
-        if held >= self.max_per_scope:
-            raise TooManyVideosError(
-                f"this API key holds {held} videos, the limit (server.max_video_sessions); delete one "
-                "(DELETE /v1/videos/{video_id}) or wait until one expires"
-            )
+        self._entries.check(scope)
 
     def add(self, scope: str, path: Path, info: VideoInfo, session: Any) -> StoredVideo:
-        """Register an opened video under a new id (the capacity is checked again, under the lock)."""
-        self.sweep()
-        with self._lock:
-            held = sum(1 for key in self._entries if key[0] == scope)
-            if held >= self.max_per_scope:
-                raise TooManyVideosError(f"this API key holds {held} videos, the limit (server.max_video_sessions)")
-            entry = StoredVideo(secrets.token_hex(16), scope, path, info, session, self.clock())
-            self._entries[(scope, entry.video_id)] = entry
-        return entry
+        """Register an opened video under a new id (the capacity is checked again, under the store's lock).
+
+        Raises:
+            TooManyVideosError: ``scope`` holds its quota of videos (429).
+        """
+        entry = StoredVideo(secrets.token_hex(16), scope, path, info, session, self.clock())
+        return self._entries.add(scope, entry.video_id, entry)
 
     def get(self, scope: str, video_id: str) -> StoredVideo:
         """The video ``video_id`` of ``scope``.
@@ -127,9 +141,7 @@ class VideoStore:
         Raises:
             NotFoundError: unknown, another key's, deleted or expired (404).
         """
-        self.sweep()
-        with self._lock:
-            entry = self._entries.get((scope, video_id))
+        entry = self._entries.get(scope, video_id)
         if entry is None:
             raise NotFoundError(f"video_id {video_id!r} not found (unknown, deleted or expired); upload it again")
         return entry
@@ -160,36 +172,37 @@ class VideoStore:
         """
         entry = self.acquire(scope, video_id)
         try:
-            with self._lock:
-                self._entries.pop((scope, video_id), None)
+            self._entries.pop(scope, video_id)
             entry.close()
         finally:
             entry.lock.release()
 
     def sweep(self) -> int:
         """Close and drop every idle video older than the TTL (busy ones wait for their operation); the count."""
-        now = self.clock()
-        expired: list[StoredVideo] = []
-        with self._lock:
-            for key, entry in list(self._entries.items()):
-                if now - entry.last_used >= self.ttl_s and entry.lock.acquire(blocking=False):
-                    del self._entries[key]
-                    expired.append(entry)
-        for entry in expired:
-            entry.close()
-            entry.lock.release()
-        return len(expired)
+        return self._entries.sweep()
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
+        return len(self._entries)
 
     def close_all(self) -> None:
         """Close every session and remove the temporary folder (service shutdown)."""
+        self._entries.close_all()
         with self._lock:
-            entries, self._entries = list(self._entries.values()), {}
             folder, self._folder = self._folder, None
-        for entry in entries:
-            entry.close()
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _too_many(held: int) -> TooManyVideosError:
+    return TooManyVideosError(
+        f"this API key holds {held} videos, the limit (server.max_video_sessions); delete one "
+        "(DELETE /v1/videos/{video_id}) or wait until one expires"
+    )
+
+
+def _close_reserved(entry: StoredVideo) -> None:
+    """An expired video the sweep reserved (its operation lock taken): close it, then give the lock back."""
+    try:
+        entry.close()
+    finally:
+        entry.lock.release()

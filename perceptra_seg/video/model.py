@@ -24,6 +24,7 @@ from ..exceptions import InvalidInputError, ModelLoadError
 from ..registry import ModelSpec, architecture_config, get_model_spec
 from ..weights import CheckpointSource, resolve_checkpoint, transformers_model_dir
 from .conversion import convert_video_state_dict, video_config_flags
+from .speedups import install_speedups
 
 __all__ = ["VideoModel", "load_video_model"]
 
@@ -153,6 +154,7 @@ def load_video_model(config: SegmentorConfig) -> VideoModel:
     else:
         model = _from_transformers(source.location, hub=source.kind == "hub")
     model = model.to(device).eval()
+    install_speedups(model)  # shape-only tables cached, the encoder's discarded attention skipped (same results)
     logger.info(
         "loaded %s/%s video model from %s (%s) on %s", spec.name, spec.variant, source.location, source.kind, device
     )

@@ -38,3 +38,26 @@ def test_a_model_without_text_prompts(cli: Callable[..., Run], config_file: Path
 def test_missing_image(cli: Callable[..., Run], tmp_path: Path) -> None:
     run = cli("segment-text", "-i", tmp_path / "nope.png", "-t", "car")
     assert run.exit_code == 2 and "image file not found" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "image"),  # a text file named .png
+        (["--exemplar", "10 10 5000 40"], "inside the"),  # a box beyond the image's edge
+    ],
+)
+def test_the_image_is_decoded_and_checked_before_sam3_loads(
+    cli: Callable[..., Run], images: dict[str, Path], tmp_path: Path, args: list[str], message: str
+) -> None:
+    """A checkpoint path that does not exist would fail to load (ModelLoadError, exit 1): exit 2 with the input's
+    error shows nothing was loaded."""
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not an image at all")
+    image = images["coffee"] if args else not_an_image
+    missing = tmp_path / "absent" / "sam3.pt"
+    run = cli("segment-text", "--model", "sam3", "--checkpoint", missing, "-i", image, "-t", "cup", *args, "--json")
+    assert run.exit_code == 2, run.stdout + run.stderr
+    error = run.json()["error"]
+    assert error["code"] == "invalid_input" and message in error["message"]
+    assert "checkpoint" not in error["message"]

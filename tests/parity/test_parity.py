@@ -66,6 +66,8 @@ def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     model = build_reference_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", seed=4)
     path = save_meta_checkpoint(model, directory / "sam2.1_hiera_tiny.pt", sam2=True)
     ours = Segmentor(model="sam_v2", variant="hiera_tiny", device="cpu", precision="fp32", checkpoint_path=path)
+    # the parity below runs through the trimmed Hiera attention (backends/hiera_attention.py)
+    assert all(getattr(b.attn, "_perceptra_speedup", False) for b in ours.backend.model.vision_encoder.backbone.blocks)
     return "sam2", lambda: sam2_predictor.SAM2ImagePredictor(model), ours
 
 

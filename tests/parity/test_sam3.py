@@ -129,3 +129,66 @@ class _Decoded:
     def __init__(self, document: dict) -> None:
         self.mask = rle_to_mask(document["rle"])
         self.score = float(document["score"])
+
+
+def test_segment_auto_text_writes_segment_texts_instances_as_coco(
+    small_sam3: SmallSam3,  # noqa: F811
+    ours: Segmentor,
+    photos: dict,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``segmentor-cli segment-auto --text A --text B`` (on this module's loaded model, with an empty embedding cache):
+    one encoding for the image; the COCO records (decoded with pycocotools) are ``segment_text``'s instances of each
+    phrase, ``category_id`` = the phrase's position, scores kept; the categories file names the phrases."""
+    import contextlib
+
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+    from typer.testing import CliRunner
+
+    from perceptra_seg.cli import app as cli_app
+    from perceptra_seg.cli.batch import stable_image_id
+    from perceptra_seg.cli.common import CommonOptions
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(photos["coffee"]).save(folder / "coffee.png")
+    threshold = _threshold(small_sam3.answers[PHRASES[0]][0])
+    fresh = Segmentor(small_sam3.config, backend=ours.backend)  # the loaded model, no cached embedding
+    monkeypatch.setattr(CommonOptions, "segmentor", lambda self: contextlib.nullcontext(fresh))
+    config = tmp_path / "sam3.yaml"
+    config.write_text(yaml.safe_dump(small_sam3.config), encoding="utf-8")
+    out = tmp_path / "concepts.json"
+    phrase_args = [a for p in PHRASES for a in ("--text", p)]
+    args = ["segment-auto", "-c", str(config), "-i", str(folder), *phrase_args, "--threshold", str(threshold)]
+    run = CliRunner().invoke(cli_app, [*args, "-o", str(out), "--json"])
+    assert run.exit_code == 0, run.output
+    assert fresh.encoder_calls == 1  # both phrases on one encoding
+    summary = json.loads(run.stdout)
+    categories = json.loads((tmp_path / "concepts.categories.json").read_text())["categories"]
+    assert categories == [{"id": i + 1, "name": p} for i, p in enumerate(PHRASES)]
+    assert summary["categories"] == str(tmp_path / "concepts.categories.json")
+    records = json.loads(out.read_text())
+    assert summary["results_written"] == len(records)
+    assert {r["image_id"] for r in records} == {stable_image_id("coffee.png")}
+    for category, phrase in enumerate(PHRASES, start=1):
+        want = fresh.segment_text(photos["coffee"], phrase, threshold=threshold, output_formats=["numpy"])
+        got = [r for r in records if r["category_id"] == category]
+        assert len(got) == len(want) >= 1
+        for record, result in zip(got, want, strict=True):
+            rle = {"size": record["segmentation"]["size"], "counts": record["segmentation"]["counts"].encode()}
+            np.testing.assert_array_equal(mask_utils.decode(rle).astype(bool), result.mask)
+            assert record["score"] == pytest.approx(result.score, abs=1e-6)
+    assert fresh.encoder_calls == 1 and len(records) == sum(r["category_id"] in (1, 2) for r in records)
+    scores, masks = small_sam3.answers[PHRASES[0]]  # and Meta's instances for the first phrase
+    first = [_Decoded({"rle": r["segmentation"], "score": r["score"]}) for r in records if r["category_id"] == 1]
+    _check(first, scores, masks, threshold)
+    truth = COCO()
+    height, width = photos["coffee"].shape[:2]
+    images = [{"id": stable_image_id("coffee.png"), "height": height, "width": width}]
+    truth.dataset = {"images": images, "annotations": [], "categories": categories}
+    truth.createIndex()
+    loaded = truth.loadRes(str(out))
+    assert len(loaded.getAnnIds(catIds=[2])) == sum(r["category_id"] == 2 for r in records)

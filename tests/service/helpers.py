@@ -238,3 +238,14 @@ MALFORMED_URLS = [
     "http://x:99999/a.png",
     "http:///a.png",
 ]
+
+
+def wait_batch_finished(client: Any, job_id: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Poll ``GET /v1/batch/{job_id}`` until the job is done or failed (at most 1200 polls, 50 ms apart)."""
+    for _ in range(1200):
+        answer = client.get(f"/v1/batch/{job_id}", headers=headers)
+        assert answer.status_code == 200, answer.text
+        if answer.json()["status"] in ("done", "failed"):
+            return dict(answer.json())
+        time.sleep(0.05)
+    raise AssertionError("batch job did not finish")

@@ -19,7 +19,7 @@ from pycocotools import mask as mask_utils
 
 from perceptra_seg.service import create_app
 
-from .helpers import KEY_A, KEY_B, FakeBackend, auth, b64_png, build_config, png_bytes, running
+from .helpers import KEY_A, KEY_B, FakeBackend, auth, b64_png, build_config, png_bytes, running, wait_batch_finished
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
 
@@ -42,17 +42,6 @@ def _masks(results: list[dict[str, Any]]) -> list[np.ndarray]:
         mask_utils.decode({"size": r["rle"]["size"], "counts": r["rle"]["counts"].encode("ascii")}).astype(bool)
         for r in results
     ]
-
-
-def _wait_finished(client: Any, job_id: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """Poll the job until it is done or failed (bounded number of polls)."""
-    for _ in range(1200):
-        answer = client.get(f"/v1/batch/{job_id}", headers=headers)
-        assert answer.status_code == 200, answer.text
-        if answer.json()["status"] in ("done", "failed"):
-            return dict(answer.json())
-        time.sleep(0.05)
-    raise AssertionError("batch job did not finish")
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +68,7 @@ def test_batch_results_equal_segment(demo: Any) -> None:
     job_id = submitted.json()["job_id"]
     assert submitted.headers["location"] == f"/v1/batch/{job_id}"
     assert submitted.json()["total"] == 4 and submitted.json()["status"] in ("queued", "running")
-    finished = _wait_finished(demo, job_id)
+    finished = wait_batch_finished(demo, job_id)
     assert (finished["status"], finished["done"], finished["failed"], finished["pending"]) == ("done", 3, 1, 0)
     assert finished["model_info"]["model"] == "demo" and finished["next_offset"] is None
     slots = finished["results"]
@@ -115,7 +104,7 @@ def test_batch_results_equal_segment(demo: Any) -> None:
     foreign = demo.post(
         "/v1/batch", json={"images": [{"image_id": image_id, "boxes": [[1, 1, 9, 9]]}]}, headers=auth(KEY_B)
     )
-    finished = _wait_finished(demo, foreign.json()["job_id"], auth(KEY_B))
+    finished = wait_batch_finished(demo, foreign.json()["job_id"], auth(KEY_B))
     assert finished["status"] == "failed" and finished["results"][0]["error"]["code"] == "not_found"
     assert demo.delete(f"/v1/batch/{job_id}").status_code == 204
     assert demo.get(f"/v1/batch/{job_id}").status_code == 404
@@ -133,7 +122,8 @@ def test_multipart_batch_equals_json_batch(demo: Any) -> None:
     as_json = demo.post(
         "/v1/batch", json={"images": [{"image": _b64(f), **o} for f, o in zip(files, options, strict=True)]}
     )
-    uploaded, sent = _wait_finished(demo, upload.json()["job_id"]), _wait_finished(demo, as_json.json()["job_id"])
+    uploaded = wait_batch_finished(demo, upload.json()["job_id"])
+    sent = wait_batch_finished(demo, as_json.json()["job_id"])
     assert uploaded["done"] == sent["done"] == 2
     for a, b in zip(uploaded["results"], sent["results"], strict=True):
         assert all(np.array_equal(x, y) for x, y in zip(_masks(a["results"]), _masks(b["results"]), strict=True))
@@ -143,7 +133,7 @@ def test_multipart_batch_equals_json_batch(demo: Any) -> None:
         files=[("file", ("a.png", files[0], "image/png")), ("file", ("a2.png", files[0], "image/png"))],
         data={"request": '{"boxes": [[40, 30, 200, 160]]}'},
     )
-    slots = _wait_finished(demo, shared.json()["job_id"])["results"]
+    slots = wait_batch_finished(demo, shared.json()["job_id"])["results"]
     assert np.array_equal(_masks(slots[0]["results"])[0], _masks(slots[1]["results"])[0])
     assert np.array_equal(_masks(slots[0]["results"])[0], _masks(uploaded["results"][0]["results"])[0])
 
@@ -220,13 +210,13 @@ def test_quotas_queueing_cancel_and_expiry() -> None:
             calls = backend.decode_calls
             backend.armed = False
             backend.gate.set()
-            finished = _wait_finished(client, other.json()["job_id"], auth(KEY_B))
+            finished = wait_batch_finished(client, other.json()["job_id"], auth(KEY_B))
             assert finished["done"] == 3
             # the cancelled job's image in the model finished its decode; none of its other images ran
             assert backend.decode_calls == calls + 1 + 3
             replaced = client.post("/v1/batch", json=three)  # the cancelled job no longer counts
             assert replaced.status_code == 202
-            _wait_finished(client, replaced.json()["job_id"])
+            wait_batch_finished(client, replaced.json()["job_id"])
             store = app.state.service.batches
             now = store.clock()
             store.clock = lambda: now + 100.0
@@ -257,7 +247,7 @@ def test_batch_jobs_are_shared_by_workers_through_redis(redis: Any) -> None:
             assert b.get(f"/v1/batch/{job_id}", headers=auth(KEY_B)).status_code == 404
             owner.armed = False
             owner.gate.set()
-            finished = _wait_finished(b, job_id)
+            finished = wait_batch_finished(b, job_id)
             assert finished == a.get(f"/v1/batch/{job_id}").json() and finished["done"] == 3
             assert b.get(f"/v1/batch/{job_id}", params={"offset": 2, "limit": 5}).json()["results"][0]["index"] == 2
             # deleted on the other worker: the owner stops before its next image

@@ -5,7 +5,6 @@ a list belongs raised TypeError from the SDK."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,17 +13,7 @@ import pytest
 from perceptra_seg.concepts import ConceptRequest
 from perceptra_seg.exceptions import InvalidInputError
 
-from .helpers import png_bytes
-
-
-def _finished(client: Any, job_id: str) -> dict[str, Any]:
-    for _ in range(400):
-        answer = client.get(f"/v1/batch/{job_id}")
-        assert answer.status_code == 200, answer.text
-        if answer.json()["status"] in ("done", "failed"):
-            return dict(answer.json())
-        time.sleep(0.02)
-    raise AssertionError("batch job did not finish")
+from .helpers import png_bytes, wait_batch_finished
 
 
 def test_multipart_options_as_a_file_part_are_read(fake_client: Callable[..., Any]) -> None:
@@ -32,7 +21,7 @@ def test_multipart_options_as_a_file_part_are_read(fake_client: Callable[..., An
     with fake_client() as client:
         as_file = client.post("/v1/batch", files=[*files, ("request", ("o.json", b'{"boxes": [[1, 1, 30, 30]]}'))])
         assert as_file.status_code == 202, as_file.text
-        slot = _finished(client, as_file.json()["job_id"])["results"][0]
+        slot = wait_batch_finished(client, as_file.json()["job_id"])["results"][0]
         assert slot["status"] == "done" and len(slot["results"]) == 1, slot
         refusals = [
             ({"data": {"options": '{"boxes": [[1, 1, 30, 30]]}'}}, "unknown multipart field"),

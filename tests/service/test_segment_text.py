@@ -23,11 +23,17 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 
 
 class FakeConceptBackend(FakeBackend):
-    """Three instances per phrase at scores 0.9 / 0.7 / 0.2: the left half, the top half, everything. Box / point
-    prompts get the real SAM 3 backend's answer (``Sam3Backend.decode``, which needs no model to refuse)."""
+    """Three instances per phrase at scores 0.9 / 0.7 / 0.2: the left half, the top half, everything. It stands for
+    a sam3 checkpoint without tracker weights: box / point prompts get the real SAM 3 backend's answer
+    (``Sam3Backend.check_prompts`` / ``decode`` with no tracker loaded)."""
 
     family = "sam3"
-    decode = Sam3Backend.decode  # type: ignore[assignment]
+    decode = Sam3Backend.decode
+    check_prompts = Sam3Backend.check_prompts
+    _open_tracker = Sam3Backend._open_tracker
+    _open = Sam3Backend._open
+    model: Any = object()  # "loaded"
+    tracker: Any = None  # no tracker weights
     fingerprint = "fake|sam3|test"
     mask_size = 16
 
@@ -120,11 +126,17 @@ def test_model_without_text_prompts(fake_client: Callable[..., Any]) -> None:
     assert response.json()["error"]["code"] == "text_prompts_unsupported"
 
 
-def test_box_prompts_on_sam3_are_refused(client: Any) -> None:
-    """SAM 3 runs its concept model only: a box prompt is a clear 400, not a crash."""
+def test_box_prompts_on_sam3_without_tracker_weights_are_refused(
+    client: Any, concept_backend: FakeConceptBackend
+) -> None:
+    """A sam3 checkpoint without its tracker answers text prompts only: a box prompt is a clear 400 before any
+    encoding, not a crash (with the tracker, box prompts are proven in tests/parity/test_sam3_tracker.py)."""
+    encoded = concept_backend.encode_calls
     response = client.post("/v1/segment", json={"image": b64_png(), "boxes": [[2, 2, 20, 20]]})
     assert response.status_code == 400, response.text
-    assert "segment_text" in response.json()["error"]["message"]
+    assert response.json()["error"]["code"] == "invalid_input"
+    assert "no tracker weights" in response.json()["error"]["message"]
+    assert concept_backend.encode_calls == encoded
 
 
 def test_the_service_warms_sam3_up_with_a_detector_pass(client: Any, concept_backend: FakeConceptBackend) -> None:

@@ -200,6 +200,14 @@ def test_generate_results_carry_every_field_and_formats(scene: np.ndarray, famil
         assert 0.5 <= result.stability_score <= 1.0
 
 
+def test_generate_on_sam3_is_refused_before_any_work(scene: np.ndarray) -> None:
+    # SAM 3's tracker head would take a point grid, but no reference generator exists to prove the result against.
+    seg, backend = _segmentor("sam3")
+    with pytest.raises(InvalidInputError, match="segment_text"):
+        seg.generate(scene, points_per_side=4)
+    assert backend.encoded_sizes == []
+
+
 def test_points_per_batch_does_not_change_the_result(scene: np.ndarray) -> None:
     segmentor, _ = _segmentor()
     one = segmentor.generate(scene, output_formats=["rle"], points_per_batch=1, **FAKE)
