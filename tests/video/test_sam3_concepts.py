@@ -18,45 +18,38 @@ from perceptra_seg.exceptions import InvalidInputError
 from perceptra_seg.video.prompts import VideoPrompt
 from perceptra_seg.video.sam3_tracking import check_concept_prompts
 
-from ..sam3_video_fixture import PHRASE, SmallSam3Video, small_sam3_video  # noqa: F401 - the fixture
+from ..sam3_video_fixture import PHRASE, SmallSam3Video, busy_sam3_video, small_sam3_video  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.mark.slow  # about 3.5-6 minutes on 2 cores (Meta's reference and ours track every instance at 1008 px)
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="open: frame 1 of Meta reports object 5, ours does not (frame 0: the same 5 ids; every id both report, "
-    "24 in all, has mask IoU 1.0 and a score within 4e-5)",
-)
-def test_text_prompt_parity_with_meta(small_sam3_video: SmallSam3Video) -> None:  # noqa: F811
-    reference = small_sam3_video.answers
-    assert sorted(reference) == list(range(len(small_sam3_video.frames)))
-    counts = [len(reference[f]["out_obj_ids"]) for f in reference]
-    print("Meta instances per frame:", counts)
-    assert min(counts) >= 2  # a meaningful test: several instances on every frame
-    with Segmentor(config=small_sam3_video.config) as seg:
-        ours = dict(seg.track(small_sam3_video.frames, [{"frame": 0, "text": PHRASE}], output_formats=["numpy"]))
+def _compare(case: SmallSam3Video) -> list[int]:
+    """Assert our tracking of :data:`PHRASE` equals Meta's on every frame; returns Meta's instance count per frame."""
+    reference = case.answers
+    assert sorted(reference) == list(range(len(case.frames)))
+    with Segmentor(config=case.config) as seg:
+        ours = dict(seg.track(case.frames, [{"frame": 0, "text": PHRASE}], output_formats=["numpy"]))
     assert sorted(ours) == sorted(reference)
-    report, worst_iou, worst_score = [], 1.0, 0.0
     for frame, answer in reference.items():
         ids = [int(i) for i in answer["out_obj_ids"]]
-        report.append(f"frame {frame}: Meta ids {sorted(ids)}, ours {sorted(ours[frame])}")
+        assert sorted(ours[frame]) == sorted(ids), f"frame {frame}"
         for obj_id, score, mask in zip(ids, answer["out_probs"], answer["out_binary_masks"], strict=True):
-            if obj_id not in ours[frame]:
-                continue
             result = ours[frame][obj_id]
             assert result.label == PHRASE
             got = np.asarray(result.mask, dtype=bool)
             union = np.logical_or(got, mask).sum()
-            iou = float(np.logical_and(got, mask).sum() / union) if union else 1.0
-            worst_iou, worst_score = min(worst_iou, iou), max(worst_score, abs(result.score - float(score)))
-            report.append(f"  id {obj_id}: IoU {iou:.4f}, score {result.score:.5f} vs {float(score):.5f}")
-    print("\n".join(report))
-    for frame, answer in reference.items():
-        assert sorted(ours[frame]) == sorted(int(i) for i in answer["out_obj_ids"]), report
-    assert worst_iou >= 0.99 and worst_score < 1e-3, report
+            assert union == 0 or np.logical_and(got, mask).sum() / union >= 0.99, (frame, obj_id)
+            assert abs(result.score - float(score)) < 1e-3, (frame, obj_id)
+    return [len(reference[f]["out_obj_ids"]) for f in sorted(reference)]
+
+
+def test_text_prompt_parity_with_meta(small_sam3_video: SmallSam3Video) -> None:  # noqa: F811
+    assert min(_compare(small_sam3_video)) >= 1  # an instance on every frame (frame 1's comes from the tracker)
+
+
+@pytest.mark.slow  # about four minutes on 2 cores: eight tracked objects at 1008 px in both implementations
+def test_text_prompt_parity_with_meta_many_objects(busy_sam3_video: SmallSam3Video) -> None:  # noqa: F811
+    assert min(_compare(busy_sam3_video)) >= 3
 
 
 def test_text_prompt_parsing() -> None:
