@@ -165,7 +165,8 @@ class OpenVideo(ServiceWork):
         session = None if segmentor.backend.family == "sam3" else segmentor.open_video(str(self.path))
         with self._flag:
             if self._abandoned:
-                session.close()
+                if session is not None:
+                    session.close()
                 raise OperationCancelledError("operation cancelled: request abandoned")
             self._session, self.info = session, info
         body = {"num_frames": info.num_frames, "width": info.width, "height": info.height, "fps": info.fps}
@@ -208,7 +209,7 @@ class AddVideoPrompt(_Claimed):
         session = self.entry.session
         if session is None:
             raise InvalidInputError(
-                "this server runs SAM 3, which tracks phrases: POST /v1/videos/{id}/propagate with {\"text\": ...}"
+                'this server runs SAM 3, which tracks phrases: POST /v1/videos/{id}/propagate with {"text": ...}'
             )
         if self.body.box is None and not self.body.points:
             raise InvalidInputError("a video prompt needs 'box', 'points' or both")
@@ -242,7 +243,7 @@ class PropagateVideo(_Claimed):
 
         start = time.perf_counter()
         body, session = self.body, self.entry.session
-        ranges = {"reverse": body.reverse, "start_frame": body.start_frame, "max_frames": body.max_frames}
+        ranges: dict[str, Any] = {"reverse": body.reverse, "start_frame": body.start_frame, "max_frames": body.max_frames}
         formats = formats_of(body.output_formats)
         if session is not None:
             if body.text is not None:
