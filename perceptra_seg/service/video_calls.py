@@ -243,7 +243,11 @@ class PropagateVideo(_Claimed):
 
         start = time.perf_counter()
         body, session = self.body, self.entry.session
-        ranges: dict[str, Any] = {"reverse": body.reverse, "start_frame": body.start_frame, "max_frames": body.max_frames}
+        ranges: dict[str, Any] = {
+            "reverse": body.reverse,
+            "start_frame": body.start_frame,
+            "max_frames": body.max_frames,
+        }
         formats = formats_of(body.output_formats)
         if session is not None:
             if body.text is not None:
