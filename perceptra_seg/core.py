@@ -113,6 +113,7 @@ class Segmentor:
         self._cache.clear()
         self._slot.close()
         self.__dict__.pop("_video_model", None)  # the tracking model (perceptra_seg.video.api), if loaded
+        self.__dict__.pop("_concept_tracker", None)  # SAM 3's video model (perceptra_seg.video.sam3_tracking)
 
     def set_backend(self, name: str) -> None:
         """Switch runtime (e.g. ``"torch"``); the model is loaded anew and cached embeddings are dropped."""

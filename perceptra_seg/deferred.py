@@ -72,6 +72,10 @@ def track(
     Every prompt (``{"frame", "obj_id", "box"?, "points"?, "mask"?}`` in original-frame pixels: box XYXY, points
     ``(x, y, label)``, mask bool ``[H, W]``) is applied in order, then the objects are propagated once.
 
+    With ``model="sam3"`` the one prompt is a phrase, ``{"frame": F, "text": "red car"}``: every instance of it is
+    found and tracked forward from frame ``F``; the model numbers the instances (results keyed by those ids, with
+    the phrase as ``label``). SAM 3 holds back its first frames until its hot start (15 frames) has confirmed them.
+
     Args:
         video: as for :func:`open_video`.
         prompts: at least one; several objects and several frames per object are allowed.
@@ -86,7 +90,8 @@ def track(
         soon as it is done. The video is closed when the iterator is exhausted or closed.
 
     Raises:
-        InvalidInputError: an invalid prompt, frame or box out of range, an image-only model (before iterating).
+        InvalidInputError: an invalid prompt, frame or box out of range, an image-only model, a text prompt for a model
+            other than sam3 or mixed with other prompts (before iterating).
     """
     from .video.api import track as track_video
 

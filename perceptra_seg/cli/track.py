@@ -3,7 +3,8 @@
 Prompts are given per frame and object, in pixels of the original frame:
 
 * ``--box FRAME:OBJ:X1,Y1,X2,Y2`` (XYXY) — at most one box per object and frame;
-* ``--point FRAME:OBJ:X,Y,LABEL`` (label 1 = foreground, 0 = background), repeatable.
+* ``--point FRAME:OBJ:X,Y,LABEL`` (label 1 = foreground, 0 = background), repeatable;
+* ``--text FRAME:PHRASE`` (model ``sam3`` only, alone): every instance of the phrase, with ids SAM 3 assigns.
 
 A box and points with the same ``FRAME:OBJ`` form one prompt (as Meta's ``add_new_points_or_box``). Outputs:
 ``--out`` a YouTube-VIS results file (:mod:`perceptra_seg.video.outputs`), ``--masks-dir`` a DAVIS-style folder of
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,9 +54,10 @@ def _split(value: str, flag: str, form: str, numbers: int) -> tuple[int, int, li
     return frame, obj, values
 
 
-def parse_prompts(boxes: list[str], points: list[str]) -> list[dict[str, Any]]:
+def parse_prompts(boxes: list[str], points: list[str], texts: Sequence[str] = ()) -> list[dict[str, Any]]:
     """``--box`` / ``--point`` values -> prompt dicts ``{"frame", "obj_id", "box"?, "points"?}``, one per
-    ``(frame, obj)`` in the order each pair first appears (boxes first).
+    ``(frame, obj)`` in the order each pair first appears (boxes first); then one ``{"frame", "text"}`` per
+    ``--text FRAME:PHRASE`` (SAM 3; the SDK refuses text mixed with boxes or clicks).
 
     Raises:
         InvalidInputError: a malformed value, a label other than 0/1, two boxes for one object on one frame, or no
@@ -74,9 +76,17 @@ def parse_prompts(boxes: list[str], points: list[str]) -> list[dict[str, Any]]:
             raise InvalidInputError(f"--point label must be 1 (foreground) or 0 (background), got {value!r}")
         prompt = prompts.setdefault((frame, obj), {"frame": frame, "obj_id": obj})
         prompt.setdefault("points", []).append((x, y, int(label)))
-    if not prompts:
-        raise InvalidInputError("give at least one --box or --point")
-    return list(prompts.values())
+    concepts = []
+    for value in texts:
+        frame_text, _, phrase = value.partition(":")
+        try:
+            frame = int(frame_text)
+        except ValueError:
+            raise InvalidInputError(f"--text expects FRAME:PHRASE, got {value!r}") from None
+        concepts.append({"frame": frame, "text": phrase})
+    if not prompts and not concepts:
+        raise InvalidInputError("give at least one --box, --point or --text")
+    return [*prompts.values(), *concepts]
 
 
 class _FramesPerSecond(ProgressColumn):
@@ -116,6 +126,12 @@ def track(
         list[str] | None,
         typer.Option("--point", "-p", metavar="FRAME:OBJ:X,Y,LABEL", help="A click (1 fg, 0 bg); repeatable."),
     ] = None,
+    text: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--text", "-t", metavar="FRAME:PHRASE", help="SAM 3: track every instance of a phrase from that frame on."
+        ),
+    ] = None,
     masks_dir: Annotated[
         Path | None, typer.Option("--masks-dir", help="Folder for one palette PNG per frame (pixel = object id).")
     ] = None,
@@ -137,9 +153,11 @@ def track(
     from perceptra_seg.video.overlay import OverlayVideoWriter
     from perceptra_seg.video.palette import PaletteMaskWriter, check_object_ids
 
-    prompts = parse_prompts(box or [], point or [])
+    prompts = parse_prompts(box or [], point or [], text or [])
     _check_paths(video, out, overlay, masks_dir)
     if masks_dir is not None:
+        if text:
+            raise InvalidInputError("--masks-dir needs caller-chosen object ids (1..255); --text ids come from SAM 3")
         check_object_ids(p["obj_id"] for p in prompts)
     for name, value in (("--start-frame", start_frame), ("--max-frames", max_frames)):
         if value is not None and value < 0:

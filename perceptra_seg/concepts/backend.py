@@ -46,7 +46,8 @@ logger = logging.getLogger(__name__)
 _LOGIT_CLAMP = 32.0  # Meta's predictor clips the low-resolution logits it returns to [-32, 32]
 
 # Keys of Meta's detector that transformers' concept model has no use for: the geometry encoder's point-prompt
-# projections (Meta's image processor never sends points to it) and the tracker's neck (converted for the tracker).
+# projections (Meta's image processor never sends points to it) and the tracker's FPN neck (``sam2_convs``, converted
+# for the tracker head and for video tracking; see perceptra_seg.video.sam3_conversion).
 _UNUSED = ("geometry_encoder.points_", SAM2_NECK_PREFIX[len("detector.") :])
 
 

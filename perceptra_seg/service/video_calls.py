@@ -9,8 +9,9 @@ Every video operation is a :class:`~perceptra_seg.service.calls.ServiceWork` ins
   ``max_video_pixels`` (413), open the tracking session.
 * :class:`AddVideoPrompt` (``POST /v1/videos/{id}/prompts``): one prompt; the answer is every object's mask on
   that frame.
-* :class:`PropagateVideo` (``POST /v1/videos/{id}/propagate``): track through the video; each frame's document
-  is handed to ``emit`` as soon as it is done (the route streams them as NDJSON). ``emit`` blocks while
+* :class:`PropagateVideo` (``POST /v1/videos/{id}/propagate``): track through the video (on a SAM 3 server: every
+  instance of the body's ``text`` phrase, found from ``start_frame`` on); each frame's document is handed to
+  ``emit`` as soon as it is done (the route streams them as NDJSON). ``emit`` blocks while
   :data:`MAX_PENDING_LINES` lines wait to be sent, so a slow reader slows the tracking instead of filling memory.
 """
 
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..cancel import CancelToken, OperationCancelledError
+from ..concepts.request import MAX_PHRASE_CHARS, TextPromptsUnsupportedError
 from ..config import ServerConfig
 from ..exceptions import ImageTooLargeError, InvalidInputError
 from ..utils.masks import OutputFormat
@@ -80,6 +82,13 @@ class PropagateRequest(_Body):
     start_frame: int | None = Field(None, ge=0, description="first frame to track; default the first prompted one")
     max_frames: int | None = Field(None, ge=1, description="track at most this many frames; default: to the end")
     output_formats: list[OutputFormatName] | None = Field(None, description="mask encodings; default: rle")
+    text: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_PHRASE_CHARS,
+        description="SAM 3 servers only (and required there): track every instance of this phrase from start_frame "
+        "(default 0), forward",
+    )
 
 
 def formats_of(names: list[Any] | None) -> tuple[OutputFormat, ...]:
@@ -105,12 +114,12 @@ class _Claimed(ServiceWork):
             self._state = "running"
         try:
             cancel.check()
-            return self.run(cancel)
+            return self.run(segmentor, cancel)
         finally:
             self.store.release(self.entry)
 
     @abc.abstractmethod
-    def run(self, cancel: CancelToken) -> tuple[dict[str, Any], dict[str, float]]:
+    def run(self, segmentor: Segmentor, cancel: CancelToken) -> tuple[dict[str, Any], dict[str, float]]:
         """The operation itself, with this video's lock held; returns the body and its stage timings (seconds)."""
 
     def abandon(self) -> None:
@@ -152,10 +161,12 @@ class OpenVideo(ServiceWork):
             )
         cancel.check()
         probed = time.perf_counter()
-        session = segmentor.open_video(str(self.path))
+        # SAM 3 keeps no session between calls: each propagate call finds and tracks its phrase from scratch
+        session = None if segmentor.backend.family == "sam3" else segmentor.open_video(str(self.path))
         with self._flag:
             if self._abandoned:
-                session.close()
+                if session is not None:
+                    session.close()
                 raise OperationCancelledError("operation cancelled: request abandoned")
             self._session, self.info = session, info
         body = {"num_frames": info.num_frames, "width": info.width, "height": info.height, "fps": info.fps}
@@ -192,12 +203,16 @@ class AddVideoPrompt(_Claimed):
             prompt["points"] = [(p.x, p.y, p.label) for p in self.body.points]
         return prompt
 
-    def run(self, cancel: CancelToken) -> tuple[dict[str, Any], dict[str, float]]:
+    def run(self, segmentor: Segmentor, cancel: CancelToken) -> tuple[dict[str, Any], dict[str, float]]:
         from ..video.outputs import frame_document
 
+        session = self.entry.session
+        if session is None:
+            raise InvalidInputError(
+                'this server runs SAM 3, which tracks phrases: POST /v1/videos/{id}/propagate with {"text": ...}'
+            )
         if self.body.box is None and not self.body.points:
             raise InvalidInputError("a video prompt needs 'box', 'points' or both")
-        session = self.entry.session
         limit = self.server.max_video_objects
         if self.body.obj_id not in session.object_ids and len(session.object_ids) >= limit:
             raise RequestTooLargeError(
@@ -223,17 +238,26 @@ class PropagateVideo(_Claimed):
         self.body, self.emit, self.room = body, emit, room
         self.frames = 0
 
-    def run(self, cancel: CancelToken) -> tuple[dict[str, Any], dict[str, float]]:
+    def run(self, segmentor: Segmentor, cancel: CancelToken) -> tuple[dict[str, Any], dict[str, float]]:
         from ..video.outputs import frame_document
 
         start = time.perf_counter()
-        stream = self.entry.session.propagate(
-            reverse=self.body.reverse,
-            start_frame=self.body.start_frame,
-            max_frames=self.body.max_frames,
-            output_formats=formats_of(self.body.output_formats),
-            cancel=cancel,
-        )
+        body, session = self.body, self.entry.session
+        ranges: dict[str, Any] = {
+            "reverse": body.reverse,
+            "start_frame": body.start_frame,
+            "max_frames": body.max_frames,
+        }
+        formats = formats_of(body.output_formats)
+        if session is not None:
+            if body.text is not None:
+                raise TextPromptsUnsupportedError(f"text prompts need model sam3, not {segmentor.config.model.name!r}")
+            stream = session.propagate(**ranges, output_formats=formats, cancel=cancel)
+        elif body.text is None:
+            raise InvalidInputError("model sam3 tracks a phrase: give 'text' (every instance of it is tracked)")
+        else:
+            prompt = {"frame": body.start_frame or 0, "text": body.text}
+            stream = segmentor.track(str(self.entry.path), [prompt], **ranges, output_formats=formats, cancel=cancel)
         try:
             for frame_index, results in stream:
                 line = json.dumps(frame_document(frame_index, results), separators=(",", ":")) + "\n"

@@ -57,7 +57,8 @@ class VideoInfo:
 
 @dataclass(eq=False)
 class StoredVideo:
-    """One uploaded video: its file, metadata, tracking session, and the lock one operation holds."""
+    """One uploaded video: its file, metadata, tracking session (``None`` on a SAM 3 server, which keeps none between
+    calls), and the lock one operation holds."""
 
     video_id: str
     scope: str
@@ -70,7 +71,8 @@ class StoredVideo:
     def close(self) -> None:
         """Close the session (freeing its memory) and delete the file."""
         try:
-            self.session.close()
+            if self.session is not None:
+                self.session.close()
         except Exception:  # a failing close must not keep the file on disk
             logger.exception("closing a video session failed")
         self.path.unlink(missing_ok=True)

@@ -192,8 +192,10 @@ def build_video_router(server: ServerConfig, guard: Callable[..., Principal]) ->
         state = get_state(request)
         service, _ = state.require_service()
         family = service.segmentor.backend.family
-        if family != "sam2":  # refused before the upload is read
-            raise InvalidInputError(f"video tracking needs a SAM 2 / 2.1 model; this server runs a {family} model")
+        if family not in ("sam2", "sam3"):  # refused before the upload is read
+            raise InvalidInputError(
+                f"video tracking needs a SAM 2 / 2.1, EdgeTAM or SAM 3 model; this server runs a {family} model"
+            )
         store = _store(state)
         store.check_capacity(caller.scope)
         path = store.new_file()
@@ -209,7 +211,8 @@ def build_video_router(server: ServerConfig, guard: Callable[..., Principal]) ->
             try:
                 entry = store.add(caller.scope, path, work.info, session)  # type: ignore[arg-type]
             except BaseException:
-                session.close()
+                if session is not None:
+                    session.close()
                 raise
             kept = True
             return {"video_id": entry.video_id, **body}

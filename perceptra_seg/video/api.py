@@ -13,6 +13,7 @@ from ..utils.masks import validate_formats
 from .frames import FrameSource, open_frames
 from .model import VideoModel, load_video_model
 from .prompts import VideoPrompt
+from .sam3_tracking import check_concept_prompts, track_concept
 from .session import VideoSession
 
 if TYPE_CHECKING:
@@ -66,6 +67,8 @@ def track(
     if not parsed:
         raise InvalidInputError("track needs at least one prompt")
     validate_formats(output_formats)
+    if check_concept_prompts(seg.config.model.name, parsed) is not None:
+        return _track_concept(seg, video, parsed[0], reverse, start_frame, max_frames, output_formats, cancel)
     session = open_session(seg, video)
     try:
         for prompt in parsed:
@@ -85,6 +88,48 @@ def track(
         session.close()
         raise
     return _closing(session, frames)
+
+
+def _track_concept(
+    seg: Segmentor,
+    video: Any,
+    prompt: VideoPrompt,
+    reverse: bool,
+    start_frame: int | None,
+    max_frames: int | None,
+    output_formats: Sequence[str],
+    cancel: CancelToken | None,
+) -> Iterator[tuple[int, dict[int, SegmentationResult]]]:
+    """SAM 3: every instance of the prompt's phrase (:mod:`perceptra_seg.video.sam3_tracking`)."""
+    owns = not isinstance(video, FrameSource)
+    frames = open_frames(video)
+    try:
+        prompt.check_fits(frames.num_frames, frames.height, frames.width)
+        results = track_concept(
+            seg,
+            frames,
+            prompt,
+            reverse=reverse,
+            start_frame=start_frame,
+            max_frames=max_frames,
+            output_formats=validate_formats(output_formats),
+            cancel=cancel,
+        )
+    except BaseException:
+        if owns:
+            frames.close()
+        raise
+    return _closing_frames(frames if owns else None, results)
+
+
+def _closing_frames(
+    frames: FrameSource | None, results: Iterator[tuple[int, dict[int, SegmentationResult]]]
+) -> Iterator[tuple[int, dict[int, SegmentationResult]]]:
+    try:
+        yield from results
+    finally:
+        if frames is not None:
+            frames.close()
 
 
 def _closing(session: VideoSession, frames: Iterator[Any]) -> Iterator[tuple[int, dict[int, SegmentationResult]]]:

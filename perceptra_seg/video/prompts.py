@@ -1,4 +1,5 @@
-"""Prompts for video tracking: which object, on which frame, with a box, clicks or a mask."""
+"""Prompts for video tracking: which object, on which frame, with a box, clicks or a mask; or, for SAM 3, a noun
+phrase whose every instance is tracked."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ..exceptions import InvalidInputError
 
 __all__ = ["VideoPrompt"]
 
-_KEYS = {"frame", "obj_id", "box", "points", "mask"}
+_KEYS = {"frame", "obj_id", "box", "points", "mask", "text"}
 
 
 def _integer(value: Any, name: str) -> int:
@@ -38,10 +39,13 @@ class VideoPrompt:
 
     Attributes:
         frame: 0-based frame index.
-        obj_id: the caller's id for the object (any integer; results are keyed by it).
+        obj_id: the caller's id for the object (any integer; results are keyed by it); ``None`` for a text prompt,
+            whose instances get ids from the model.
         box: ``(x1, y1, x2, y2)`` (XYXY, ``x1 < x2``, ``y1 < y2``) or ``None``.
         points: ``((x, y, label), ...)``; label 1 = foreground, 0 = background.
         mask: bool ``[H, W]`` mask of the object on that frame (instead of a box or points), or ``None``.
+        text: a noun phrase (SAM 3 only): every instance of it is found and tracked from ``frame`` on. A text prompt
+            stands alone (no ``obj_id``, box, points or mask).
 
     A box and points may be combined; a mask stands alone. A prompt on a frame the object was already tracked on
     corrects the track there (Meta's "refinement click"); a new prompt for an object on a frame replaces that
@@ -49,12 +53,25 @@ class VideoPrompt:
     """
 
     frame: int
-    obj_id: int
+    obj_id: int | None
     box: tuple[float, float, float, float] | None = None
     points: tuple[tuple[float, float, int], ...] = ()
     mask: np.ndarray | None = field(default=None, compare=False)
+    text: str | None = None
 
     def __post_init__(self) -> None:
+        if self.frame < 0:
+            raise InvalidInputError(f"frame must be >= 0, got {self.frame}")
+        if self.text is not None:
+            if not isinstance(self.text, str) or not self.text.strip():
+                raise InvalidInputError(f"a text prompt must be a non-empty phrase, got {self.text!r}")
+            if self.obj_id is not None or self.box is not None or self.points or self.mask is not None:
+                raise InvalidInputError(
+                    "a text prompt stands alone: no obj_id (the model numbers the instances), box, points or mask"
+                )
+            return
+        if self.obj_id is None:
+            raise InvalidInputError("a box, point or mask prompt needs 'obj_id'")
         if self.box is None and not self.points and self.mask is None:
             raise InvalidInputError(
                 f"the prompt for object {self.obj_id} on frame {self.frame} has no box, points or mask"
@@ -65,13 +82,11 @@ class VideoPrompt:
             x1, y1, x2, y2 = self.box
             if not (x1 < x2 and y1 < y2):
                 raise InvalidInputError(f"box {self.box} must have x1 < x2 and y1 < y2")
-        if self.frame < 0:
-            raise InvalidInputError(f"frame must be >= 0, got {self.frame}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | VideoPrompt) -> VideoPrompt:
-        """Build from ``{"frame", "obj_id", "box"?, "points"?, "mask"?}`` (JSON-like values); a ``VideoPrompt`` is
-        returned as is.
+        """Build from ``{"frame", "obj_id", "box"?, "points"?, "mask"?}`` or ``{"frame", "text"}`` (JSON-like
+        values); a ``VideoPrompt`` is returned as is.
 
         Raises:
             InvalidInputError: a missing or unknown key, a malformed box, point or mask.
@@ -83,6 +98,16 @@ class VideoPrompt:
         unknown = set(data) - _KEYS
         if unknown:
             raise InvalidInputError(f"unknown video prompt keys {sorted(unknown)}; allowed: {sorted(_KEYS)}")
+        if "text" in data:
+            if "frame" not in data:
+                raise InvalidInputError("a video prompt needs 'frame'")
+            text = data["text"]
+            if not isinstance(text, str):
+                raise InvalidInputError(f"a text prompt must be a string, got {type(text).__name__}")
+            extra = sorted(set(data) - {"frame", "text"})
+            if extra:
+                raise InvalidInputError(f"a text prompt stands alone; remove {extra}")
+            return cls(frame=_integer(data["frame"], "frame"), obj_id=None, text=text)
         for key in ("frame", "obj_id"):
             if key not in data:
                 raise InvalidInputError(f"a video prompt needs {key!r}")

@@ -141,6 +141,10 @@ class VideoSession:
         """
         formats = validate_formats(output_formats)
         parsed = VideoPrompt.from_dict(prompt)
+        if parsed.text is not None:
+            raise InvalidInputError(
+                "a video session takes box, point and mask prompts; text prompts go to Segmentor.track (model sam3)"
+            )
         with self._lock:
             state = self._live()
             parsed.check_fits(self.num_frames, *self.frame_size)

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import torch
 import torch.nn.functional as F
 
+from ..exceptions import InvalidInputError
 from .model import VideoModel
 from .prompts import VideoPrompt
 
@@ -238,6 +239,8 @@ def add_prompt(
     segments it without memory (an initial conditioning frame); on a tracked frame it corrects the tracked mask,
     fed back together with the clicks. Either way the frame becomes a conditioning frame of that object.
     """
+    if prompt.obj_id is None:
+        raise InvalidInputError("text prompts are tracked by SAM 3 (Segmentor.track with model sam3), not here")
     obj_idx = state.obj_idx(prompt.obj_id, create=True)
     device = video_model.device
     frame = prompt.frame

@@ -116,6 +116,8 @@ def test_another_key_sees_nothing_and_bad_requests_are_4xx(client_for: Callable[
     assert client.post("/v1/videos/" + "0" * 32 + "/propagate", json={}).status_code == 404
     # nothing prompted yet; a box outside the frame; a frame out of range; no box nor points; unknown field
     assert client.post(f"/v1/videos/{video}/propagate", json={}).status_code == 400
+    text = client.post(f"/v1/videos/{video}/propagate", json={"text": "car"})  # phrases are SAM 3's
+    assert text.status_code == 400 and text.json()["error"]["code"] == "text_prompts_unsupported"
     outside = client.post(f"/v1/videos/{video}/prompts", json={"frame": 0, "obj_id": 1, "box": [0, 0, 500, 40]})
     assert outside.status_code == 400 and outside.json()["error"]["code"] == "invalid_input"
     assert client.post(f"/v1/videos/{video}/prompts", json={**PROMPTS[0], "frame": 99}).status_code == 400
