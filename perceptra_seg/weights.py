@@ -34,7 +34,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 import platformdirs
@@ -42,6 +42,9 @@ import platformdirs
 from .download_auth import HUB_HOST, auth_hook, hub_token, refused_download_message
 from .exceptions import ModelLoadError
 from .registry import ModelSpec
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
 from .utils.atomic import atomic_write
 
 __all__ = [
@@ -135,6 +138,18 @@ def packaged_checkpoint(spec: ModelSpec) -> Path:
 
 def _offline(requested: bool) -> bool:
     return requested or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_configured_checkpoint(spec: ModelSpec, model: ModelConfig) -> CheckpointSource:
+    """:func:`resolve_checkpoint` with the ``model`` config section's path, cache, offline, mirror and timeout."""
+    return resolve_checkpoint(
+        spec,
+        model.checkpoint_path,
+        cache_dir=model.cache_dir,
+        offline=model.offline,
+        download_base_url=model.download_base_url,
+        timeout_s=model.download_timeout_s,
+    )
 
 
 def resolve_checkpoint(

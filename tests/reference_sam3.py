@@ -368,40 +368,51 @@ def write_bpe_file(path: Path, words: tuple[str, ...] = TEST_WORDS) -> Path:
     return path
 
 
+def reduced_vision_and_text(
+    sam3: types.SimpleNamespace, bpe_path: Path, *, vit_width: int = 64, interactive: bool = False
+) -> tuple[Any, Any]:
+    """Meta's ViT neck around a 2-block ViT (``vit_width`` wide, block 1 global; with the tracker's ``sam2_convs``
+    when ``interactive``) and a 2-layer, 64-wide text encoder, built (in this order) as Meta's builders build the
+    full-size ones. Call inside :func:`on_cpu`."""
+    b = sam3.builder
+    position = b._create_position_encoding(precompute_resolution=1008)
+    vit = b.ViT(
+        img_size=1008,
+        pretrain_img_size=336,
+        patch_size=14,
+        embed_dim=vit_width,
+        depth=2,
+        num_heads=2,
+        mlp_ratio=4.625,
+        norm_layer="LayerNorm",
+        drop_path_rate=0.0,
+        qkv_bias=True,
+        use_abs_pos=True,
+        tile_abs_pos=True,
+        global_att_blocks=(1,),
+        rel_pos_blocks=(),
+        use_rope=True,
+        use_interp_rope=True,
+        window_size=24,
+        pretrain_use_cls_token=True,
+        retain_cls_token=False,
+        ln_pre=True,
+        ln_post=False,
+        return_interm_layers=False,
+        bias_patch_embed=False,
+    )
+    neck = b._create_vit_neck(position, vit, enable_inst_interactivity=interactive)
+    tokenizer = sam3.tokenizer.SimpleTokenizer(bpe_path=str(bpe_path))
+    text = b.VETextEncoder(tokenizer=tokenizer, d_model=256, width=64, heads=2, layers=2)
+    return neck, text
+
+
 def build_reduced_sam3(sam3: types.SimpleNamespace, bpe_path: Path, *, vit_width: int = 64) -> Any:
-    """Meta's ``Sam3Image`` with a 2-block ViT (``vit_width`` wide, block 1 global) and a 2-layer, 64-wide text
-    encoder; everything else as :func:`sam3.model_builder.build_sam3_image_model` builds it. Random weights, eval."""
+    """Meta's ``Sam3Image`` with :func:`reduced_vision_and_text`'s ViT and text encoder; everything else as
+    :func:`sam3.model_builder.build_sam3_image_model` builds it. Random weights, eval."""
     b = sam3.builder
     with on_cpu():
-        position = b._create_position_encoding(precompute_resolution=1008)
-        vit = b.ViT(
-            img_size=1008,
-            pretrain_img_size=336,
-            patch_size=14,
-            embed_dim=vit_width,
-            depth=2,
-            num_heads=2,
-            mlp_ratio=4.625,
-            norm_layer="LayerNorm",
-            drop_path_rate=0.0,
-            qkv_bias=True,
-            use_abs_pos=True,
-            tile_abs_pos=True,
-            global_att_blocks=(1,),
-            rel_pos_blocks=(),
-            use_rope=True,
-            use_interp_rope=True,
-            window_size=24,
-            pretrain_use_cls_token=True,
-            retain_cls_token=False,
-            ln_pre=True,
-            ln_post=False,
-            return_interm_layers=False,
-            bias_patch_embed=False,
-        )
-        neck = b._create_vit_neck(position, vit, enable_inst_interactivity=False)
-        tokenizer = sam3.tokenizer.SimpleTokenizer(bpe_path=str(bpe_path))
-        text = b.VETextEncoder(tokenizer=tokenizer, d_model=256, width=64, heads=2, layers=2)
+        neck, text = reduced_vision_and_text(sam3, bpe_path, vit_width=vit_width)
         backbone = b._create_vl_backbone(neck, text)
         model = b._create_sam3_model(
             backbone,

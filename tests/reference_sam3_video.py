@@ -26,46 +26,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from .reference_sam3 import on_cpu
+from .reference_sam3 import on_cpu, reduced_vision_and_text
 
 __all__ = ["build_reduced_sam3_video", "run_reference_video", "video_reference_on_cpu"]
 
 
 def build_reduced_sam3_video(sam3: types.SimpleNamespace, bpe_path: Path, *, vit_width: int = 64) -> Any:
-    """Meta's SAM 3 video model with a 2-block ViT and a 2-layer text encoder; tracker, detector heads and the
-    planning settings as ``build_sam3_video_model(apply_temporal_disambiguation=True)``. Random weights, eval."""
+    """Meta's SAM 3 video model with :func:`tests.reference_sam3.reduced_vision_and_text`'s ViT (with the tracker's
+    neck) and text encoder; tracker, detector heads and the planning settings as
+    ``build_sam3_video_model(apply_temporal_disambiguation=True)``. Random weights, eval."""
     b = sam3.builder
     with on_cpu():
-        position = b._create_position_encoding(precompute_resolution=1008)
-        vit = b.ViT(
-            img_size=1008,
-            pretrain_img_size=336,
-            patch_size=14,
-            embed_dim=vit_width,
-            depth=2,
-            num_heads=2,
-            mlp_ratio=4.625,
-            norm_layer="LayerNorm",
-            drop_path_rate=0.0,
-            qkv_bias=True,
-            use_abs_pos=True,
-            tile_abs_pos=True,
-            global_att_blocks=(1,),
-            rel_pos_blocks=(),
-            use_rope=True,
-            use_interp_rope=True,
-            window_size=24,
-            pretrain_use_cls_token=True,
-            retain_cls_token=False,
-            ln_pre=True,
-            ln_post=False,
-            return_interm_layers=False,
-            bias_patch_embed=False,
-        )
-        neck = b._create_vit_neck(position, vit, enable_inst_interactivity=True)  # with the tracker's neck
-        text = b.VETextEncoder(
-            tokenizer=sam3.tokenizer.SimpleTokenizer(bpe_path=str(bpe_path)), d_model=256, width=64, heads=2, layers=2
-        )
+        neck, text = reduced_vision_and_text(sam3, bpe_path, vit_width=vit_width, interactive=True)
         scoring_mlp = b.MLP(
             input_dim=256,
             hidden_dim=2048,

@@ -23,7 +23,7 @@ from ..exceptions import BackendError, ConfigError, InvalidInputError, ModelLoad
 from ..extras import install_command
 from ..preprocessing import preprocess_image
 from ..registry import Architecture, ModelSpec, architecture_config, get_model_spec
-from ..weights import CheckpointSource, resolve_checkpoint, transformers_model_dir
+from ..weights import CheckpointSource, resolve_configured_checkpoint, transformers_model_dir
 from .base import Backend, DecoderOutput, Family, ImageEmbedding, PromptBatch
 from .hiera_attention import trim_hiera_attention
 from .oom import oom_guard
@@ -223,14 +223,7 @@ class TorchBackend(Backend):
         warn_if_emulated(self.precision, self.device.type)
         if runtime.num_threads is not None:
             torch.set_num_threads(runtime.num_threads)
-        self.source: CheckpointSource = resolve_checkpoint(
-            self.spec,
-            config.model.checkpoint_path,
-            cache_dir=config.model.cache_dir,
-            offline=config.model.offline,
-            download_base_url=config.model.download_base_url,
-            timeout_s=config.model.download_timeout_s,
-        )
+        self.source: CheckpointSource = resolve_configured_checkpoint(self.spec, config.model)
         if self.source.kind == "meta":
             model = _load_meta_file(Path(self.source.location), self.spec, config.model.architecture)
         else:

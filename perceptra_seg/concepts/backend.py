@@ -31,7 +31,7 @@ from ..conversion import unwrap_checkpoint
 from ..exceptions import BackendError, ConfigError, InvalidInputError, ModelLoadError
 from ..preprocessing import INPUT_SIZE
 from ..registry import SAM3_VOCAB_FILE, SAM3_VOCAB_SHA256, SAM3_VOCAB_URL, architecture_config, get_model_spec
-from ..weights import CheckpointSource, default_cache_dir, download_checkpoint, resolve_checkpoint
+from ..weights import CheckpointSource, default_cache_dir, download_checkpoint, resolve_configured_checkpoint
 from ..weights import transformers_model_dir as _model_dir
 from .conversion import convert_sam3_state_dict, is_sam3_state_dict
 from .forward import Detections, detect, encode_image, encode_text, preprocess
@@ -123,14 +123,7 @@ class Sam3Backend(Backend):
         self.device = resolve_device(config.runtime.device)
         if config.runtime.num_threads is not None:  # as the torch backend: intra-op threads of this process
             torch.set_num_threads(config.runtime.num_threads)
-        self.source: CheckpointSource = resolve_checkpoint(
-            self.spec,
-            config.model.checkpoint_path,
-            cache_dir=config.model.cache_dir,
-            offline=config.model.offline,
-            download_base_url=config.model.download_base_url,
-            timeout_s=config.model.download_timeout_s,
-        )
+        self.source: CheckpointSource = resolve_configured_checkpoint(self.spec, config.model)
         location = Path(self.source.location)
         if self.source.kind == "meta":
             model, tracker = _load_meta(location, config.model.architecture)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +10,7 @@ from ..exceptions import InvalidInputError
 from ..models import SegmentationResult
 from ..utils.masks import validate_formats
 from .frames import FrameSource, open_frames
+from .loaded_once import drop, loaded_once
 from .model import VideoModel, load_video_model
 from .prompts import VideoPrompt
 from .sam3_tracking import check_concept_prompts, track_concept
@@ -21,25 +21,18 @@ if TYPE_CHECKING:
 
 __all__ = ["default_start_frame", "open_session", "release_video_model", "track", "video_model"]
 
-_LOAD_LOCK = threading.Lock()
 _ATTRIBUTE = "_video_model"
 
 
 def video_model(seg: Segmentor) -> VideoModel:
     """The segmentor's tracking model, loaded on first use (once, even when threads race) and kept until
     :meth:`Segmentor.close`."""
-    with _LOAD_LOCK:
-        model: VideoModel | None = seg.__dict__.get(_ATTRIBUTE)
-        if model is None:
-            model = load_video_model(seg.config)
-            seg.__dict__[_ATTRIBUTE] = model
-        return model
+    return loaded_once(seg, _ATTRIBUTE, lambda: load_video_model(seg.config))
 
 
 def release_video_model(seg: Segmentor) -> None:
     """Drop the segmentor's tracking model (sessions still open keep theirs until they close)."""
-    with _LOAD_LOCK:
-        seg.__dict__.pop(_ATTRIBUTE, None)
+    drop(seg, _ATTRIBUTE)
 
 
 def open_session(seg: Segmentor, video: Any) -> VideoSession:

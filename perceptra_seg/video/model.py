@@ -22,7 +22,7 @@ from ..config import SegmentorConfig
 from ..conversion import detect_architecture, detect_family, unwrap_checkpoint
 from ..exceptions import InvalidInputError, ModelLoadError
 from ..registry import ModelSpec, architecture_config, get_model_spec
-from ..weights import CheckpointSource, resolve_checkpoint, transformers_model_dir
+from ..weights import CheckpointSource, resolve_configured_checkpoint, transformers_model_dir
 from .conversion import convert_video_state_dict, video_config_flags
 from .speedups import install_speedups
 
@@ -136,14 +136,7 @@ def load_video_model(config: SegmentorConfig) -> VideoModel:
             " or EdgeTAM (model edgetam)"
         )
     device = resolve_device(config.runtime.device)
-    source = resolve_checkpoint(
-        spec,
-        config.model.checkpoint_path,
-        cache_dir=config.model.cache_dir,
-        offline=config.model.offline,
-        download_base_url=config.model.download_base_url,
-        timeout_s=config.model.download_timeout_s,
-    )
+    source = resolve_configured_checkpoint(spec, config.model)
     if source.kind == "meta":
         model = _from_meta_file(Path(source.location), spec, config.model.architecture)
     elif spec.architecture == "edgetam":

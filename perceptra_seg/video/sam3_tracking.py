@@ -13,7 +13,6 @@ in the process that runs :func:`track_concept` and cannot be written out or move
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,8 +31,9 @@ from ..exceptions import ConfigError, InvalidInputError, ModelLoadError
 from ..models import SegmentationResult
 from ..registry import architecture_config, get_model_spec
 from ..utils.masks import encode_outputs, mask_area, mask_bbox
-from ..weights import resolve_checkpoint
+from ..weights import resolve_configured_checkpoint
 from .frames import FrameSource
+from .loaded_once import loaded_once
 from .prompts import VideoPrompt
 from .sam3_conversion import has_sam3_tracker
 from .sam3_post import postprocess_step
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ConceptTracker", "concept_tracker", "track_concept"]
 
-_LOCK = threading.Lock()
 _ATTRIBUTE = "_concept_tracker"
 
 
@@ -77,14 +76,7 @@ class ConceptTracker:
         if config.runtime.precision not in ("auto", "fp32"):
             raise ConfigError(f"SAM 3 video tracking runs in fp32 only, not {config.runtime.precision!r}")
         self.device = resolve_device(config.runtime.device)
-        source = resolve_checkpoint(
-            spec,
-            config.model.checkpoint_path,
-            cache_dir=config.model.cache_dir,
-            offline=config.model.offline,
-            download_base_url=config.model.download_base_url,
-            timeout_s=config.model.download_timeout_s,
-        )
+        source = resolve_configured_checkpoint(spec, config.model)
         location = Path(source.location)
         if source.kind != "meta":
             raise ModelLoadError(
@@ -178,12 +170,7 @@ class ConceptTracker:
 
 def concept_tracker(seg: Segmentor) -> ConceptTracker:
     """The segmentor's SAM 3 video model, loaded on first use (once, even when threads race)."""
-    with _LOCK:
-        tracker: ConceptTracker | None = seg.__dict__.get(_ATTRIBUTE)
-        if tracker is None:
-            tracker = ConceptTracker(seg.config)
-            seg.__dict__[_ATTRIBUTE] = tracker
-        return tracker
+    return loaded_once(seg, _ATTRIBUTE, lambda: ConceptTracker(seg.config))
 
 
 def check_concept_prompts(model_name: str, prompts: Sequence[VideoPrompt]) -> str | None:

@@ -9,7 +9,6 @@ the config's reduced SAM 3 checkpoint (tests/sam3_video_fixture.py).
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -23,30 +22,13 @@ from perceptra_seg.utils.masks import rle_to_mask
 from ..sam3_video_fixture import PHRASE, SmallSam3Video, small_sam3_video  # noqa: F401 - the fixture
 from ..service.helpers import KEY_A, auth, build_config, running
 from ..service.test_segment_text import FakeConceptBackend
+from ..video_front.conftest import write_video
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def _lossless_video(frames: list[np.ndarray], path: Path) -> Path:
-    """``frames`` (RGB uint8) as an FFV1 Matroska file, which decodes back to exactly the same pixels."""
-    import av
-
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("ffv1", rate=Fraction(5))
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "bgr0"
-        for index, frame in enumerate(frames):
-            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            picture.pts = index
-            for packet in stream.encode(picture):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
 def test_text_tracking_over_rest_equals_meta(small_sam3_video: SmallSam3Video, tmp_path: Path) -> None:  # noqa: F811
-    path = _lossless_video(small_sam3_video.frames, tmp_path / "clip.mkv")
+    path = write_video(small_sam3_video.frames, tmp_path / "clip.mkv", codec="ffv1", pix_fmt="bgr0")  # lossless
     config = build_config(small_sam3_video.config, server={"api_keys": [KEY_A]})
     with running(create_app(config, backend=FakeConceptBackend()), headers=auth(KEY_A)) as client:
         with path.open("rb") as handle:

@@ -32,17 +32,18 @@ def clip_frames() -> list[np.ndarray]:
     return synthetic_frames()
 
 
-@pytest.fixture(scope="session")
-def clip_path(tmp_path_factory: pytest.TempPathFactory, clip_frames: list[np.ndarray]) -> Path:
-    """The clip as an H.264 mp4 at 10 frames/s (both the SDK and the front ends read this file)."""
+def write_video(
+    frames: list[np.ndarray], path: Path, *, codec: str = "libx264", pix_fmt: str = "yuv420p", fps: int = CLIP_FPS
+) -> Path:
+    """``frames`` (RGB uint8 ``[H, W, 3]``) encoded into ``path`` (H.264 by default; ``codec="ffv1"``,
+    ``pix_fmt="bgr0"`` in a ``.mkv`` decodes back to exactly the same pixels)."""
     import av
 
-    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(CLIP_FPS))
-        stream.width, stream.height = CLIP_WIDTH, CLIP_HEIGHT
-        stream.pix_fmt = "yuv420p"
-        for index, frame in enumerate(clip_frames):
+        stream = container.add_stream(codec, rate=Fraction(fps))
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = pix_fmt
+        for index, frame in enumerate(frames):
             picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
             picture.pts = index
             for packet in stream.encode(picture):
@@ -50,6 +51,12 @@ def clip_path(tmp_path_factory: pytest.TempPathFactory, clip_frames: list[np.nda
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+@pytest.fixture(scope="session")
+def clip_path(tmp_path_factory: pytest.TempPathFactory, clip_frames: list[np.ndarray]) -> Path:
+    """The clip as an H.264 mp4 at 10 frames/s (both the SDK and the front ends read this file)."""
+    return write_video(clip_frames, tmp_path_factory.mktemp("clip") / "clip.mp4")
 
 
 @pytest.fixture(scope="session")
