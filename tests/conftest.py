@@ -23,6 +23,7 @@ from reference_support import import_more_reference_packages, import_reference_p
 # SAM 3's reduced model, built once per session for every module that asks for it (a module importing the fixture
 # itself would get its own build)
 from .sam3_fixture import small_sam3  # noqa: F401
+from .sam3_video_fixture import busy_sam3_video, small_sam3_video  # noqa: F401
 
 segment_anything, sam2_build, sam2_predictor = import_reference_packages()
 segment_anything_hq, mobile_sam = import_more_reference_packages()

@@ -120,11 +120,10 @@ class SmallSam3Video:
     answers: dict[int, dict[str, np.ndarray]]
 
 
-def build_sam3_video_case(folder: Path, first_frame_objects: int) -> SmallSam3Video:
-    """Build, calibrate and save the reduced model in ``folder`` and record Meta's answers (see the module
-    docstring); about ``first_frame_objects`` detections pass the detection threshold on the first frame."""
-    from perceptra_seg.concepts.forward import preprocess
-
+def build_calibrated_model(folder: Path, first_frame_objects: int) -> tuple[Any, SmallSam3Video]:
+    """Build, calibrate and save the reduced model in ``folder`` (see the module docstring; about
+    ``first_frame_objects`` detections pass the detection threshold on the first frame): Meta's model (eval, CPU)
+    and the case without answers (``answers`` empty)."""
     sam3 = import_sam3()
     bpe = write_bpe_file(folder / "bpe_simple_vocab_16e6.txt.gz")
     torch.manual_seed(3)
@@ -143,15 +142,27 @@ def build_sam3_video_case(folder: Path, first_frame_objects: int) -> SmallSam3Vi
         [lambda s=s: reference_answer(processor, s, PHRASE)[0] for s in states],  # type: ignore[misc]
         first_frame_objects,
     )
-    pixels = torch.cat([preprocess(frame, 1008) for frame in frames])
-    answers = run_reference_video(model, pixels, HEIGHT, WIDTH, PHRASE)
     path = folder / "sam3.pt"
     torch.save({"model": {k: v.contiguous() for k, v in model.state_dict().items()}}, path)
     config = {
         "model": {"name": "sam3", "checkpoint_path": str(path), "architecture": SMALL_SAM3_ARCHITECTURE},
         "runtime": {"device": "cpu", "precision": "fp32"},
     }
-    return SmallSam3Video(path, config, frames, answers)
+    return model, SmallSam3Video(path, config, frames, {})
+
+
+def reference_pixels(frames: list[np.ndarray]) -> torch.Tensor:
+    """The clip as Meta's video inference reads it here: ``[T, 3, 1008, 1008]`` float32, Meta's transform."""
+    from perceptra_seg.concepts.forward import preprocess
+
+    return torch.cat([preprocess(frame, 1008) for frame in frames])
+
+
+def build_sam3_video_case(folder: Path, first_frame_objects: int) -> SmallSam3Video:
+    """:func:`build_calibrated_model`'s case with Meta's answers for :data:`PHRASE`."""
+    model, case = build_calibrated_model(folder, first_frame_objects)
+    case.answers = run_reference_video(model, reference_pixels(case.frames), HEIGHT, WIDTH, PHRASE)
+    return case
 
 
 @pytest.fixture(scope="session")

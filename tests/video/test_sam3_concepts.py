@@ -18,7 +18,7 @@ from perceptra_seg.exceptions import InvalidInputError
 from perceptra_seg.video.prompts import VideoPrompt
 from perceptra_seg.video.sam3_tracking import check_concept_prompts
 
-from ..sam3_video_fixture import PHRASE, SmallSam3Video, busy_sam3_video, small_sam3_video  # noqa: F401 - fixtures
+from ..sam3_video_fixture import PHRASE, SmallSam3Video
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -43,12 +43,12 @@ def _compare(case: SmallSam3Video) -> list[int]:
     return [len(reference[f]["out_obj_ids"]) for f in sorted(reference)]
 
 
-def test_text_prompt_parity_with_meta(small_sam3_video: SmallSam3Video) -> None:  # noqa: F811
+def test_text_prompt_parity_with_meta(small_sam3_video: SmallSam3Video) -> None:
     assert min(_compare(small_sam3_video)) >= 1  # an instance on every frame (frame 1's comes from the tracker)
 
 
 @pytest.mark.slow  # about four minutes on 2 cores: eight tracked objects at 1008 px in both implementations
-def test_text_prompt_parity_with_meta_many_objects(busy_sam3_video: SmallSam3Video) -> None:  # noqa: F811
+def test_text_prompt_parity_with_meta_many_objects(busy_sam3_video: SmallSam3Video) -> None:
     assert min(_compare(busy_sam3_video)) >= 3
 
 
