@@ -12,7 +12,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from .backends import Backend, ImageEmbedding, create_backend
+from .backends import Backend, ImageEmbedding, create_backend, require_backend
 from .batching import BatchEncoder, batcher_for
 from .cancel import CancelToken, check
 from .concepts.api import segment_text as _segment_text
@@ -93,7 +93,8 @@ class Segmentor:
             checkpoint_path=checkpoint_path,
             encoder_variant=encoder_variant,
         )
-        self._slot = BackendSlot(backend if isinstance(backend, Backend) else create_backend(self.config))
+        named = backend is None or isinstance(backend, str)
+        self._slot = BackendSlot(create_backend(self.config) if named else require_backend(backend))
         self._batcher = batcher_for(self.config, self._slot.active())
         self._cache: EmbeddingCache[ImageEmbedding] = EmbeddingCache(self.config.cache.max_bytes)
         self._lock = threading.Lock()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Backend, DecoderOutput, ImageEmbedding, PromptBatch
+from .base import Backend, DecoderOutput, ImageEmbedding, PromptBatch, require_backend
 
 if TYPE_CHECKING:
     from ..config import SegmentorConfig
 
-__all__ = ["Backend", "DecoderOutput", "ImageEmbedding", "PromptBatch", "create_backend"]
+__all__ = ["Backend", "DecoderOutput", "ImageEmbedding", "PromptBatch", "create_backend", "require_backend"]
 
 
 def create_backend(config: SegmentorConfig) -> Backend:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..registry import Family
 
-__all__ = ["Backend", "DecoderOutput", "Family", "ImageEmbedding", "PromptBatch"]
+__all__ = ["Backend", "DecoderOutput", "Family", "ImageEmbedding", "PromptBatch", "require_backend"]
 
 
 @dataclass
@@ -123,3 +123,22 @@ class Backend(Protocol):
         """Release models and device memory. Idempotent; afterwards ``encode`` / ``decode`` raise
         :class:`~perceptra_seg.exceptions.BackendError` ("the <name> backend is closed")."""
         ...
+
+
+def require_backend(candidate: object) -> Backend:
+    """``candidate`` itself when it has every member of :class:`Backend`.
+
+    Raises:
+        ConfigError: a member is missing (named in the message); subclassing :class:`Backend` inherits the optional
+            hooks (such as :meth:`Backend.check_prompts`).
+    """
+    if isinstance(candidate, Backend):
+        return candidate
+    from ..exceptions import ConfigError
+
+    members = {name for name in (*vars(Backend), *Backend.__annotations__) if not name.startswith("_")}
+    missing = sorted(name for name in members if not hasattr(candidate, name))
+    raise ConfigError(
+        f"backend {type(candidate).__name__} is not a perceptra_seg Backend: it lacks {missing} (subclass "
+        "perceptra_seg.backends.Backend to inherit the optional hooks)"
+    )

@@ -66,22 +66,29 @@ def ray_batch(
     require_output_dirs(out)
     folder = shards_dir(out)
     categories_file = check_categories(out, fmt, categories) if auto is not None or categories is not None else None
+    created = False  # a categories file this run wrote, removed again if the run fails before any shard exists
     if categories is not None and categories_file is not None:
         if not categories_file.exists() and done_ids(folder):
             raise InvalidInputError(f"{folder} holds shards written without --text; choose another --out")
+        created = not categories_file.exists()
         write_categories(categories_file, categories)
     console = Console(stderr=True)
-    with progress_bar(console, disable=opts.json) as bar:
-        task = bar.add_task("segmenting", total=None)
-        summary = run_batch(
-            jobs,
-            settings,
-            address=address,
-            workers=workers,
-            gpus_per_worker=gpus_per_worker,
-            out_dir=folder,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
+    try:
+        with progress_bar(console, disable=opts.json) as bar:
+            task = bar.add_task("segmenting", total=None)
+            summary = run_batch(
+                jobs,
+                settings,
+                address=address,
+                workers=workers,
+                gpus_per_worker=gpus_per_worker,
+                out_dir=folder,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    except BaseException:
+        if created and categories_file is not None and not done_ids(folder):
+            categories_file.unlink(missing_ok=True)  # nothing written: a later run may choose other phrases
+        raise
     for failure in summary.failed:
         console.print(f"failed: {failure['image']}: {failure['error']}", markup=False, highlight=False, soft_wrap=True)
     write_merged(folder, jobs, out)

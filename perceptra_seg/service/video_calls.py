@@ -161,8 +161,13 @@ class OpenVideo(ServiceWork):
             )
         cancel.check()
         probed = time.perf_counter()
-        # SAM 3 keeps no session between calls: each propagate call finds and tracks its phrase from scratch
-        session = None if segmentor.backend.family == "sam3" else segmentor.open_video(str(self.path))
+        if segmentor.backend.family == "sam3":
+            from ..video.sam3_tracking import concept_tracker
+
+            concept_tracker(segmentor)  # SAM 3's video model loads now: a checkpoint without its tracker fails here
+            session = None  # and no session is kept: each propagate call finds and tracks its phrase from scratch
+        else:
+            session = segmentor.open_video(str(self.path))
         with self._flag:
             if self._abandoned:
                 if session is not None:

@@ -11,14 +11,22 @@ if TYPE_CHECKING:
 
 __all__ = ["drop", "loaded_once"]
 
-_LOCK = threading.Lock()
+_GUARD = threading.Lock()
+_LOCK_ATTRIBUTE = "_video_load_lock"
 T = TypeVar("T")
 
 
+def _lock_of(seg: Segmentor) -> threading.Lock:
+    """The segmentor's own load lock (loads of other segmentors do not wait for it)."""
+    with _GUARD:
+        lock: threading.Lock = seg.__dict__.setdefault(_LOCK_ATTRIBUTE, threading.Lock())
+        return lock
+
+
 def loaded_once(seg: Segmentor, attribute: str, build: Callable[[], T]) -> T:
-    """``seg``'s ``attribute``, made by ``build()`` on first use (once, even when threads race; loads wait for each
-    other). :meth:`Segmentor.close` drops it."""
-    with _LOCK:
+    """``seg``'s ``attribute``, made by ``build()`` on first use (once, even when threads race; the segmentor's
+    loads wait for each other). :meth:`Segmentor.close` drops it."""
+    with _lock_of(seg):
         value: Any = seg.__dict__.get(attribute)
         if value is None:
             value = build()
@@ -28,5 +36,5 @@ def loaded_once(seg: Segmentor, attribute: str, build: Callable[[], T]) -> T:
 
 def drop(seg: Segmentor, attribute: str) -> None:
     """Forget ``seg``'s ``attribute`` (users of it keep their reference)."""
-    with _LOCK:
+    with _lock_of(seg):
         seg.__dict__.pop(attribute, None)

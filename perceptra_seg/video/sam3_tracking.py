@@ -14,7 +14,8 @@ in the process that runs :func:`track_concept` and cannot be written out or move
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,14 +49,16 @@ _ATTRIBUTE = "_concept_tracker"
 
 class _PreparedFrames(Mapping[int, torch.Tensor]):
     """The session's frame store: frame ``i`` decoded and prepared (``[3, S, S]`` float32, Meta's transform) when
-    the model asks for it; only the last prepared frame is kept."""
+    the model asks for it; only the last prepared frame is kept. Each new frame first calls ``on_frame(i)`` (the
+    cancel check and the trimming of the tracking memory)."""
 
-    def __init__(self, frames: FrameSource, resolution: int) -> None:
-        self._frames, self._resolution = frames, resolution
+    def __init__(self, frames: FrameSource, resolution: int, on_frame: Callable[[int], None]) -> None:
+        self._frames, self._resolution, self._on_frame = frames, resolution, on_frame
         self._last: tuple[int, torch.Tensor] | None = None
 
     def __getitem__(self, index: int) -> torch.Tensor:
         if self._last is None or self._last[0] != index:
+            self._on_frame(index)
             self._last = (index, preprocess(self._frames.frame(index), self._resolution)[0])
         return self._last[1]
 
@@ -64,6 +67,26 @@ class _PreparedFrames(Mapping[int, torch.Tensor]):
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self._frames.num_frames))
+
+
+def memory_window(model: Any) -> int:
+    """Frames behind the current one whose tracked outputs the tracker still reads: its memory frames
+    (``num_maskmem``) and object pointers (``max_object_pointers_in_encoder``)."""
+    config = model.config.tracker_config
+    return max(int(config.num_maskmem), int(config.max_object_pointers_in_encoder))
+
+
+def forget_before(session: Any, frame: int) -> None:
+    """Drop every object's tracked (non-conditioning) outputs of frames before ``frame`` (forward tracking).
+
+    transformers' session keeps every frame's memory features (``[64, 72, 72]`` float32) and masks for every object;
+    the tracker reads only the last :func:`memory_window` frames, so older ones only cost memory. Conditioning
+    frames (the one an object was found on, and reconditioned ones) are kept.
+    """
+    for outputs in session.output_dict_per_obj.values():
+        tracked = outputs["non_cond_frame_outputs"]
+        for old in [index for index in tracked if index < frame]:
+            del tracked[old]
 
 
 class ConceptTracker:
@@ -108,6 +131,7 @@ class ConceptTracker:
         }
 
     def info(self) -> dict[str, Any]:
+        """Model name, variant, backend, device, precision and checkpoint fingerprint (for results)."""
         return dict(self._info)
 
     def track(
@@ -136,11 +160,17 @@ class ConceptTracker:
             inference_state_device=self.device,
             dtype=torch.float32,
         )
-        session.processed_frames = _PreparedFrames(frames, self.resolution)  # type: ignore[assignment]
+        window = memory_window(self.model)
+
+        def on_frame(index: int) -> None:  # before the model reads frame ``index``: up to 15 run before a yield
+            check(cancel)
+            forget_before(session, index - window)
+
+        session.processed_frames = _PreparedFrames(frames, self.resolution, on_frame)  # type: ignore[assignment]
         prompt_id = session.add_prompt(phrase)
         session.prompt_input_ids[prompt_id] = self.tokenizer(phrase).to(self.device)
         limit = None if max_frames is None else max_frames - 1  # transformers counts the frames after the first
-        request_id = f"{id(session):x}"
+        request_id = uuid.uuid4().hex
         steps = self.model.propagate_in_video_iterator(
             session, start_frame_idx=start_frame, max_frame_num_to_track=limit
         )

@@ -204,3 +204,16 @@ def test_local_engine_writes_segment_texts_instances_once_per_encoding(
     again = cli(*argv, "-o", out, "--json")  # everything is there: nothing runs, nothing changes
     assert again.exit_code == 0 and (again.json()["processed"], again.json()["skipped_existing"]) == (0, 2)
     assert out.read_bytes() == written and seg.encoder_calls == 2
+
+
+def test_a_ray_run_that_never_starts_leaves_no_categories_file(
+    cli: Callable[..., Run], folder: Path, tmp_path: Path, sam3_args: list[str]
+) -> None:
+    """The categories file is written before the cluster is contacted; when nothing was segmented it goes again, so
+    a later run may choose other phrases."""
+    out = tmp_path / "found.json"
+    run = cli("batch", "--images", folder, "--auto", *ENGINES["ray"], "-o", out, "-t", "car", *sam3_args)
+    assert run.exit_code == 2 and "127.0.0.1:9" in run.json()["error"]["message"]
+    assert not (tmp_path / "found.categories.json").exists() and not out.exists()
+    run = cli("batch", "--images", folder, "--auto", *ENGINES["ray"], "-o", out, "-t", "person", *sam3_args)
+    assert "127.0.0.1:9" in run.json()["error"]["message"]  # the same failure, not a refusal of other phrases

@@ -138,3 +138,17 @@ def test_a_closed_torch_backend_raises_a_clear_error(
         seg.segment(photos["coffee"], boxes=BOXES[:1])
     with pytest.raises(BackendError, match="^the torch backend is closed$"):
         seg.backend.encode(photos["coffee"])
+
+
+def test_an_incomplete_backend_object_is_refused_by_name() -> None:
+    """An object missing a protocol member is a ConfigError naming it, not silently replaced by the configured
+    model's backend."""
+
+    class NoHook:  # every member but the check_prompts hook (a custom backend written before it existed)
+        family = "sam1"
+        fingerprint = "custom"
+        mask_size = 256
+        encode = decode = info = close = staticmethod(lambda *a, **k: None)
+
+    with pytest.raises(ConfigError, match=r"lacks \['check_prompts'\]"):
+        Segmentor(backend=NoHook())  # type: ignore[arg-type]

@@ -8,17 +8,29 @@ device/storage stand-ins of tests/reference_sam3_video.py.
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
+from transformers import Sam3VideoConfig
 
 from perceptra_seg import Segmentor
 from perceptra_seg.exceptions import InvalidInputError
 from perceptra_seg.video.prompts import VideoPrompt
-from perceptra_seg.video.sam3_tracking import check_concept_prompts
+from perceptra_seg.video.sam3_tracking import check_concept_prompts, forget_before, memory_window
 
-from ..sam3_video_fixture import PHRASE, SmallSam3Video
+from ..reference_sam3_video import run_reference_video
+from ..sam3_video_fixture import (
+    FEW_OBJECTS,
+    HEIGHT,
+    PHRASE,
+    WIDTH,
+    SmallSam3Video,
+    build_calibrated_model,
+    reference_pixels,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -54,6 +66,28 @@ def test_text_prompt_parity_with_meta(small_sam3_video: SmallSam3Video) -> None:
 @pytest.mark.slow  # about four minutes on 2 cores: eight tracked objects at 1008 px in both implementations
 def test_text_prompt_parity_with_meta_many_objects(busy_sam3_video: SmallSam3Video) -> None:
     assert min(_compare(busy_sam3_video)) >= 3
+
+
+@pytest.mark.slow  # about 8 minutes on 2 cores: 20 frames in both implementations
+def test_text_prompt_parity_over_the_hot_start(tmp_path: Path) -> None:
+    """A 20-frame clip (frame 0, then frame 1 nineteen times: every frame's detections are those the fixture is
+    calibrated on): Meta's 15-frame hot start holds outputs back and may remove instances, and our tracking memory
+    is trimmed to the frames the tracker reads (16 behind); every frame must still equal Meta's."""
+    model, case = build_calibrated_model(tmp_path, FEW_OBJECTS)
+    case.frames = [case.frames[0]] + [case.frames[1]] * 19
+    case.answers = run_reference_video(model, reference_pixels(case.frames), HEIGHT, WIDTH, PHRASE)
+    del model
+    assert min(_compare(case)) >= 1
+
+
+def test_forget_before_keeps_the_memory_window() -> None:
+    tracked = {index: {"maskmem_features": index} for index in range(30)}
+    session = SimpleNamespace(
+        output_dict_per_obj={0: {"cond_frame_outputs": {0: {}, 3: {}}, "non_cond_frame_outputs": tracked}}
+    )
+    forget_before(session, 30 - memory_window(SimpleNamespace(config=Sam3VideoConfig())))
+    assert sorted(tracked) == list(range(14, 30))  # the 16 frames before frame 30
+    assert sorted(session.output_dict_per_obj[0]["cond_frame_outputs"]) == [0, 3]  # conditioning frames stay
 
 
 def test_text_prompt_parsing() -> None:

@@ -24,6 +24,7 @@ pytest.importorskip("fastapi")
 from perceptra_seg.service import create_app
 from perceptra_seg.utils.masks import rle_to_mask
 
+from ..sam3_bare import bare_sam3  # noqa: F401 - the fixture
 from ..sam3_video_fixture import PHRASE, SmallSam3Video
 from ..service.helpers import KEY_A, auth, build_config, running
 from ..service.test_segment_text import FakeConceptBackend
@@ -110,3 +111,16 @@ def test_cli_track_text_writes_metas_instances(small_sam3_video: SmallSam3Video,
     mixed = ["--text", "0:car", "--box", "0:1:1,1,5,5", "--out", str(tmp_path / "x.json"), "--config", str(config)]
     bad = CliRunner().invoke(app, ["track", str(frames), *mixed])
     assert bad.exit_code == 2 and "mixed" in bad.output
+
+
+def test_a_sam3_checkpoint_without_its_tracker_fails_at_upload(bare_sam3: dict, tmp_path: Path) -> None:  # noqa: F811
+    """The video model loads when a video is uploaded (as a SAM 2 session opens then): a checkpoint with only the
+    detector is a clear error there, not at every propagate."""
+    path = write_video([np.zeros((32, 48, 3), np.uint8)] * 2, tmp_path / "clip.mkv", codec="ffv1", pix_fmt="bgr0")
+    config = build_config(bare_sam3, server={"api_keys": [KEY_A]})
+    with running(create_app(config, backend=FakeConceptBackend()), headers=auth(KEY_A)) as client:
+        with path.open("rb") as handle:
+            uploaded = client.post("/v1/videos", files={"file": ("clip.mkv", handle, "video/x-matroska")})
+        assert uploaded.status_code == 503, uploaded.text
+        assert "no SAM 3 video tracker" in uploaded.json()["error"]["message"]
+        assert client.get("/v1/healthz").status_code == 200
