@@ -28,6 +28,8 @@ from transformers.models.sam3_video import modeling_sam3_video
 from ..concepts.forward import detect, encode_text
 from .sam3_conversion import convert_sam3_video_state_dict
 
+_DETECTOR = "detector_model."
+
 __all__ = ["ConceptVideoModel", "CpuKernels", "install_cpu_kernels", "load_concept_video_model"]
 
 
@@ -107,12 +109,23 @@ class ConceptVideoModel(Sam3VideoModel):
         return detections
 
 
-def load_concept_video_model(state_dict: dict[str, torch.Tensor], detector_architecture: dict[str, Any]) -> Any:
+def _same_layout(first: torch.nn.Module, second: torch.nn.Module) -> bool:
+    """True when both modules have the same parameter and buffer names with the same shapes and dtypes."""
+    a, b = first.state_dict(), second.state_dict()
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape and a[k].dtype == b[k].dtype for k in a)
+
+
+def load_concept_video_model(
+    state_dict: dict[str, torch.Tensor], detector_architecture: dict[str, Any], detector: Any = None
+) -> Any:
     """A :class:`ConceptVideoModel` (eval) from Meta's SAM 3 state dict, loaded with ``strict=True``.
 
     Args:
         state_dict: Meta's keys (``detector.*``, ``tracker.*``), unwrapped from ``{"model": ...}``.
         detector_architecture: ``Sam3Config`` keyword arguments of the detector (the tracker is SAM 3's, fixed).
+        detector: the image backend's ``Sam3Model`` loaded from the same file, or ``None``. When its layout is the
+            video model's detector's, it *becomes* that detector (one copy of the weights for images and video) and
+            only the tracker parts are loaded from ``state_dict``; otherwise the detector is loaded as well.
 
     Raises:
         ValueError: not a SAM 3 file with its video tracker.
@@ -121,6 +134,15 @@ def load_concept_video_model(state_dict: dict[str, torch.Tensor], detector_archi
     from transformers import Sam3Config, Sam3VideoConfig
 
     model = ConceptVideoModel(Sam3VideoConfig(detector_config=Sam3Config(**detector_architecture)))
-    model.load_state_dict(convert_sam3_video_state_dict(state_dict), strict=True)
+    converted = convert_sam3_video_state_dict(state_dict)
+    if detector is not None and _same_layout(detector, model.detector_model):
+        model.detector_model = detector
+        own = {k: v for k, v in converted.items() if not k.startswith(_DETECTOR)}
+        missing, unexpected = model.load_state_dict(own, strict=False)
+        stray = [k for k in missing if not k.startswith(_DETECTOR)] + list(unexpected)
+        if stray:
+            raise RuntimeError(f"the tracker weights do not fit SAM 3's video model: {sorted(stray)[:8]}")
+    else:
+        model.load_state_dict(converted, strict=True)
     install_cpu_kernels()
     return model.eval()

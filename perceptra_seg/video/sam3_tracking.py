@@ -23,7 +23,7 @@ import torch
 
 from ..backends.torch_backend import resolve_device
 from ..cancel import CancelToken, check
-from ..concepts.backend import _deep_merge, _vocabulary
+from ..concepts.backend import Sam3Backend, _deep_merge, _vocabulary
 from ..concepts.forward import preprocess
 from ..concepts.tokenizer import ConceptTokenizer
 from ..config import OutputsConfig, SegmentorConfig
@@ -92,7 +92,9 @@ def forget_before(session: Any, frame: int) -> None:
 class ConceptTracker:
     """SAM 3's video model (weights, tokenizer, device), loaded once per :class:`~perceptra_seg.core.Segmentor`."""
 
-    def __init__(self, config: SegmentorConfig) -> None:
+    def __init__(self, config: SegmentorConfig, detector: Any = None) -> None:
+        """Load from ``config``'s checkpoint; ``detector`` (the image backend's ``Sam3Model`` from the same file) is
+        shared instead of loading a second copy when it fits."""
         spec = get_model_spec(config.model.name, config.model.variant)
         if config.runtime.backend != "torch":
             raise ConfigError(f"SAM 3 video tracking runs on the torch backend only, not {config.runtime.backend!r}")
@@ -115,7 +117,7 @@ class ConceptTracker:
 
         architecture = _deep_merge(architecture_config("sam3", "default", "sam3"), config.model.architecture or {})
         try:
-            model = load_concept_video_model(state, architecture)
+            model = load_concept_video_model(state, architecture, detector)
         except (RuntimeError, ValueError, TypeError) as exc:
             raise ModelLoadError(f"checkpoint {location.name} does not fit SAM 3's video model: {exc}") from None
         self.model: Any = model.to(self.device)
@@ -199,8 +201,11 @@ class ConceptTracker:
 
 
 def concept_tracker(seg: Segmentor) -> ConceptTracker:
-    """The segmentor's SAM 3 video model, loaded on first use (once, even when threads race)."""
-    return loaded_once(seg, _ATTRIBUTE, lambda: ConceptTracker(seg.config))
+    """The segmentor's SAM 3 video model, loaded on first use (once, even when threads race); its detector is the
+    image backend's when that is a loaded :class:`~perceptra_seg.concepts.backend.Sam3Backend`."""
+    backend = seg.backend
+    detector = backend.model if isinstance(backend, Sam3Backend) else None
+    return loaded_once(seg, _ATTRIBUTE, lambda: ConceptTracker(seg.config, detector))
 
 
 def check_concept_prompts(model_name: str, prompts: Sequence[VideoPrompt]) -> str | None:

@@ -19,7 +19,7 @@ from transformers import Sam3VideoConfig
 from perceptra_seg import Segmentor
 from perceptra_seg.exceptions import InvalidInputError
 from perceptra_seg.video.prompts import VideoPrompt
-from perceptra_seg.video.sam3_tracking import check_concept_prompts, forget_before, memory_window
+from perceptra_seg.video.sam3_tracking import check_concept_prompts, concept_tracker, forget_before, memory_window
 
 from ..reference_sam3_video import run_reference_video
 from ..sam3_video_fixture import (
@@ -41,6 +41,7 @@ def _compare(case: SmallSam3Video) -> list[int]:
     assert sorted(reference) == list(range(len(case.frames)))
     with Segmentor(config=case.config) as seg:
         ours = dict(seg.track(case.frames, [{"frame": 0, "text": PHRASE}], output_formats=["numpy"]))
+        assert concept_tracker(seg).model.detector_model is seg.backend.model  # one detector for images and video
     assert sorted(ours) == sorted(reference)
     worst_iou, worst_score = 1.0, 0.0
     for frame, answer in reference.items():
