@@ -58,12 +58,26 @@ def _targets(module: str, is_package: bool, node: ast.Import | ast.ImportFrom, k
     return {name for name in names if name in known}
 
 
+def _parse(path: Path) -> ast.Module:
+    """``ast.parse`` of ``path``, tried up to three times: CPython 3.11 keeps the AST builder's recursion count in
+    interpreter-wide state, so a parse running at the same time in another thread (a library's background thread
+    left by an earlier test) can make a correct parse fail with "SystemError: AST constructor recursion
+    depth mismatch" (python/cpython#106905)."""
+    source = path.read_text(encoding="utf-8")
+    for _ in range(2):
+        try:
+            return ast.parse(source)
+        except SystemError:
+            continue
+    return ast.parse(source)
+
+
 def _graph() -> dict[str, set[str]]:
     files = {_module_name(path): path for path in PACKAGE_ROOT.rglob("*.py")}
     known = set(files)
     graph: dict[str, set[str]] = {}
     for module, path in files.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = _parse(path)
         edges: set[str] = set()
         for node in _top_level_imports(tree):
             edges |= _targets(module, path.name == "__init__.py", node, known)
