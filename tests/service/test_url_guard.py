@@ -115,11 +115,15 @@ class FakeResolver:
 
 @pytest.fixture
 def sockets(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Records (and refuses) every outbound connection attempt made through the socket module."""
+    """Refuses every outbound connection attempt made through the socket module, and records those of this thread
+    and of threads started during the test (the app's). Threads that were already running (a Ray metrics thread
+    left by an earlier test polls 127.0.0.1:9090) are refused but not recorded: they are not the code under test."""
     attempts: list[Any] = []
+    earlier = {thread.ident for thread in threading.enumerate()} - {threading.get_ident()}
 
     def refuse(*args: Any, **_: Any) -> Any:
-        attempts.append(args[-1] if args else None)
+        if threading.get_ident() not in earlier:
+            attempts.append(args[-1] if args else None)
         raise ConnectionRefusedError("outbound connections are not allowed in this test")
 
     monkeypatch.setattr(socket, "create_connection", refuse)
