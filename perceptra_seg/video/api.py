@@ -112,22 +112,18 @@ def _track_concept(
         if owns:
             frames.close()
         raise
-    return _closing_frames(frames if owns else None, results)
+    return _closing(frames if owns else None, results)
 
 
-def _closing_frames(
-    frames: FrameSource | None, results: Iterator[tuple[int, dict[int, SegmentationResult]]]
+def _closing(
+    owner: VideoSession | FrameSource | None, results: Iterator[Any]
 ) -> Iterator[tuple[int, dict[int, SegmentationResult]]]:
+    """``results``, then ``owner.close()`` when they are exhausted or the iterator is closed (``None``: nothing)."""
     try:
         yield from results
     finally:
-        if frames is not None:
-            frames.close()
-
-
-def _closing(session: VideoSession, frames: Iterator[Any]) -> Iterator[tuple[int, dict[int, SegmentationResult]]]:
-    with session:
-        yield from frames
+        if owner is not None:
+            owner.close()
 
 
 def default_start_frame(prompted_frames: list[int], *, reverse: bool) -> int:

@@ -23,15 +23,15 @@ from collections.abc import Mapping
 
 import torch
 
-from ..concepts.conversion import convert_sam3_state_dict
+from ..concepts.conversion import DETECTOR_PREFIX, convert_sam3_state_dict
+from ..concepts.tracker_conversion import SAM2_NECK_PREFIX as _TRACKER_NECK
 from .conversion import convert_video_state_dict
 
 __all__ = ["convert_sam3_video_state_dict", "has_sam3_tracker"]
 
 _TRACKER = "tracker."
-_TRACKER_NECK = "detector.backbone.vision_backbone.sam2_convs."
-_DETECTOR_NECK = "detector.backbone.vision_backbone.convs."
-_UNUSED = "detector.geometry_encoder.points_"
+_DETECTOR_NECK = DETECTOR_PREFIX + "backbone.vision_backbone.convs."
+_UNUSED = DETECTOR_PREFIX + "geometry_encoder.points_"
 # Meta's SAM 3 tracker names → Meta's SAM 2.1 names for the same modules.
 _TRACKER_RENAMES: tuple[tuple[str, str], ...] = (
     (r"^transformer\.encoder\.", "memory_attention."),
